@@ -1,0 +1,147 @@
+"""The `mlx_bluey` command. This module only parses arguments; each verb lives in its own module.
+
+    mlx_bluey info                       device, BLAS, dtype, the embedded model
+    mlx_bluey train [--config FILE] ...  fine-tune (train.py)
+    mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
+    mlx_bluey data split FILES --output DIR   seeded split (data_split.py)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import runtime
+
+
+def _fail(error: Exception) -> None:
+    raise click.ClickException(str(error)) from error
+
+
+def _user_errors():
+    from .config import ConfigError
+    from .data import DataError
+    from .models import ModelError
+
+    return (ConfigError, DataError, ModelError, FileNotFoundError)
+
+
+@click.group()
+@click.version_option(package_name="mlx-bluey")
+def cli() -> None:
+    """Teach a small Gemma 3 a character's personality with MLX LoRA."""
+
+
+@cli.command()
+def info() -> None:
+    """Show the device, BLAS and default dtype MLX runs with here."""
+    import mlx.core as mx
+
+    from .embedded import embedded_model_dir, is_converted
+
+    click.echo(f"mlx {mx.__version__}: {runtime.describe()}")
+    state = "converted" if is_converted(embedded_model_dir()) else "not converted yet (first use converts it)"
+    click.echo(f"embedded model: {embedded_model_dir()} ({state})")
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(), help="YAML config (see configs/).")
+@click.option("--model", help="Registry name, Hugging Face id or directory (default: embedded 270M).")
+@click.option("--data", help="Directory with train.jsonl and valid.jsonl.")
+@click.option("--output", help="Output directory for the adapter and run files.")
+@click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]))
+@click.option("--num-layers", type=int, help="Blocks (from the top) that get adapters; -1 = all.")
+@click.option("--lora-rank", type=int)
+@click.option("--epochs", type=int)
+@click.option("--iters", type=int, help="Optimizer steps instead of epochs.")
+@click.option("--batch-size", type=int)
+@click.option("--grad-accumulation", type=int)
+@click.option("--learning-rate", type=float)
+@click.option("--max-seq-length", type=int)
+@click.option("--on-too-long", type=click.Choice(["error", "skip"]))
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None)
+@click.option("--val-every", type=int)
+@click.option("--save-every", type=int)
+@click.option("--early-stopping-patience", type=int)
+@click.option("--seed", type=int)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
+@click.option("--progress/--no-progress", default=None)
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
+@click.option("--overwrite", is_flag=True, help="Discard a previous run in --output and start again.")
+def train(config_path, resume, overwrite, **overrides) -> None:
+    """Fine-tune a Gemma 3 on chat JSONL (what `make train` runs)."""
+    from .config import load_config
+    from .train import TrainError
+    from .train import train as run_training
+
+    try:
+        config = load_config(config_path, overrides)
+        run_training(config, resume=resume, overwrite=overwrite, log=click.echo)
+    except (*_user_errors(), TrainError) as error:
+        _fail(error)
+
+
+@cli.command()
+@click.option("--model", help="Base model: registry name, HF id, directory (a fused model too).")
+@click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train`.")
+@click.option("--prompt", help="One message; print the reply and exit (default: interactive chat).")
+@click.option("--system", help="System prompt for the conversation.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--min-new-tokens", type=int, default=0, show_default=True, help="Block every stop id until N tokens.")
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--top-k", type=int, default=64, show_default=True)
+@click.option("--min-p", type=float, default=0.0, show_default=True)
+@click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+def generate(model, adapter, prompt, system, dtype, **settings) -> None:
+    """Chat with a model (base, base + adapter, or fused)."""
+    from .chat import run_chat, run_once
+    from .generate import GenerationSettings, load_for_generation, stop_token_ids
+
+    try:
+        network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=lambda m: click.echo(m, err=True))
+    except _user_errors() as error:
+        _fail(error)
+    options = GenerationSettings(**settings)
+    stops = stop_token_ids(model_dir, tokenizer)
+    system_messages = [{"role": "system", "content": system}] if system else []
+    if prompt is not None:
+        run_once(network, tokenizer, system_messages, prompt, options, stops)
+    else:
+        run_chat(network, tokenizer, system_messages, options, stops)
+
+
+@cli.group()
+def data() -> None:
+    """Dataset tools."""
+
+
+@data.command("split")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", required=True, type=click.Path(), help="Directory for train/valid/test.jsonl.")
+@click.option("--valid", type=float, default=0.1, show_default=True, help="Share of conversations for valid.")
+@click.option("--test", type=float, default=0.1, show_default=True, help="Share of conversations for test.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_split(inputs, output, valid, test, seed) -> None:
+    """Seeded train/valid/test split that keeps near-duplicates in one split."""
+    from pathlib import Path
+
+    from .data_split import write_split
+
+    try:
+        counts = write_split([Path(p) for p in inputs], Path(output), valid, test, seed)
+    except _user_errors() as error:
+        _fail(error)
+    click.echo(", ".join(f"{name}: {n}" for name, n in counts.items()))
+
+
+def main() -> None:
+    runtime.ensure_fast_blas()  # before anything imports mlx: it may re-exec with OpenBLAS
+    cli(prog_name="mlx_bluey")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Chat JSONL in, token batches out.
+
+File format, one conversation per line:
+
+    {"messages": [{"role": "system", "content": "..."},      # optional, first only
+                  {"role": "user", "content": "..."},
+                  {"role": "assistant", "content": "..."}, ...]}   # alternating, ends on assistant
+
+Every problem is a DataError naming file, line and field; nothing is dropped silently.
+
+Batches are bucketed, not padded to a fixed length: conversations are sorted by token length and
+cut into groups of `batch_size`, so a batch pads only to its own longest member. With the Bluey
+data (replies of 5 to 250 words) a fixed 512-token pad would waste most of the compute; the
+bucketed padding share is printed by `mlx_bluey train` (typically a few percent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .chat_format import encode_conversation
+
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """Bad input data: `where` is file:line[:field]."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]
+    source: str  # "file:line"
+
+
+def check_messages(row, where: str) -> list[dict]:
+    """Validate one parsed JSONL row; return its messages or raise DataError."""
+    if not isinstance(row, dict):
+        raise DataError(where, "expected a JSON object with a 'messages' list")
+    if "messages" not in row:
+        raise DataError(where, "missing field 'messages'")
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}:messages", "must be a non-empty list")
+    for i, message in enumerate(messages):
+        field = f"{where}:messages[{i}]"
+        if not isinstance(message, dict):
+            raise DataError(field, "must be an object with 'role' and 'content'")
+        role = message.get("role")
+        if role not in ROLES:
+            raise DataError(f"{field}.role", f"must be one of {', '.join(ROLES)}, not {role!r}")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise DataError(f"{field}.content", "must be a string")
+        if not content.strip():
+            raise DataError(f"{field}.content", "is empty")
+    turns = messages[1:] if messages[0]["role"] == "system" else messages
+    for i, message in enumerate(turns):
+        index = i + (len(messages) - len(turns))
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise DataError(
+                f"{where}:messages[{index}].role",
+                f"expected {expected!r} (a system message may only come first, then user and "
+                f"assistant alternate starting with user), got {message['role']!r}",
+            )
+    if not turns or turns[-1]["role"] != "assistant":
+        raise DataError(f"{where}:messages", "must end with an assistant message (nothing to learn otherwise)")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def read_jsonl(path: str | Path) -> list[Conversation]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), "file not found")
+    raw = path.read_bytes()
+    conversations = []
+    for number, line_bytes in enumerate(raw.split(b"\n"), 1):
+        where = f"{path}:{number}"
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(where, f"not valid UTF-8 (byte {error.start} of the line)") from error
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(where, f"malformed JSON: {error.msg} at column {error.colno}") from error
+        conversations.append(Conversation(check_messages(row, where), where))
+    if not conversations:
+        raise DataError(str(path), "no conversations in file")
+    return conversations
+
+
+@dataclass
+class EncodedDataset:
+    ids: list[np.ndarray]  # int32 token ids per conversation
+    labels: list[np.ndarray]  # bool, True where the token is a training target
+    sources: list[str]
+    skipped: list[str]  # "file:line (N tokens)" of conversations over the length limit
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(len(x) for x in self.ids))
+
+    @property
+    def n_supervised(self) -> int:
+        return int(sum(int(x.sum()) for x in self.labels))
+
+
+def encode_dataset(
+    conversations: list[Conversation], tokenizer, max_seq_length: int, on_too_long: str = "error"
+) -> EncodedDataset:
+    ids, labels, sources, skipped = [], [], [], []
+    for conversation in conversations:
+        encoded = encode_conversation(tokenizer, conversation.messages)
+        if len(encoded.ids) > max_seq_length:
+            message = f"{len(encoded.ids)} tokens, over max_seq_length={max_seq_length}"
+            if on_too_long == "error":
+                raise DataError(
+                    f"{conversation.source}:messages",
+                    f"{message}; raise max_seq_length, shorten it, or set on_too_long: skip",
+                )
+            skipped.append(f"{conversation.source} ({len(encoded.ids)} tokens)")
+            continue
+        ids.append(np.array(encoded.ids, dtype=np.int32))
+        labels.append(np.array(encoded.labels, dtype=bool))
+        sources.append(conversation.source)
+    return EncodedDataset(ids, labels, sources, skipped)
+
+
+@dataclass
+class Batch:
+    inputs: np.ndarray  # [B, L] token ids fed to the model (padded with pad_id)
+    targets: np.ndarray  # [B, L] the next token at each position
+    target_positions: np.ndarray  # flat indices into B*L where the loss is taken
+    n_tokens: int  # real (unpadded) input tokens in the batch
+    n_padded: int  # B * L
+
+
+def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by similar length: sort, then cut into runs of batch_size.
+
+    Every example lands in exactly one bucket; the last bucket may be smaller (mlx-lm's
+    iterate_batches drops those examples, we keep them).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def make_batch(dataset: EncodedDataset, indices: list[int], pad_id: int = 0) -> Batch:
+    # A conversation of n tokens gives n - 1 (input, target) pairs.
+    width = max(len(dataset.ids[i]) for i in indices) - 1
+    inputs = np.full((len(indices), width), pad_id, dtype=np.int32)
+    targets = np.full((len(indices), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(indices), width), dtype=bool)
+    n_tokens = 0
+    for row, i in enumerate(indices):
+        ids, labels = dataset.ids[i], dataset.labels[i]
+        n = len(ids) - 1
+        inputs[row, :n] = ids[:-1]
+        targets[row, :n] = ids[1:]
+        mask[row, :n] = labels[1:]  # the loss at position t predicts token t + 1
+        n_tokens += n
+    return Batch(inputs, targets, np.flatnonzero(mask.reshape(-1)).astype(np.int32), n_tokens, inputs.size)
+
+
+def epoch_batches(dataset: EncodedDataset, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: length buckets in a seeded random order (same seed, same order)."""
+    buckets = length_buckets([len(x) for x in dataset.ids], batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(len(buckets))
+    return [buckets[k] for k in order]

@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny random Gemma 3 with a character-level tokenizer, and the real embedded 270M.
+
+The tiny model's tokenizer maps every character to one token, so expected ids in tests can be
+written down by hand: ids 0-6 are <pad> <eos> <bos> <unk> <start_of_turn> <end_of_turn> "\\n",
+then one id per printable ASCII character, with "▁" standing for a space.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+
+from mlx_bluey import runtime
+
+runtime.ensure_fast_blas()  # re-exec with OpenBLAS preloaded when run as plain `pytest`
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n"]
+CHARS = ["▁"] + [c for c in string.printable if c not in " \t\n\r\x0b\x0c"]
+TINY_VOCAB = {token: i for i, token in enumerate(SPECIALS + CHARS)}
+TINY_CONFIG = {
+    "architectures": ["Gemma3ForCausalLM"],
+    "model_type": "gemma3_text",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": len(TINY_VOCAB),
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "query_pre_attn_scalar": 16,
+    "sliding_window": 32,
+    "sliding_window_pattern": 2,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+    "bos_token_id": 2,
+    "eos_token_id": [1, 5],
+    "pad_token_id": 0,
+}
+
+
+def make_tiny_tokenizer():
+    from transformers import GemmaTokenizer
+    from tokenizers import AddedToken
+
+    from mlx_bluey.chat_format import CHAT_TEMPLATE
+
+    tokenizer = GemmaTokenizer(
+        vocab=dict(TINY_VOCAB),
+        merges=[],
+        extra_special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIALS[4:6]]
+        + [AddedToken("\n", special=False, normalized=False)],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def write_tiny_model(path: Path, seed: int = 0, config: dict | None = None) -> Path:
+    """A randomly initialised Gemma 3 saved as an ordinary model directory."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models.gemma3_text import Model, ModelArgs
+
+    config = dict(config or TINY_CONFIG)
+    path.mkdir(parents=True, exist_ok=True)
+    mx.random.seed(seed)
+    model = Model(ModelArgs.from_dict(config))
+    model.sanitize({})  # drops lm_head: the embedding is tied
+    mx.save_safetensors(str(path / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 5]}))
+    make_tiny_tokenizer().save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    from mlx_bluey.embedded import ensure_embedded_model
+
+    return ensure_embedded_model(log=lambda _: None)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat(*turns: str, system: str | None = None) -> dict:
+    """chat("hi", "G'day!", "more?", "Yes!") -> {"messages": [user, assistant, user, assistant]}"""
+    messages = [{"role": "system", "content": system}] if system else []
+    for i, text in enumerate(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return {"messages": messages}

@@ -1,0 +1,137 @@
+"""Reading chat JSONL: every kind of bad input names file, line and field; batches lose nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import chat, write_jsonl
+
+from mlx_bluey.data import DataError, EncodedDataset, epoch_batches, length_buckets, make_batch, read_jsonl
+from mlx_bluey.data_split import near_duplicate_groups, split_conversations
+
+GOOD = chat("hi", "G'day!")
+
+BAD_ROWS = [
+    ('{"messages": [', r"f\.jsonl:1: malformed JSON"),
+    ({"msgs": []}, r"f\.jsonl:1: missing field 'messages'"),
+    ({"messages": []}, r"f\.jsonl:1:messages: must be a non-empty list"),
+    ({"messages": [{"role": "bot", "content": "x"}]}, r"f\.jsonl:1:messages\[0\]\.role: must be one of"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+     r"f\.jsonl:1:messages\[1\]\.content: is empty"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "hi"}]},
+     r"f\.jsonl:1:messages\[1\]\.role: expected 'assistant'"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}]},
+     r"f\.jsonl:1:messages\[1\]\.content: must be a string"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                   {"role": "system", "content": "late"}]}, r"f\.jsonl:1:messages\[2\]\.role: expected 'user'"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, r"f\.jsonl:1:messages: must end with an assistant message"),
+]
+
+
+@pytest.mark.parametrize("row,pattern", BAD_ROWS)
+def test_bad_row_names_file_line_and_field(tmp_path, row, pattern):
+    path = write_jsonl(tmp_path / "f.jsonl", [row, GOOD])
+    with pytest.raises(DataError, match=pattern):
+        read_jsonl(path)
+
+
+def test_error_on_a_later_line_names_that_line(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [GOOD, GOOD, '{"messages": 5}'])
+    with pytest.raises(DataError, match=r"f\.jsonl:3:messages: must be a non-empty list"):
+        read_jsonl(path)
+
+
+def test_non_utf8_is_reported_with_its_line(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"messages": "\xff"}\n')
+    with pytest.raises(DataError, match=r"f\.jsonl:2: not valid UTF-8"):
+        read_jsonl(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.jsonl: file not found"):
+        read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_blank_lines_are_allowed_and_sources_kept(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [GOOD, "", GOOD])
+    rows = read_jsonl(path)
+    assert [r.source.rsplit(":", 1)[1] for r in rows] == ["1", "3"]
+
+
+def test_train_cli_rejects_bad_data_and_keeps_the_old_adapter(tmp_path, tiny_model_dir):
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", [GOOD, {"messages": [{"role": "user", "content": ""}]}])
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "adapters.safetensors").write_bytes(b"previous good adapter")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data", str(data),
+         "--output", str(output), "--resume"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode != 0
+    assert "train.jsonl:2:messages[0].content: is empty" in result.stderr
+    assert (output / "adapters.safetensors").read_bytes() == b"previous good adapter"
+    assert sorted(p.name for p in output.iterdir()) == ["adapters.safetensors"]
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", [GOOD]).parent
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", "no-such-model", "--data", str(data),
+         "--output", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "unknown model 'no-such-model'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _dataset(lengths):
+    ids = [np.arange(1, n + 1, dtype=np.int32) for n in lengths]
+    labels = [np.array([False] * (n // 2) + [True] * (n - n // 2)) for n in lengths]
+    return EncodedDataset(ids, labels, [f"x:{i}" for i in range(len(lengths))], [])
+
+
+def test_buckets_keep_every_example_once():
+    lengths = [9, 3, 7, 3, 12, 5, 4]
+    buckets = length_buckets(lengths, batch_size=3)
+    assert buckets == [[1, 3, 6], [5, 2, 0], [4]]  # sorted by length; the remainder is kept
+
+
+def test_batch_pads_only_to_its_longest_member():
+    dataset = _dataset([4, 6])
+    batch = make_batch(dataset, [0, 1])
+    assert batch.inputs.tolist() == [[1, 2, 3, 0, 0], [1, 2, 3, 4, 5]]
+    assert batch.targets.tolist() == [[2, 3, 4, 0, 0], [2, 3, 4, 5, 6]]
+    # labels of [4] are F F T T -> targets 1..3 are labels[1:] = F T T; of [6]: F F F T T T -> F F T T T
+    assert batch.target_positions.tolist() == [1, 2, 7, 8, 9]
+    assert (batch.n_tokens, batch.n_padded) == (8, 10)
+
+
+def test_epoch_order_is_seeded():
+    dataset = _dataset(list(range(3, 40)))
+    a = epoch_batches(dataset, 4, seed=1, epoch=0)
+    assert a == epoch_batches(dataset, 4, seed=1, epoch=0)
+    assert a != epoch_batches(dataset, 4, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(len(dataset)))
+
+
+def test_split_keeps_near_duplicates_together(tmp_path):
+    rows = [chat(f"question number {i} about topic {i * 7}", f"answer {i} is a different reply with words {i * 3} {i * 5}")
+            for i in range(40)]
+    rows.append(chat("question number 3 about topic 21", "answer 3 is a different reply with words 9 15 !"))
+    rows.append(chat("question number 8 about topic 56!", "answer 8 is a different reply with words 24 40"))
+    conversations = read_jsonl(write_jsonl(tmp_path / "all.jsonl", rows))
+    groups = [g for g in near_duplicate_groups(conversations) if len(g) > 1]
+    assert groups == [[3, 40], [8, 41]]
+    splits = split_conversations(conversations, valid=0.1, test=0.1, seed=0)
+    assert sorted(sum(splits.values(), [])) == list(range(42))
+    where = {i: name for name, members in splits.items() for i in members}
+    assert where[3] == where[40] and where[8] == where[41]
+    assert (len(splits["valid"]), len(splits["test"])) == (4, 4)
+    assert splits == split_conversations(conversations, valid=0.1, test=0.1, seed=0)

@@ -1,0 +1,106 @@
+"""Generation: every stop id blocked until min_new_tokens, replies never cut mid-word."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+from conftest import TINY_CONFIG, chat
+
+from mlx_bluey.generate import (
+    GenerationSettings,
+    block_stops_until,
+    generate_reply,
+    load_for_generation,
+    stop_token_ids,
+    trim_to_sentence,
+)
+
+
+class StopLover(nn.Module):
+    """Wraps a model so that the stop ids 1 and 5 always have the top logit (+50)."""
+
+    def __init__(self, model, vocab_size):
+        super().__init__()
+        self.inner = model
+        self.bias = mx.zeros((vocab_size,)).at[mx.array([1, 5])].add(50.0)
+
+    @property
+    def layers(self):
+        return self.inner.layers
+
+    def make_cache(self):
+        return self.inner.make_cache()
+
+    def __call__(self, inputs, cache=None):
+        return self.inner(inputs, cache=cache) + self.bias
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tokenizer, model_dir = load_for_generation(str(tiny_model_dir), None, log=lambda _: None)
+    return model, tokenizer, model_dir
+
+
+def test_stop_ids_come_from_config_tokenizer_and_end_of_turn(tiny):
+    _, tokenizer, model_dir = tiny
+    assert stop_token_ids(model_dir, tokenizer) == [1, 5]
+
+
+def test_stop_ids_of_the_embedded_gemma(embedded_dir):
+    from transformers import AutoTokenizer
+
+    assert stop_token_ids(embedded_dir, AutoTokenizer.from_pretrained(str(embedded_dir))) == [1, 106]
+
+
+def test_processor_blocks_all_stop_ids_until_n_new_tokens():
+    processor = block_stops_until(3, prompt_length=4, stop_ids=[1, 5])
+    logits = mx.zeros((1, 8))
+    blocked = processor(mx.arange(6), mx.array(logits))  # 2 generated so far: still blocked
+    assert blocked[0, 1].item() == -float("inf") and blocked[0, 5].item() == -float("inf")
+    assert blocked[0, 2].item() == 0.0
+    free = processor(mx.arange(7), mx.array(logits))  # 3 generated: allowed
+    assert free[0].tolist() == [0.0] * 8
+
+
+@pytest.mark.parametrize("minimum", [0, 1, 6])
+def test_min_new_tokens_blocks_both_stop_ids(tiny, minimum):
+    model, tokenizer, model_dir = tiny
+    settings = GenerationSettings(temperature=0.0, min_new_tokens=minimum, max_new_tokens=20, repetition_penalty=1.0)
+    reply = generate_reply(StopLover(model, TINY_CONFIG["vocab_size"]), tokenizer, chat("hi")["messages"], settings,
+                           stop_token_ids(model_dir, tokenizer))
+    assert reply.n_tokens == minimum
+    assert reply.finish_reason == "stop"
+    assert not set(reply.tokens) & {1, 5}
+
+
+def test_streamed_text_is_whole_words_and_equals_the_reply(tiny):
+    model, tokenizer, model_dir = tiny
+    chunks = []
+    settings = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=60, repetition_penalty=1.0)
+    reply = generate_reply(model, tokenizer, chat("hi")["messages"], settings, stop_token_ids(model_dir, tokenizer),
+                           on_text=chunks.append)
+    assert reply.finish_reason == "length" and reply.n_tokens == 60
+    assert "".join(chunks) == reply.text
+
+
+def test_same_seed_same_reply(tiny):
+    model, tokenizer, model_dir = tiny
+    settings = GenerationSettings(temperature=1.0, seed=11, max_new_tokens=12)
+    stops = stop_token_ids(model_dir, tokenizer)
+    first = generate_reply(model, tokenizer, chat("hi")["messages"], settings, stops)
+    second = generate_reply(model, tokenizer, chat("hi")["messages"], settings, stops)
+    assert first.tokens == second.tokens
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("We played shops. Then Bingo sai", ("We played shops.", True)),
+        ("Hooray! It's brekky time", ("Hooray!", True)),
+        ('She said "yes!" and then we ra', ('She said "yes!"', True)),
+        ("All done.", ("All done.", False)),
+        ("no sentence end here at al", ("no sentence end here at", True)),
+        ("Is it... maybe? Yes… and", ("Is it... maybe? Yes…", True)),
+    ],
+)
+def test_trim_to_sentence(text, expected):
+    assert trim_to_sentence(text) == expected

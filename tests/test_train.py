@@ -1,0 +1,148 @@
+"""Training on a tiny random Gemma 3: exact parameter counts, loss parity, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from conftest import TINY_CONFIG, chat, write_jsonl
+from mlx.utils import tree_flatten
+
+from mlx_bluey.config import TrainConfig
+from mlx_bluey.head_loss import make_numpy_head_loss, mlx_head_loss
+from mlx_bluey.train import apply_adapters, count_trainable, load_base, make_loss, train
+
+REPLIES = ["Yes!", "Heaps of fun.", "Bingo and me played shops all arvo.", "No way!", "I reckon it's a game.",
+           "Dad is a horsey and Mum laughs.", "Hooray!", "Let's play keepy uppy with the balloon."]
+
+
+@pytest.fixture()
+def tiny_data(tmp_path):
+    rows = [chat(f"question {i}?", REPLIES[i % len(REPLIES)] * (1 + i % 3)) for i in range(20)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows[:16])
+    write_jsonl(tmp_path / "data" / "valid.jsonl", rows[16:])
+    return tmp_path / "data"
+
+
+def test_trainable_parameters_by_arithmetic(tiny_model_dir):
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, TrainConfig(lora_rank=4))
+    h, q, kv, ffn, r = 32, 2 * 16, 1 * 16, 64, 4
+    # per block: q, k, v, o, gate, up, down each gain r * (d_in + d_out)
+    per_block = r * ((h + q) + (h + kv) + (h + kv) + (q + h) + (h + ffn) + (h + ffn) + (ffn + h))
+    assert per_block == 4 * (64 + 48 + 48 + 64 + 96 + 96 + 96) == 2048
+    assert count_trainable(model) == TINY_CONFIG["num_hidden_layers"] * per_block == 4096
+
+
+def test_numpy_head_matches_mlx_head(tiny_model_dir):
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, TrainConfig(lora_rank=4))
+    for _, module in model.named_modules():  # non-zero B so every adapter gets a gradient
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
+    rng = np.random.default_rng(0)
+    inputs = mx.array(rng.integers(7, 100, (3, 11)).astype(np.int32))
+    targets = mx.array(rng.integers(7, 100, (3, 11)).astype(np.int32))
+    positions = mx.array([0, 4, 5, 12, 20, 21, 32])
+    hidden = model.model(inputs).reshape(-1, 32)[positions]
+    picked = targets.reshape(-1)[positions]
+    fast = make_numpy_head_loss(model)
+    assert fast(model, hidden, picked).item() == pytest.approx(mlx_head_loss(model, hidden, picked).item(), rel=1e-5)
+    slow_loss, slow_grads = nn.value_and_grad(model, make_loss(model, head_trainable=True))(model, inputs, targets, positions)
+    fast_loss, fast_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    assert fast_loss.item() == pytest.approx(slow_loss.item(), rel=1e-5)
+    for (name, a), (_, b) in zip(tree_flatten(slow_grads), tree_flatten(fast_grads)):
+        # float32 sums in a different order: equal to 1e-5 of each tensor's largest entry
+        assert mx.abs(a - b).max().item() <= 1e-5 * mx.abs(a).max().item(), name
+
+
+def test_loss_only_at_supervised_positions_equals_masked_full_loss(tiny_model_dir):
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    rng = np.random.default_rng(1)
+    inputs = mx.array(rng.integers(7, 100, (2, 9)).astype(np.int32))
+    targets = mx.array(rng.integers(7, 100, (2, 9)).astype(np.int32))
+    mask = np.zeros((2, 9), bool)
+    mask[0, 3:7] = mask[1, 1:9] = True
+    full = nn.losses.cross_entropy(model(inputs), targets)  # [2, 9], the mlx-lm way: every position
+    expected = (full * mx.array(mask)).sum().item()
+    got = make_loss(model, head_trainable=False)(model, inputs, targets, mx.array(np.flatnonzero(mask).astype(np.int32)))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _config(tiny_model_dir, data, output, **kw):
+    base = dict(model=str(tiny_model_dir), data=str(data), output=str(output), iters=6, batch_size=4,
+                learning_rate=1e-2, warmup_steps=2, val_every=3, save_every=2, progress=False, lora_rank=4)
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(output):
+    return [json.loads(line)["train_loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_every_artifact_and_lowers_the_loss(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    result = train(_config(tiny_model_dir, tiny_data, output, iters=12), log=lambda _: None)
+    names = sorted(p.name for p in output.iterdir())
+    assert names == ["adapter_config.json", "adapters.safetensors", "checkpoints", "loss_curve.png",
+                     "manifest.json", "metrics.jsonl"]
+    losses = _losses(output)
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [3, 6, 9, 12]
+    assert all(r["trained_tokens_per_second"] > 0 and r["peak_memory_gb"] > 0 for r in rows)
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["examples"] == {"train": 16, "valid": 4, "skipped": 0}
+    assert len(manifest["base_model_sha256"]) == 64 and manifest["trainable_parameters"] == 4096
+    assert result["best_step"] in (3, 6, 9, 12)
+    # The adapter is the best one by validation loss, and mlx-lm itself loads it.
+    from mlx_lm.utils import load
+
+    model, _ = load(str(tiny_model_dir), adapter_path=str(output))
+    assert model(mx.array([[2, 4, 30]])).shape == (1, 3, TINY_CONFIG["vocab_size"])
+
+
+def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    train(_config(tiny_model_dir, tiny_data, output, iters=2), log=lambda _: None)
+    from mlx_bluey.train import TrainError
+
+    with pytest.raises(TrainError, match="--resume to continue it or --overwrite"):
+        train(_config(tiny_model_dir, tiny_data, output, iters=2), log=lambda _: None)
+    with pytest.raises(TrainError, match="different config or data"):
+        train(_config(tiny_model_dir, tiny_data, output, iters=2, seed=5), resume=True, log=lambda _: None)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_losses(tiny_model_dir, tiny_data, tmp_path):
+    steps = 30
+    straight = tmp_path / "straight"
+    train(_config(tiny_model_dir, tiny_data, straight, iters=steps, lora_dropout=0.1), log=lambda _: None)
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
+               str(tiny_data), "--output", str(killed), "--iters", str(steps), "--batch-size", "4",
+               "--learning-rate", "1e-2", "--val-every", "3", "--save-every", "2", "--no-progress",
+               "--lora-rank", "4"]
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("warmup_steps: 2\nlora_dropout: 0.1\n")
+    command += ["--config", str(config_file)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_000004" / "state.json").exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    done_before_kill = len(_losses(killed))
+    assert done_before_kill < steps
+
+    result = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stdout
+    assert _losses(killed) == pytest.approx(_losses(straight), rel=1e-5)
