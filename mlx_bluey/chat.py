@@ -33,7 +33,7 @@ def run_once(model, tokenizer, system_messages, prompt, settings: GenerationSett
     return reply
 
 
-def run_chat(model, tokenizer, system_messages, settings: GenerationSettings, stop_ids) -> None:
+def run_chat(model, tokenizer, system_messages, settings: GenerationSettings, stop_ids, speaker: str = "model") -> None:
     print(HELP)
     history: list[dict] = []
     while True:
@@ -54,7 +54,7 @@ def run_chat(model, tokenizer, system_messages, settings: GenerationSettings, st
             print(HELP)
             continue
         history.append({"role": "user", "content": line})
-        _stream("bluey> ")
+        _stream(f"{speaker.lower()}> ")
         reply = generate_reply(model, tokenizer, [*system_messages, *history], settings, stop_ids, on_text=_stream)
         print()
         if _footer(reply):

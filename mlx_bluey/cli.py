@@ -53,16 +53,24 @@ def info() -> None:
 @click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]))
 @click.option("--num-layers", type=int, help="Blocks (from the top) that get adapters; -1 = all.")
 @click.option("--lora-rank", type=int)
+@click.option("--lora-scale", type=float)
+@click.option("--lora-dropout", type=float)
 @click.option("--epochs", type=int)
 @click.option("--iters", type=int, help="Optimizer steps instead of epochs.")
 @click.option("--batch-size", type=int)
 @click.option("--grad-accumulation", type=int)
 @click.option("--learning-rate", type=float)
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]))
+@click.option("--warmup-steps", type=int)
+@click.option("--min-lr-ratio", type=float)
+@click.option("--weight-decay", type=float)
+@click.option("--max-grad-norm", type=float)
 @click.option("--max-seq-length", type=int)
 @click.option("--on-too-long", type=click.Choice(["error", "skip"]))
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None)
 @click.option("--val-every", type=int)
 @click.option("--save-every", type=int)
+@click.option("--keep-checkpoints", type=int)
 @click.option("--early-stopping-patience", type=int)
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
@@ -87,6 +95,8 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train`.")
 @click.option("--prompt", help="One message; print the reply and exit (default: interactive chat).")
 @click.option("--system", help="System prompt for the conversation.")
+@click.option("--character", "character_path", type=click.Path(), help="Character card (default: the one beside the adapter's training data).")
+@click.option("--system-from-card", is_flag=True, help="Use the character card's default system prompt.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--min-new-tokens", type=int, default=0, show_default=True, help="Block every stop id until N tokens.")
 @click.option("--temperature", type=float, default=0.7, show_default=True)
@@ -96,22 +106,28 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
 @click.option("--seed", type=int, default=None)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
-def generate(model, adapter, prompt, system, dtype, **settings) -> None:
+def generate(model, adapter, prompt, system, character_path, system_from_card, dtype, **settings) -> None:
     """Chat with a model (base, base + adapter, or fused)."""
+    from .character import CardError, card_for_adapter, load_card
     from .chat import run_chat, run_once
     from .generate import GenerationSettings, load_for_generation, stop_token_ids
 
     try:
+        card = load_card(character_path) if character_path else card_for_adapter(adapter)
         network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=lambda m: click.echo(m, err=True))
-    except _user_errors() as error:
+    except (*_user_errors(), CardError) as error:
         _fail(error)
+    if system_from_card:
+        if card is None or not card.default_system_prompt:
+            _fail(click.UsageError("--system-from-card needs a character card with a default_system_prompt"))
+        system = system or card.default_system_prompt
     options = GenerationSettings(**settings)
     stops = stop_token_ids(model_dir, tokenizer)
     system_messages = [{"role": "system", "content": system}] if system else []
     if prompt is not None:
         run_once(network, tokenizer, system_messages, prompt, options, stops)
     else:
-        run_chat(network, tokenizer, system_messages, options, stops)
+        run_chat(network, tokenizer, system_messages, options, stops, speaker=card.name if card else "model")
 
 
 @cli.group()

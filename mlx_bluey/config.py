@@ -44,9 +44,9 @@ class TrainConfig:
     """Passes over train.jsonl. Ignored when iters > 0."""
     iters: int = 0
     """Optimizer steps to run instead of epochs; 0 = use epochs."""
-    batch_size: int = 4
-    """Conversations per micro-batch. Batches are bucketed by length, so padding stays small."""
-    grad_accumulation: int = 1
+    batch_size: int = 1
+    """Conversations per micro-batch; larger ones are bucketed by length. On a CPU 1 is as fast per token and needs least memory."""
+    grad_accumulation: int = 4
     """Micro-batches per optimizer step: effective batch = batch_size * grad_accumulation."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW (with bias correction, unlike MLX's default)."""

@@ -51,3 +51,10 @@ def test_every_key_has_a_docstring():
     for key in config_keys():
         after = source.split(f"    {key}:", 1)[1].splitlines()[1].strip()
         assert after.startswith('"""'), key
+
+
+def test_every_config_key_has_a_train_flag():
+    from mlx_bluey.cli import train
+
+    flags = {param.name for param in train.params}
+    assert set(config_keys()) - {"lora_keys"} <= flags  # a list: set it in YAML

@@ -146,3 +146,67 @@ def test_kill_9_then_resume_gives_the_uninterrupted_losses(tiny_model_dir, tiny_
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stdout
     assert _losses(killed) == pytest.approx(_losses(straight), rel=1e-5)
+
+
+def test_too_long_is_an_error_or_a_counted_skip(tiny_model_dir, tmp_path):
+    from mlx_bluey.data import DataError
+
+    rows = [chat("hi", "short")] * 4 + [chat("tell me everything", "word " * 60)]
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
+    with pytest.raises(DataError, match=r"train\.jsonl:5:messages: \d+ tokens, over max_seq_length=100"):
+        train(_config(tiny_model_dir, data, tmp_path / "a", iters=1, max_seq_length=100), log=lambda _: None)
+    assert not (tmp_path / "a").exists()
+    messages = []
+    train(_config(tiny_model_dir, data, tmp_path / "b", iters=1, max_seq_length=100, on_too_long="skip"),
+          log=messages.append)
+    assert any(m.startswith("skipped 1 train conversation(s) over max_seq_length") for m in messages)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["examples"]["skipped"] == 1
+
+
+@pytest.mark.parametrize("kind", ["dora", "full"])
+def test_dora_and_full_fine_tuning_train_and_load_in_mlx_lm(tiny_model_dir, tiny_data, tmp_path, kind):
+    output = tmp_path / kind
+    train(_config(tiny_model_dir, tiny_data, output, iters=4, fine_tune_type=kind, learning_rate=1e-3),
+          log=lambda _: None)
+    losses = _losses(output)
+    assert losses[-1] < losses[0]
+    from mlx_lm.utils import load
+
+    model, _ = load(str(tiny_model_dir), adapter_path=str(output))
+    assert model(mx.array([[2, 4, 30]])).shape == (1, 3, TINY_CONFIG["vocab_size"])
+
+
+def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    # A learning rate of 3 makes the loss diverge after the first update, so validation stops improving.
+    result = train(_config(tiny_model_dir, tiny_data, output, iters=20, val_every=1, early_stopping_patience=2,
+                           learning_rate=3.0, warmup_steps=0, lr_schedule="constant", max_grad_norm=0),
+                   log=lambda _: None)
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert len(rows) == best["step"] + 2  # stopped after two validations without a new best
+    assert result["best_step"] == best["step"]
+    from mlx_bluey.train import evaluate_loss, load_base
+    from mlx_bluey.data import encode_dataset, read_jsonl
+
+    model, tokenizer, _ = load_base(tiny_model_dir, "float32")
+    from mlx_lm.tuner.utils import load_adapters
+
+    load_adapters(model, str(output))
+    valid = encode_dataset(read_jsonl(tiny_data / "valid.jsonl"), tokenizer, 1024)
+    assert evaluate_loss(model, valid, 4) == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data, tmp_path):
+    plain = tmp_path / "plain"
+    train(_config(tiny_model_dir, tiny_data, plain, iters=3), log=lambda _: None)
+    # mlx-lm's grad_checkpoint patches the block class for the whole process: run it in its own.
+    checkpointed = tmp_path / "checkpointed"
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
+               str(tiny_data), "--output", str(checkpointed), "--iters", "3", "--batch-size", "4",
+               "--learning-rate", "1e-2", "--val-every", "3", "--save-every", "2", "--no-progress",
+               "--lora-rank", "4", "--grad-checkpoint"]
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("warmup_steps: 2\n")
+    subprocess.run([*command, "--config", str(config_file)], check=True, capture_output=True)
+    assert _losses(checkpointed) == pytest.approx(_losses(plain), rel=1e-5)

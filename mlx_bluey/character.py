@@ -1,0 +1,67 @@
+"""Character cards: what is specific to one persona, kept beside its dataset.
+
+    data/bluey/character.yaml     name, description, default_system_prompt,
+                                  voice_markers, break_character_markers
+
+The commands are persona-agnostic: `mlx_bluey generate` takes the speaker's name (and, with
+--system-from-card, the system prompt) from the card of the data an adapter was trained on;
+evaluation reads the marker lists from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CARD_FILE = "character.yaml"
+
+
+class CardError(ValueError):
+    """A character card that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class CharacterCard:
+    name: str  # the speaker's name in chat
+    description: str = ""  # one line about who this is
+    default_system_prompt: str | None = None  # used with --system-from-card
+    voice_markers: list[str] = field(default_factory=list)  # words that mark the voice
+    break_character_markers: list[str] = field(default_factory=list)  # phrases of a generic assistant
+
+
+def load_card(path: str | Path) -> CharacterCard:
+    path = Path(path)
+    if not path.exists():
+        raise CardError(f"{path}: character card not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise CardError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise CardError(f"{path}: expected a mapping of keys to values")
+    known = set(CharacterCard.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CardError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise CardError(f"{path}:name: required, a non-empty string")
+    for key in ("voice_markers", "break_character_markers"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise CardError(f"{path}:{key}: must be a list of non-empty strings")
+    return CharacterCard(**data)
+
+
+def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
+    """The card beside the data an adapter was trained on (from its manifest), if there is one."""
+    if adapter is None:
+        return None
+    manifest = Path(adapter) / "manifest.json"
+    if not manifest.exists():
+        return None
+    train_file = json.loads(manifest.read_text())["data"]["train"]
+    card = Path(train_file).parent / CARD_FILE
+    return load_card(card) if card.exists() else None

@@ -1,0 +1,158 @@
+"""Training throughput, side by side: `mlx_bluey train` vs `mlx_lm.lora`, same model, data and batch.
+
+    .venv/bin/python scripts/bench_peers.py --steps 12 --rounds 2
+
+Runs alternate (ours, mlx-lm, ours, mlx-lm, ...) so drift in the machine's speed hits both. Both
+train LoRA rank 8, scale 20, on every linear layer of every block, batch 4, float32, on the same
+single-turn Bluey conversations (single-turn, so mlx-lm's --mask-prompt supervises exactly the
+tokens ours does: the reply and its <end_of_turn>). The figure compared is trained tokens per
+second: supervised tokens (the ones the loss is taken on) divided by step time, the first step of
+each run left out as warm-up. Results go to benchmarks/train_vs_mlx_lm.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def single_turn_subset(source: Path, target: Path, count: int) -> int:
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    single = [r for r in rows if [m["role"] for m in r["messages"]] == ["user", "assistant"]][:count]
+    target.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r) + "\n" for r in single)
+    (target / "train.jsonl").write_text(text)
+    (target / "valid.jsonl").write_text(text)  # mlx-lm insists on a validation file
+    return len(single)
+
+
+def run_ours(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(model_dir), "--data", str(data),
+               "--output", str(output), "--iters", str(steps), "--batch-size", str(batch), "--val-every", "0",
+               "--save-every", str(steps), "--warmup-steps", "0", "--learning-rate", "1e-5", "--no-progress",
+               "--overwrite", "--max-seq-length", "2048"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()][1:]
+    return {
+        "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows),
+        "seconds_per_step": statistics.median(r["seconds"] for r in rows),
+        "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
+        "steps_timed": len(rows),
+    }
+
+
+def run_mlx_lm(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
+    record = output / "reports.jsonl"
+    output.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)
+    command = [sys.executable, __file__, "--mlx-lm-child", str(record), "--model", str(model_dir), "--train",
+               "--data", str(data), "--iters", str(steps), "--batch-size", str(batch), "--num-layers", "-1",
+               "--mask-prompt", "--steps-per-report", "1", "--steps-per-eval", str(10 * steps),
+               "--val-batches", "1", "--learning-rate", "1e-5", "--adapter-path", str(output),
+               "--save-every", str(10 * steps), "--max-seq-length", "2048"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in record.read_text().splitlines()][1:]
+    return {
+        "trained_tokens_per_second": statistics.median(r["tokens_per_second"] for r in rows),
+        "seconds_per_step": statistics.median(1 / r["iterations_per_second"] for r in rows),
+        "peak_memory_gb": max(r["peak_memory"] for r in rows),
+        "steps_timed": len(rows),
+    }
+
+
+def mlx_lm_child(record: str, argv: list[str]) -> None:
+    """Run mlx-lm's own LoRA entry point, recording each step's report through its callback."""
+    import types
+
+    from mlx_lm import lora
+    from mlx_lm.tuner.callbacks import TrainingCallback
+
+    class Recorder(TrainingCallback):
+        def on_train_loss_report(self, info):
+            with open(record, "a") as file:
+                file.write(json.dumps({k: float(v) for k, v in info.items()}) + "\n")
+
+    args = vars(lora.build_parser().parse_args(argv))
+    for key, value in lora.CONFIG_DEFAULTS.items():  # what mlx_lm.lora's main() does
+        if args.get(key) is None:
+            args[key] = value
+    # lora.run() replaces the callback it is given with get_reporting_callbacks(...) (mlx-lm 0.32.2),
+    # so hand ours in through that function instead.
+    lora.get_reporting_callbacks = lambda *a, **k: Recorder()
+    lora.run(types.SimpleNamespace(**args))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--examples", type=int, default=96, help="single-turn conversations to train on")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks"))
+    args = parser.parse_args()
+
+    from mlx_bluey import runtime
+    from mlx_bluey.embedded import ensure_embedded_model
+
+    model_dir = ensure_embedded_model()
+    work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    n = single_turn_subset(ROOT / "data" / "bluey" / "train.jsonl", work / "data", args.examples)
+    results: dict[str, list] = {"mlx_bluey": [], "mlx_lm.lora": []}
+    for round_index in range(args.rounds):
+        for name, runner in (("mlx_bluey", run_ours), ("mlx_lm.lora", run_mlx_lm)):
+            started = time.time()
+            figures = runner(model_dir, work / "data", work / f"{name}-{round_index}", args.steps, args.batch_size)
+            figures["wall_seconds"] = time.time() - started
+            results[name].append(figures)
+            print(f"round {round_index + 1} {name:12s} {figures['trained_tokens_per_second']:7.1f} trained tok/s  "
+                  f"{figures['seconds_per_step']:6.2f} s/step  peak {figures['peak_memory_gb']:.2f} GB", flush=True)
+
+    def med(name, key):
+        return statistics.median(r[key] for r in results[name])
+
+    ours, theirs = med("mlx_bluey", "trained_tokens_per_second"), med("mlx_lm.lora", "trained_tokens_per_second")
+    summary = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
+        "setup": {"model": "gemma-3-270m (embedded, float32)", "examples": n, "batch_size": args.batch_size,
+                  "steps_per_run": args.steps, "rounds": args.rounds, "lora": "rank 8, scale 20, all linears, all 18 blocks"},
+        "runs": results,
+        "median_trained_tokens_per_second": {"mlx_bluey": ours, "mlx_lm.lora": theirs},
+        "ratio_mlx_bluey_over_mlx_lm": ours / theirs,
+        "peak_memory_gb": {"mlx_bluey": med("mlx_bluey", "peak_memory_gb"), "mlx_lm.lora": med("mlx_lm.lora", "peak_memory_gb")},
+    }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_vs_mlx_lm.json").write_text(json.dumps(summary, indent=2))
+    table = "\n".join(
+        f"| {name} | {med(name, 'trained_tokens_per_second'):.1f} | {med(name, 'seconds_per_step'):.2f} | "
+        f"{med(name, 'peak_memory_gb'):.2f} |" for name in results
+    )
+    (out / "train_vs_mlx_lm.md").write_text(
+        f"# Training throughput: mlx_bluey vs mlx_lm.lora\n\n`{summary['command']}`\n\n"
+        f"{summary['machine']}\n\n{summary['setup']}\n\n"
+        "| trainer | trained tokens/s (median) | s/step | peak GB |\n|---|---|---|---|\n"
+        f"{table}\n\nRatio mlx_bluey / mlx_lm.lora: **{summary['ratio_mlx_bluey_over_mlx_lm']:.2f}x**\n"
+    )
+    print(f"ratio mlx_bluey / mlx_lm.lora trained tokens/s: {summary['ratio_mlx_bluey_over_mlx_lm']:.2f}x")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--mlx-lm-child":
+        mlx_lm_child(sys.argv[2], sys.argv[3:])
+    else:
+        from mlx_bluey.runtime import ensure_fast_blas
+
+        ensure_fast_blas()
+        main()
