@@ -205,7 +205,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
             f"{output} already holds a training run: pass --resume to continue it or --overwrite to start again"
         )
 
-    log(f"mlx_bluey: {runtime.describe()}; training dtype {runtime.resolve_dtype(config.dtype)}")
+    dtype_name = str(runtime.resolve_dtype(config.dtype)).rsplit(".", 1)[-1]
+    log(f"mlx_bluey: {runtime.describe()}; training dtype {dtype_name}")
     model, tokenizer, model_config = load_base(model_dir, config.dtype)
     train_set = encode_dataset(train_rows, tokenizer, config.max_seq_length, config.on_too_long)
     valid_set = encode_dataset(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None

@@ -104,3 +104,31 @@ def test_same_seed_same_reply(tiny):
 )
 def test_trim_to_sentence(text, expected):
     assert trim_to_sentence(text) == expected
+
+
+def test_interactive_chat_keeps_history_resets_and_quits(tiny_model_dir):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "5",
+         "--seed", "1"],
+        input="hi\nand then?\n/reset\nhello\n/quit\n", capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("model> ") == 3
+    assert "(new conversation)" in result.stdout
+    assert result.stdout.count("[reply reached the 5-token limit") == 3
+
+
+def test_one_shot_prompt(tiny_model_dir):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "generate", "--model", str(tiny_model_dir), "--prompt", "hi",
+         "--max-new-tokens", "4", "--temperature", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[reply reached the 4-token limit" in result.stderr
