@@ -3,11 +3,12 @@
     mlx_bluey info                       device, BLAS, dtype, the embedded model
     mlx_bluey train [--config FILE] ...  fine-tune (train.py)
     mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
-    mlx_bluey data split FILES --output DIR   seeded split (data_split.py)
+    mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -154,7 +155,63 @@ def data_split(inputs, output, valid, test, seed) -> None:
     click.echo(", ".join(f"{name}: {n}" for name, n in counts.items()))
 
 
+def _tokenizer(model):
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model(model, log=lambda m: click.echo(m, err=True))))
+
+
+@data.command("validate")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--model", help="Tokenizer to count tokens with (default: the embedded Gemma 3).")
+@click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Training limit in tokens.")
+def data_validate(inputs, model, max_seq_length) -> None:
+    """Report every problem in chat JSONL files (exit 1 if any)."""
+    from pathlib import Path
+
+    from .data_validate import validate_files
+
+    try:
+        report = validate_files([Path(p) for p in inputs], _tokenizer(model), max_seq_length)
+    except _user_errors() as error:
+        _fail(error)
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    click.echo(f"{report.conversations} conversations in {len(inputs)} file(s): {verdict}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@data.command("stats")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--model", help="Tokenizer to count tokens with (default: the embedded Gemma 3).")
+@click.option("--character", "character_path", type=click.Path(), help="Card with voice markers (default: character.yaml beside the first file).")
+@click.option("--png", type=click.Path(), help="Also write a words-per-reply histogram here.")
+def data_stats(inputs, model, character_path, png) -> None:
+    """Counts, lengths, voice markers and openings of chat JSONL files, as Markdown."""
+    from pathlib import Path
+
+    from .character import CARD_FILE, CardError, load_card
+    from .data_stats import compute_stats, to_markdown, write_histogram
+
+    paths = [Path(p) for p in inputs]
+    card_path = Path(character_path) if character_path else paths[0].parent / CARD_FILE
+    try:
+        markers = load_card(card_path).voice_markers if card_path.exists() or character_path else []
+        stats = compute_stats(paths, _tokenizer(model), markers)
+    except (*_user_errors(), CardError) as error:
+        _fail(error)
+    click.echo(to_markdown(stats), nl=False)
+    if png:
+        write_histogram(stats, Path(png))
+
+
 def main() -> None:
+    # We use transformers only for tokenizers; its "PyTorch was not found" advice is noise here.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     runtime.ensure_fast_blas()  # before anything imports mlx: it may re-exec with OpenBLAS
     cli(prog_name="mlx_bluey")
 

@@ -78,27 +78,43 @@ def check_messages(row, where: str) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def read_jsonl(path: str | Path) -> list[Conversation]:
+def scan_jsonl(path: str | Path):
+    """Yield a Conversation or a DataError for every non-blank line: validation reports them all."""
     path = Path(path)
     if not path.exists():
-        raise DataError(str(path), "file not found")
-    raw = path.read_bytes()
-    conversations = []
-    for number, line_bytes in enumerate(raw.split(b"\n"), 1):
+        yield DataError(str(path), "file not found")
+        return
+    empty = True
+    for number, line_bytes in enumerate(path.read_bytes().split(b"\n"), 1):
         where = f"{path}:{number}"
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise DataError(where, f"not valid UTF-8 (byte {error.start} of the line)") from error
+            yield DataError(where, f"not valid UTF-8 (byte {error.start} of the line)")
+            continue
         if not line.strip():
             continue
+        empty = False
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DataError(where, f"malformed JSON: {error.msg} at column {error.colno}") from error
-        conversations.append(Conversation(check_messages(row, where), where))
-    if not conversations:
-        raise DataError(str(path), "no conversations in file")
+            yield DataError(where, f"malformed JSON: {error.msg} at column {error.colno}")
+            continue
+        try:
+            yield Conversation(check_messages(row, where), where)
+        except DataError as error:
+            yield error
+    if empty:
+        yield DataError(str(path), "no conversations in file")
+
+
+def read_jsonl(path: str | Path) -> list[Conversation]:
+    """Every conversation of a file; the first problem raises DataError."""
+    conversations = []
+    for item in scan_jsonl(path):
+        if isinstance(item, DataError):
+            raise item
+        conversations.append(item)
     return conversations
 
 

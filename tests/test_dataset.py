@@ -1,0 +1,64 @@
+"""The Bluey dataset keeps its promises: size, split, length mix, multi-turn share, a true data card."""
+
+from pathlib import Path
+
+import pytest
+
+from mlx_bluey.data_split import write_split
+from mlx_bluey.data_stats import compute_stats, to_markdown
+from mlx_bluey.data_validate import validate_files
+
+pytestmark = pytest.mark.real  # counts tokens with the real Gemma 3 tokenizer
+DATA = Path(__file__).parent.parent / "data" / "bluey"
+SPLITS = [DATA / "train.jsonl", DATA / "valid.jsonl", DATA / "test.jsonl"]
+STATS_COMMAND = "mlx_bluey data stats data/bluey/train.jsonl data/bluey/valid.jsonl data/bluey/test.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(embedded_dir))
+
+
+@pytest.fixture(scope="module")
+def stats(tokenizer):
+    import os
+
+    from mlx_bluey.character import load_card
+
+    here = os.getcwd()
+    os.chdir(DATA.parent.parent)  # the card shows paths as the command gave them: relative to the repo
+    try:
+        relative = [path.relative_to(DATA.parent.parent) for path in SPLITS]
+        return compute_stats(relative, tokenizer, load_card(DATA / "character.yaml").voice_markers)
+    finally:
+        os.chdir(here)
+
+
+def test_validates_clean_across_all_splits(tokenizer):
+    report = validate_files(SPLITS, tokenizer, max_seq_length=1024)  # configs/bluey.yaml's limit
+    assert [str(p) for p in report.problems] == []
+    assert report.conversations >= 600
+
+
+def test_split_is_80_10_10_and_reproducible(tmp_path):
+    counts = write_split(sorted((DATA / "raw").glob("part*.jsonl")), tmp_path, valid=0.1, test=0.1, seed=0)
+    total = sum(counts.values())
+    assert total >= 600
+    assert counts["valid"] == counts["test"] == round(0.1 * total)
+    for path in SPLITS:  # the committed split is exactly what the tool makes from raw/
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"re-run: {path.name} is stale"
+
+
+def test_length_mix_and_multi_turn_share(stats):
+    assert stats.short_share >= 0.15
+    assert stats.long_share >= 0.15
+    assert stats.multi_turn / stats.conversations >= 0.20
+    assert max(stats.user_turns) <= 4 and stats.with_system >= 5
+
+
+def test_data_card_table_is_the_tools_output(stats):
+    card = (DATA / "README.md").read_text()
+    assert f"`{STATS_COMMAND}`" in card
+    assert to_markdown(stats) in card, "data card is stale: paste the output of the stats command"
