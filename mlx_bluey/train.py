@@ -285,6 +285,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
     mx.reset_peak_memory()
     progress = _progress(plan.steps, start_step, config.progress)
     losses = []
+    interrupt = _StopOnInterrupt()
     for step in range(start_step, plan.steps):
         started = time.perf_counter()
         mx.random.seed(config.seed * 1_000_003 + step)  # dropout: same noise on resume
@@ -331,13 +332,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
         progress.update(1)
         progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
         stop_early = config.early_stopping_patience > 0 and state["evals_since_best"] >= config.early_stopping_patience
-        if (step + 1) % config.save_every == 0 or last or stop_early:
+        if (step + 1) % config.save_every == 0 or last or stop_early or interrupt.requested:
             if valid_set is None or config.val_every <= 0:
                 save_adapter(output, model, cfg)  # no validation: the latest adapter is the result
             save_checkpoint(output, step + 1, model, optimizer, state, config.keep_checkpoints)
         if stop_early:
             log(f"early stop at step {step + 1}: no better validation loss for {config.early_stopping_patience} evaluations")
             break
+        if interrupt.requested:
+            progress.close()
+            interrupt.restore()
+            raise TrainError(f"interrupted after step {step + 1}, checkpoint saved: run again with --resume to continue")
+    interrupt.restore()
     progress.close()
     from .plots import plot_loss_curve
 
@@ -376,6 +382,30 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: finish the current step, checkpoint it, stop. A second one stops at once."""
+
+    def __init__(self):
+        import signal
+
+        self.requested = False
+        self._signal = signal
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+
+    def _handle(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            self._signal.signal(self._signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _progress(total: int, initial: int, enabled: bool):

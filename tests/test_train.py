@@ -210,3 +210,21 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data,
     config_file.write_text("warmup_steps: 2\n")
     subprocess.run([*command, "--config", str(config_file)], check=True, capture_output=True)
     assert _losses(checkpointed) == pytest.approx(_losses(plain), rel=1e-5)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
+               str(tiny_data), "--output", str(output), "--iters", "500", "--batch-size", "4",
+               "--grad-accumulation", "1", "--save-every", "1000", "--val-every", "0", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (output / "metrics.jsonl").exists() or len(_losses(output)) < 3:
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    done = len(_losses(output))
+    assert f"interrupted after step {done}, checkpoint saved: run again with --resume" in stderr
+    assert (output / "checkpoints" / f"step_{done:06d}" / "state.json").exists()
