@@ -131,6 +131,38 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
         run_chat(network, tokenizer, system_messages, options, stops, speaker=card.name if card else "model")
 
 
+@cli.command()
+@click.option("--model", help="Base model (default: the adapter's base, else the embedded 270M).")
+@click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train` (omit for the base model).")
+@click.option("--prompts", "prompts_file", default="data/eval/prompts.jsonl", show_default=True, type=click.Path())
+@click.option("--samples", type=int, default=3, show_default=True, help="Replies per prompt.")
+@click.option("--limit", type=int, help="Only the first N prompts (quick runs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sample s of every prompt uses seed + s.")
+@click.option("--reference", default="data/bluey/test.jsonl", show_default=True, type=click.Path(), help="Held-out replies for the loss.")
+@click.option("--train-data", default="data/bluey/train.jsonl", show_default=True, type=click.Path(), help="Training replies: length, voice and overlap references.")
+@click.option("--character", "character_path", default="data/bluey/character.yaml", show_default=True, type=click.Path())
+@click.option("--base-likelihood/--no-base-likelihood", default=True, help="Also measure the held-out loss without the adapter.")
+@click.option("--output", required=True, type=click.Path(), help="Directory for results.json, report.md, lengths.png.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--min-new-tokens", type=int, default=0, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--top-k", type=int, default=64, show_default=True)
+@click.option("--min-p", type=float, default=0.0, show_default=True)
+@click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
+def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output, **settings) -> None:
+    """Generate samples for an evaluation prompt set and measure personality, not just loss."""
+    from .character import CardError, load_card
+    from .evaluate import run as run_evaluation
+
+    try:
+        run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,
+                       reference=reference, train_data=train_data, card=load_card(character_path),
+                       base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo)
+    except (*_user_errors(), CardError) as error:
+        _fail(error)
+
+
 @cli.group()
 def data() -> None:
     """Dataset tools."""

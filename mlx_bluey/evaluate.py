@@ -1,0 +1,246 @@
+"""`mlx_bluey evaluate`: does it sound like the character? Measured, offline, saved.
+
+    mlx_bluey evaluate --adapter adapters/bluey-gemma-3-270m-embedded --output reports/eval-270m
+
+For every prompt in the prompt file (data/eval/prompts.jsonl) it generates `samples` replies with
+fixed seeds (sample s of every prompt uses seed `seed + s`, so two models see the same noise) through
+the training chat template, then writes OUTPUT/results.json (every reply and every figure),
+OUTPUT/report.md and OUTPUT/lengths.png. The figures are defined in metrics.py:
+completeness, length by prompt kind against the training replies, voice markers per 100 words
+against the training data's rate, breaking character, diversity, verbatim overlap with training
+replies, and the held-out loss of the reference replies (test.jsonl) under the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from . import metrics
+from .checkpoints import atomic_write_text
+from .data import DataError, check_messages, read_jsonl
+from .data_stats import LONG_WORDS, SHORT_WORDS
+from .generate import GenerationSettings, generate_reply
+
+OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
+
+
+@dataclass
+class EvalPrompt:
+    id: str
+    kind: str
+    messages: list[dict]
+    expect: str | None = None  # "short" or "long" when the prompt asks for a length
+
+
+def read_prompts(path: str | Path) -> list[EvalPrompt]:
+    """Prompts end on a user message (the model answers it); errors name file, line and field."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), "file not found")
+    prompts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(where, f"malformed JSON: {error.msg} at column {error.colno}") from error
+        for key in ("id", "kind"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise DataError(f"{where}:{key}", "required, a non-empty string")
+        if row.get("expect") not in (None, "short", "long"):
+            raise DataError(f"{where}:expect", f"must be short or long, not {row['expect']!r}")
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+            raise DataError(f"{where}:messages", "must be a list ending with a user message")
+        # the same checks as training data, on the conversation plus a stand-in reply
+        check_messages({"messages": [*messages, {"role": "assistant", "content": "-"}]}, where)
+        prompts.append(EvalPrompt(row["id"], row["kind"], messages, row.get("expect")))
+    if not prompts:
+        raise DataError(str(path), "no prompts in file")
+    return prompts
+
+
+def assistant_texts(path: str | Path) -> list[str]:
+    return [m["content"] for c in read_jsonl(path) for m in c.messages if m["role"] == "assistant"]
+
+
+def generate_samples(model, tokenizer, prompts, samples: int, seed: int, settings: GenerationSettings, stop_ids, progress=None) -> list[dict]:
+    rows = []
+    for prompt in prompts:
+        for s in range(samples):
+            reply = generate_reply(model, tokenizer, prompt.messages, replace(settings, seed=seed + s), stop_ids)
+            rows.append({"id": prompt.id, "kind": prompt.kind, "expect": prompt.expect, "sample": s, "text": reply.text,
+                         "tokens": reply.n_tokens, "finish_reason": reply.finish_reason, "truncated": reply.truncated})
+            if progress:
+                progress(1)
+    return rows
+
+
+def score(rows: list[dict], card, training_replies: list[str]) -> dict:
+    """Add per-reply figures to `rows` in place and return the summary."""
+    index = metrics.VerbatimIndex(training_replies)
+    for row in rows:
+        text = row["text"]
+        row["words"] = len(metrics.words(text))
+        row["complete"] = metrics.is_complete(text, row["finish_reason"])
+        row["breaks_character"] = metrics.breaks_character(text, card.break_character_markers)
+        row["repetition_within"] = metrics.repetition_within(text)
+        row["longest_training_overlap"] = index.longest_overlap(text)
+    texts = [r["text"] for r in rows]
+    by_prompt: dict[str, list[str]] = {}
+    for r in rows:
+        by_prompt.setdefault(r["id"], []).append(r["text"])
+    kinds = sorted({r["kind"] for r in rows})
+    reference_words = [len(metrics.words(t)) for t in training_replies]
+    share = lambda items, test: sum(map(test, items)) / len(items) if items else None  # noqa: E731
+    short = [r for r in rows if r["expect"] == "short"]
+    long_ = [r for r in rows if r["expect"] == "long"]
+    guarded = [r for r in rows if r["kind"] in ("off_domain", "identity")]
+    return {
+        "replies": len(rows),
+        "completeness": {
+            "complete_share": share(rows, lambda r: r["complete"]),
+            "hit_token_limit_share": share(rows, lambda r: r["finish_reason"] == "length"),
+        },
+        "length": {
+            "median_words": statistics.median(r["words"] for r in rows),
+            "mean_words": statistics.mean(r["words"] for r in rows),
+            "median_words_by_kind": {k: statistics.median(r["words"] for r in rows if r["kind"] == k) for k in kinds},
+            "reference_median_words": statistics.median(reference_words),
+            "reference_short_share": share(reference_words, lambda w: w < SHORT_WORDS),
+            "reference_long_share": share(reference_words, lambda w: w > LONG_WORDS),
+            "short_prompts_answered_short": share(short, lambda r: r["words"] < SHORT_WORDS),
+            "long_prompts_answered_long": share(long_, lambda r: r["words"] > LONG_WORDS),
+        },
+        "voice": {
+            "markers_per_100_words": metrics.markers_per_100_words(texts, card.voice_markers),
+            "training_markers_per_100_words": metrics.markers_per_100_words(training_replies, card.voice_markers),
+        },
+        "breaking_character": {
+            "share": share(rows, lambda r: r["breaks_character"]),
+            "share_on_off_domain_and_identity": share(guarded, lambda r: r["breaks_character"]),
+        },
+        "diversity": {
+            "distinct_1": metrics.distinct_n(texts, 1),
+            "distinct_2": metrics.distinct_n(texts, 2),
+            "mean_repetition_within": statistics.mean(r["repetition_within"] for r in rows),
+            "mean_cross_sample_similarity": (
+                statistics.mean(metrics.cross_sample_similarity(v) for v in by_prompt.values() if len(v) > 1)
+                if any(len(v) > 1 for v in by_prompt.values()) else None
+            ),
+        },
+        "memorization": {
+            "max_training_overlap_words": max(r["longest_training_overlap"] for r in rows),
+            "mean_training_overlap_words": statistics.mean(r["longest_training_overlap"] for r in rows),
+            f"share_overlap_at_least_{OVERLAP_ALARM_WORDS}_words": share(rows, lambda r: r["longest_training_overlap"] >= OVERLAP_ALARM_WORDS),
+        },
+    }
+
+
+def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int = 2048) -> dict:
+    """Mean loss (nats per assistant token) and perplexity of the reference replies under the model."""
+    from .data import encode_dataset
+    from .train import evaluate_loss
+
+    dataset = encode_dataset(read_jsonl(reference), tokenizer, max_seq_length, "skip")
+    loss = evaluate_loss(model, dataset, batch_size=1)
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": dataset.n_supervised, "skipped": len(dataset.skipped)}
+
+
+def write_report(output: Path, result: dict) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "results.json", json.dumps(result, indent=2))
+    _lengths_chart(output / "lengths.png", result)
+    atomic_write_text(output / "report.md", to_markdown(result))
+
+
+def to_markdown(result: dict) -> str:
+    s = result["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"# Evaluation: {result['model']['label']}", "", f"`{result['command']}`", "",
+             f"{s['replies']} replies: {result['config']['samples']} samples x {result['config']['prompts']} prompts "
+             f"from `{result['config']['prompts_file']}`, seeds {result['config']['seed']}..", "", "| metric | value |", "|---|---|"]
+    for group, values in s.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    value = ", ".join(f"{k}: {fmt(v)}" for k, v in value.items())
+                lines.append(f"| {group}: {key} | {fmt(value)} |")
+    for name in ("tuned", "base", "model"):
+        if result.get("likelihood", {}).get(name):
+            lk = result["likelihood"][name]
+            lines.append(f"| held-out loss ({name}) | {lk['loss']:.3f} (perplexity {lk['perplexity']:.1f}, {lk['tokens']} tokens) |")
+    lines += ["", "![words per reply by prompt kind](lengths.png)", "", "## One reply per prompt (sample 0)", ""]
+    for row in result["rows"]:
+        if row["sample"] == 0:
+            flag = "" if row["complete"] else f" _(unfinished: {row['finish_reason']})_"
+            lines.append(f"- **{row['id']}** ({row['words']} words){flag}: {row['text'][:600].replace(chr(10), ' ')}")
+    return "\n".join(lines) + "\n"
+
+
+def _lengths_chart(png: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    kinds = sorted({r["kind"] for r in rows})
+    data = [[r["words"] for r in rows if r["kind"] == k] for k in kinds] + [result["reference_words"]]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.boxplot(data)
+    axis.set_xticks(range(1, len(data) + 1), [*kinds, "training\nreplies"])
+    for y in (SHORT_WORDS, LONG_WORDS):
+        axis.axhline(y, color="grey", linestyle="--", linewidth=0.8)
+    axis.set_ylabel("words per reply")
+    axis.set_title(f"Reply length by prompt kind: {result['model']['label']}")
+    figure.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(png)
+
+
+def run(model, adapter, prompts_file, samples, limit, seed, reference, train_data, card, base_likelihood, output,
+        settings: dict, log=print) -> dict:
+    """The whole evaluation: load, generate, score, measure likelihood, write the report."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .generate import load_for_generation, stop_token_ids
+
+    prompts = read_prompts(prompts_file)[:limit]
+    training_replies = assistant_texts(train_data)
+    read_jsonl(reference)  # fail on a bad reference file before the long part
+    network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
+    options = GenerationSettings(**settings)
+    with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
+        rows = generate_samples(network, tokenizer, prompts, samples, seed, options, stop_token_ids(model_dir, tokenizer), bar.update)
+    summary = score(rows, card, training_replies)
+    likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
+    if adapter and base_likelihood:
+        base, base_tokenizer, _ = load_for_generation(str(model_dir), None, log=log)
+        likelihood["base"] = held_out_loss(base, base_tokenizer, reference)
+    label = f"{model_dir.name} + {Path(adapter).name}" if adapter else model_dir.name
+    result = {
+        "command": "mlx_bluey " + " ".join(sys.argv[1:]),
+        "model": {"label": label, "model_dir": str(model_dir), "adapter": adapter},
+        "config": {"prompts_file": str(prompts_file), "prompts": len(prompts), "samples": samples, "seed": seed,
+                   "generation": asdict(options), "reference": str(reference), "train_data": str(train_data)},
+        "summary": summary,
+        "likelihood": likelihood,
+        "reference_words": [len(metrics.words(t)) for t in training_replies],
+        "rows": rows,
+    }
+    write_report(Path(output), result)
+    log(f"complete {summary['completeness']['complete_share']:.0%}, median {summary['length']['median_words']} words, "
+        f"voice {summary['voice']['markers_per_100_words']:.2f}/100 words (training {summary['voice']['training_markers_per_100_words']:.2f}), "
+        f"breaks character {summary['breaking_character']['share']:.0%}; report: {Path(output) / 'report.md'}")
+    return result

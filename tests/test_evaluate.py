@@ -1,0 +1,124 @@
+"""Personality metrics on hand-made replies (exact values), and the evaluate command end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import chat, write_jsonl
+
+from mlx_bluey import metrics
+from mlx_bluey.character import CharacterCard
+from mlx_bluey.data import DataError
+from mlx_bluey.evaluate import read_prompts, score
+
+
+def test_words_and_ngrams():
+    assert metrics.words("G'day, Mum! It's 6 o'clock.") == ["g'day", "mum", "it's", "6", "o'clock"]
+    assert metrics.ngrams(["a", "b", "c"], 2) == [("a", "b"), ("b", "c")]
+
+
+@pytest.mark.parametrize(
+    "text,finish,expected",
+    [("We played shops.", "stop", True), ("We played shops", "stop", False), ("We played shops.", "length", False),
+     ('She said "yes!"', "stop", True), ("", "stop", False)],
+)
+def test_is_complete(text, finish, expected):
+    assert metrics.is_complete(text, finish) is expected
+
+
+def test_markers_per_100_words():
+    texts = ["Mum and Dad played with Bingo", "heaps of fun for real life"]  # 5 hits in 12 words
+    assert metrics.markers_per_100_words(texts, ["Mum", "Dad", "Bingo", "heaps", "for real life"]) == pytest.approx(500 / 12)
+
+
+def test_breaks_character():
+    markers = ["as an ai", "```"]
+    assert metrics.breaks_character("As an AI, I cannot play.", markers)
+    assert metrics.breaks_character("here:\n```python\nx=1\n```", markers)
+    assert not metrics.breaks_character("I'm a dog, silly!", markers)
+
+
+def test_distinct_and_repetition():
+    assert metrics.distinct_n(["a b a b", "a c"], 1) == 3 / 6
+    assert metrics.distinct_n(["a b a b", "a c"], 2) == 3 / 4  # (a b) (b a) (a b) (a c)
+    assert metrics.repetition_within("la la la la la", 3) == pytest.approx(1 - 1 / 3)
+    assert metrics.repetition_within("one two three four", 3) == 0.0
+
+
+def test_cross_sample_similarity():
+    assert metrics.cross_sample_similarity(["a b c d", "a b c d"]) == 1.0
+    assert metrics.cross_sample_similarity(["a b c d", "a b c e", "x y z w"]) == pytest.approx((1 / 3 + 0 + 0) / 3)
+
+
+def test_longest_verbatim_overlap():
+    index = metrics.VerbatimIndex(["we played shops all arvo with Bingo", "dad is a horsey"])
+    assert index.longest_overlap("Yesterday we played shops all morning") == 4  # we played shops all
+    assert index.longest_overlap("Dad is a horsey and we played") == 4
+    assert index.longest_overlap("nothing here matches") == 0
+
+
+CARD = CharacterCard(name="Bluey", voice_markers=["Mum"], break_character_markers=["as an ai"])
+
+
+def test_score_summary_exact():
+    rows = [
+        {"id": "s1", "kind": "short", "expect": "short", "sample": 0, "text": "Hi! Mum is here.", "finish_reason": "stop"},
+        {"id": "s1", "kind": "short", "expect": "short", "sample": 1, "text": "Hi! Mum is home", "finish_reason": "length"},
+        {"id": "i1", "kind": "identity", "expect": None, "sample": 0, "text": "As an AI I am a model.", "finish_reason": "stop"},
+    ]
+    summary = score(rows, CARD, ["Mum is here today.", "word " * 130])
+    assert [r["words"] for r in rows] == [4, 4, 7]
+    assert [r["complete"] for r in rows] == [True, False, True]
+    assert [r["longest_training_overlap"] for r in rows] == [3, 2, 0]
+    assert summary["completeness"] == {"complete_share": 2 / 3, "hit_token_limit_share": 1 / 3}
+    assert summary["length"]["short_prompts_answered_short"] == 1.0
+    assert summary["length"]["long_prompts_answered_long"] is None
+    assert summary["length"]["reference_long_share"] == 0.5
+    assert summary["voice"]["markers_per_100_words"] == pytest.approx(100 * 2 / 15)
+    assert summary["breaking_character"] == {"share": 1 / 3, "share_on_off_domain_and_identity": 1.0}
+    assert summary["memorization"]["max_training_overlap_words"] == 3
+    # only s1 has two samples: {hi mum is, mum is here} vs {hi mum is, mum is home}
+    assert summary["diversity"]["mean_cross_sample_similarity"] == pytest.approx(1 / 3)
+
+
+def test_prompt_file_errors(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "kind": "short", "messages": [{"role": "user", "content": "hi"}]},
+                                               {"id": "b", "kind": "long", "messages": chat("hi", "yo")["messages"]}])
+    with pytest.raises(DataError, match=r"p\.jsonl:2:messages: must be a list ending with a user message"):
+        read_prompts(path)
+    write_jsonl(path, [{"id": "a", "kind": "short", "expect": "tiny", "messages": [{"role": "user", "content": "hi"}]}])
+    with pytest.raises(DataError, match=r"p\.jsonl:1:expect: must be short or long"):
+        read_prompts(path)
+
+
+def test_shipped_prompt_set():
+    from pathlib import Path
+
+    prompts = read_prompts(Path(__file__).parent.parent / "data" / "eval" / "prompts.jsonl")
+    kinds = {p.kind for p in prompts}
+    assert len(prompts) == 70 and {"short", "long", "off_domain", "identity", "multi_turn"} <= kinds
+    assert len({p.id for p in prompts}) == 70
+
+
+def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "short-1", "kind": "short", "expect": "short", "messages": [{"role": "user", "content": "hi"}]},
+        {"id": "long-1", "kind": "long", "expect": "long", "messages": [{"role": "user", "content": "story"}]},
+    ])
+    data = write_jsonl(tmp_path / "train.jsonl", [chat("hi", "Mum said hi."), chat("yo", "Dad said yo.")])
+    (tmp_path / "card.yaml").write_text("name: Bluey\nvoice_markers: [Mum]\nbreak_character_markers: [as an ai]\n")
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+         "--samples", "2", "--reference", str(data), "--train-data", str(data), "--character", str(tmp_path / "card.yaml"),
+         "--output", str(out), "--max-new-tokens", "8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["rows"]) == 4 and [r["sample"] for r in saved["rows"]] == [0, 1, 0, 1]
+    assert saved["likelihood"]["model"]["tokens"] > 0 and saved["likelihood"]["model"]["perplexity"] > 1
+    assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "| completeness: complete_share |" in report and "**short-1**" in report
