@@ -3,6 +3,8 @@
     mlx_bluey info                       device, BLAS, dtype, the embedded model
     mlx_bluey train [--config FILE] ...  fine-tune (train.py)
     mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
+    mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
+    mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
     mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
 """
 
@@ -161,6 +163,35 @@ def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, trai
                        base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo)
     except (*_user_errors(), CardError) as error:
         _fail(error)
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, help="Model to measure (repeatable); default: embedded 270M and 1b-shaped.")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["auto", "float32", "bfloat16", "float16", "4bit"]),
+              help="Weight dtype (repeatable); default: auto (float32 on a CPU, bfloat16 on Metal).")
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--prompt-tokens", type=int, default=128, show_default=True)
+@click.option("--new-tokens", type=int, default=32, show_default=True)
+@click.option("--train-length", type=int, default=128, show_default=True, help="Tokens per training sequence.")
+@click.option("--output", type=click.Path(), default="benchmarks/bench", show_default=True)
+def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, output) -> None:
+    """Prompt, decode and training tokens/s per model and dtype, against this machine's ceilings."""
+    from pathlib import Path
+
+    from .bench import ONE_B_SHAPED, bench_model, machine_ceilings, to_markdown, write_outputs
+
+    ceilings = machine_ceilings()
+    results = []
+    for name in models or ("embedded", ONE_B_SHAPED):
+        for dtype in dtypes or ("auto",):
+            click.echo(f"measuring {name} ({dtype}) ...", err=True)
+            try:
+                results.append(bench_model(name, dtype, ceilings, repeats, prompt_tokens, new_tokens,
+                                           train_length=train_length, log=lambda m: click.echo(m, err=True)))
+            except _user_errors() as error:
+                _fail(error)
+    click.echo(to_markdown(ceilings, results), nl=False)
+    write_outputs(Path(output), ceilings, results, "mlx_bluey " + " ".join(sys.argv[1:]))
 
 
 @cli.group()

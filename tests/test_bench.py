@@ -1,0 +1,43 @@
+"""The benchmark runs on a tiny model in seconds; every figure is a positive measured number."""
+
+import json
+import math
+import subprocess
+import sys
+
+from mlx_bluey.bench import GEMMA3_1B_CONFIG, ModelResult
+
+
+def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "bench", "--model", str(tiny_model_dir), "--dtype", "float32",
+         "--dtype", "4bit", "--repeats", "2", "--prompt-tokens", "16", "--new-tokens", "4", "--train-length", "16",
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "bench.json").read_text())
+    for key in ("matmul_gflops", "memory_gb_per_second"):
+        assert data["ceilings"][key] > 0
+    assert [(r["dtype"]) for r in data["results"]] == ["float32", "4bit"]
+    full, quantized = data["results"]
+    # per block: q, o 32x32 + k, v 16x32 + q/k norms 2x16 + gate, up, down 3x(64x32) + 4 norms x 32 = 9,376
+    block = 2 * 32 * 32 + 2 * 16 * 32 + 2 * 16 + 3 * 64 * 32 + 4 * 32
+    assert full["parameters"] == 102 * 32 + 2 * block + 32 == 22048  # embedding + 2 blocks + final norm
+    assert full["weight_bytes"] == 4 * full["parameters"]
+    assert quantized["weight_bytes"] < full["weight_bytes"] / 3
+    for r in data["results"]:
+        for key in ("prompt_tokens_per_second", "decode_tokens_per_second"):
+            assert r[key]["low"] > 0 and r[key]["low"] <= r[key]["median"] <= r[key]["high"]
+        assert r["load_seconds"] > 0 and r["peak_memory_gb"]["generate"] > 0
+        assert 0 < r["decode_bandwidth_utilisation"] and math.isfinite(r["decode_bandwidth_utilisation"])
+    assert full["train_tokens_per_second"]["median"] > 0 and 0 < full["training_flop_utilisation"]
+    assert quantized["train_tokens_per_second"] is None
+    assert "| model | dtype |" in (out / "bench.md").read_text()
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_1b_shape_is_gemma_3_1b():
+    assert (GEMMA3_1B_CONFIG["hidden_size"], GEMMA3_1B_CONFIG["num_hidden_layers"], GEMMA3_1B_CONFIG["intermediate_size"]) == (1152, 26, 6912)
+    assert "train_tokens_per_second" in ModelResult.__dataclass_fields__
