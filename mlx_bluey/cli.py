@@ -5,6 +5,7 @@
     mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
     mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
     mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
+    mlx_bluey fuse --adapter DIR --output DIR   adapter merged into a Hugging Face model (fuse.py)
     mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
 """
 
@@ -192,6 +193,20 @@ def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, outp
                 _fail(error)
     click.echo(to_markdown(ceilings, results), nl=False)
     write_outputs(Path(output), ceilings, results, "mlx_bluey " + " ".join(sys.argv[1:]))
+
+
+@cli.command()
+@click.option("--adapter", required=True, type=click.Path(), help="Adapter directory from `mlx_bluey train`.")
+@click.option("--model", help="Base model (default: the one the adapter was trained on).")
+@click.option("--output", required=True, type=click.Path(), help="Directory for the fused Hugging Face model.")
+def fuse(adapter, model, output) -> None:
+    """Merge an adapter into its base weights (float32) as a Hugging Face model directory."""
+    from .fuse import fuse as run_fuse
+
+    try:
+        run_fuse(adapter, output, model, log=click.echo)
+    except _user_errors() as error:
+        _fail(error)
 
 
 @cli.group()

@@ -1,0 +1,83 @@
+"""`mlx_bluey fuse`: merge an adapter into its base weights and write a Hugging Face model directory.
+
+    mlx_bluey fuse --adapter adapters/bluey-gemma-3-270m-embedded --output fused/bluey-270m
+
+Each LoRA layer becomes one plain weight, W + scale * B^T A^T (DoRA layers fuse their magnitude too),
+computed in float32. The directory holds what transformers (and the export stage) load as is:
+config.json, model.safetensors, generation_config.json (every stop id: 1 and 106 for Gemma 3),
+tokenizer.json and tokenizer_config.json with the training chat template inside, and the base
+model's licence files. It is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .chat_format import CHAT_TEMPLATE
+
+LICENCE_FILES = ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
+
+
+def fuse_model(model) -> int:
+    """Replace every adapter layer in place by its fused linear; return how many were fused."""
+    fused = [(name, module.fuse(dequantize=True)) for name, module in model.named_modules() if hasattr(module, "fuse")]
+    if fused:
+        model.update_modules(tree_unflatten(fused))
+    return len(fused)
+
+
+def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32) -> Path:
+    from transformers import AutoTokenizer
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        # mlx-lm's Gemma 3 already uses the Hugging Face names, and holds no lm_head when it is tied.
+        weights = {name: value.astype(dtype) for name, value in tree_flatten(model.parameters())}
+        mx.save_safetensors(str(work / "model.safetensors"), weights, metadata={"format": "pt"})
+        config = json.loads((model_dir / "config.json").read_text())
+        config["torch_dtype"] = {mx.float32: "float32", mx.bfloat16: "bfloat16", mx.float16: "float16"}[dtype]
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
+        config["eos_token_id"] = stop_ids
+        (work / "config.json").write_text(json.dumps(config, indent=2))
+        generation = {}
+        if (model_dir / "generation_config.json").exists():
+            generation = json.loads((model_dir / "generation_config.json").read_text())
+        generation["eos_token_id"] = stop_ids
+        (work / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(str(work))
+        config_path = work / "tokenizer_config.json"
+        tokenizer_config = json.loads(config_path.read_text())
+        tokenizer_config["chat_template"] = CHAT_TEMPLATE  # Transformers.js reads it from here
+        config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+        for name in LICENCE_FILES:
+            if (model_dir / name).exists():
+                shutil.copy(model_dir / name, work / name)
+        work.chmod(0o755)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(work, output)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return output
+
+
+def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path:
+    from .generate import load_for_generation, stop_token_ids
+
+    network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)
+    count = fuse_model(network)
+    path = write_hf_directory(network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer))
+    log(f"fused {count} adapter layers of {adapter} into {model_dir.name}: {path}")
+    return path

@@ -1,0 +1,45 @@
+"""Fusing: the fused model computes what base + adapter computes, and the directory is complete."""
+
+import json
+import subprocess
+import sys
+
+import mlx.core as mx
+import pytest
+from conftest import TINY_CONFIG, chat, write_jsonl
+
+from mlx_bluey.chat_format import CHAT_TEMPLATE
+from mlx_bluey.config import TrainConfig
+from mlx_bluey.generate import load_for_generation
+from mlx_bluey.train import train
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
+    rows = [chat(f"q{i}", "Bingo and me played shops all arvo!") for i in range(8)]
+    data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
+    adapter = tmp_path / "adapter"
+    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=5, batch_size=4,
+                      grad_accumulation=1, learning_rate=5e-2, lora_rank=4, fine_tune_type=kind, progress=False),
+          log=lambda _: None)
+    fused = tmp_path / "fused"
+    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output",
+                             str(fused)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "fused 14 adapter layers" in result.stdout  # 2 blocks x 7 linears
+
+    tuned, _, _ = load_for_generation(None, str(adapter), log=lambda _: None)
+    merged, _, _ = load_for_generation(str(fused), None, log=lambda _: None)
+    base, _, _ = load_for_generation(str(tiny_model_dir), None, log=lambda _: None)
+    ids = mx.array([[2, 4, 30, 31, 32, 6, 50, 60, 70]])
+    want, got, before = tuned(ids), merged(ids), base(ids)
+    assert mx.abs(want - before).max().item() > 1e-3  # the adapter really changes the output
+    assert mx.abs(want - got).max().item() < 1e-4
+
+    names = {p.name for p in fused.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert json.loads((fused / "generation_config.json").read_text())["eos_token_id"] == [1, 5]
+    assert json.loads((fused / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
+    config = json.loads((fused / "config.json").read_text())
+    assert config["torch_dtype"] == "float32" and config["hidden_size"] == TINY_CONFIG["hidden_size"]
+    assert not any(name.startswith(".") for name in names | {p.name for p in tmp_path.iterdir()})
