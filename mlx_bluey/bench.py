@@ -218,7 +218,7 @@ def to_markdown(ceilings: dict, results: list[ModelResult]) -> str:
 def write_outputs(output: Path, ceilings: dict, results: list[ModelResult], command: str) -> None:
     from dataclasses import asdict
 
-    from .checkpoints import atomic_write_text
+    from .atomic import atomic_write_text
 
     output.mkdir(parents=True, exist_ok=True)
     data = {"command": command, "ceilings": ceilings, "results": [asdict(r) for r in results]}

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from .yaml_files import read_yaml_mapping
 
 CARD_FILE = "character.yaml"
 
@@ -34,18 +34,7 @@ class CharacterCard:
 
 def load_card(path: str | Path) -> CharacterCard:
     path = Path(path)
-    if not path.exists():
-        raise CardError(f"{path}: character card not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise CardError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(data, dict):
-        raise CardError(f"{path}: expected a mapping of keys to values")
-    known = set(CharacterCard.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise CardError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    data = read_yaml_mapping(path, list(CharacterCard.__dataclass_fields__), CardError, "character card")
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise CardError(f"{path}:name: required, a non-empty string")
     for key in ("voice_markers", "break_character_markers"):

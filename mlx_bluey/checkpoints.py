@@ -16,29 +16,16 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .atomic import atomic_directory, atomic_write_text
+
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_DIR = "checkpoints"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def atomic_save_safetensors(path: Path, arrays: dict[str, mx.array]) -> None:
@@ -77,17 +64,10 @@ def save_checkpoint(output: Path, step: int, model, optimizer, state: dict, keep
     root = output / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
-    work = Path(tempfile.mkdtemp(prefix=f".step_{step:06d}.", dir=root))
-    try:
+    with atomic_directory(final) as work:
         mx.save_safetensors(str(work / ADAPTER_FILE), dict(tree_flatten(model.trainable_parameters())))
         mx.save_safetensors(str(work / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
         (work / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(work, final)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     for old in list_checkpoints(output)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

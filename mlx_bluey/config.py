@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .yaml_files import read_yaml_mapping
 
 
 class ConfigError(ValueError):
@@ -114,18 +114,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values")
-        unknown = sorted(set(loaded) - set(config_keys()))
-        if unknown:
-            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(config_keys())}")
-        values.update(loaded)
+        values.update(read_yaml_mapping(path, config_keys(), ConfigError, "config file"))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return TrainConfig(**values)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write_text
+from .atomic import atomic_write_text
 from .data import Conversation, read_jsonl
 
 NEAR_DUPLICATE_JACCARD = 0.5

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
 
 EMBEDDED_NAME = "gemma-3-270m-embedded"
@@ -226,9 +225,7 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
     arch = _field(reader, "general.architecture")
     if arch != "gemma3":
         raise ValueError(f"{gguf_path}: general.architecture is {arch!r}, expected 'gemma3'")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as work:
         config = _gemma3_config(reader)
         (work / "config.json").write_text(json.dumps(config, indent=2))
         generation_config = {
@@ -247,13 +244,6 @@ def convert_gguf(gguf_path: Path, target: Path) -> Path:
         (work / "mlx_bluey_conversion.json").write_text(
             json.dumps({"version": CONVERSION_VERSION, "source": str(gguf_path.name)}, indent=2)
         )
-        work.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return target
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import metrics
-from .checkpoints import atomic_write_text
+from .atomic import atomic_write_text
 from .data import DataError, check_messages, read_jsonl
 from .data_stats import LONG_WORDS, SHORT_WORDS
 from .generate import GenerationSettings, generate_reply

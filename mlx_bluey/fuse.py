@@ -12,14 +12,13 @@ model's licence files. It is written under a temporary name and renamed when com
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
+from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
 
 LICENCE_FILES = ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
@@ -36,9 +35,7 @@ def fuse_model(model) -> int:
 def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32) -> Path:
     from transformers import AutoTokenizer
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_directory(output) as work:
         # mlx-lm's Gemma 3 already uses the Hugging Face names, and holds no lm_head when it is tied.
         weights = {name: value.astype(dtype) for name, value in tree_flatten(model.parameters())}
         mx.save_safetensors(str(work / "model.safetensors"), weights, metadata={"format": "pt"})
@@ -63,13 +60,6 @@ def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int]
         for name in LICENCE_FILES:
             if (model_dir / name).exists():
                 shutil.copy(model_dir / name, work / name)
-        work.chmod(0o755)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(work, output)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return output
 
 

@@ -30,9 +30,9 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from . import runtime
+from .atomic import atomic_write_text
 from .checkpoints import (
     adapter_config,
-    atomic_write_text,
     list_checkpoints,
     load_checkpoint,
     save_adapter,

@@ -1,0 +1,48 @@
+"""Writes that are all-or-nothing: a temporary name in the same directory, then a rename.
+
+A process killed at any instant leaves the previous file or directory, or the new one, never a
+half-written one in its place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_directory(target: Path):
+    """Yield an empty work directory; when the block succeeds it becomes `target`.
+
+    An existing `target` is first renamed aside and removed only once the new one is in place.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    aside = target.parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        yield work
+        work.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+        if target.exists():
+            os.replace(target, aside)
+        os.replace(work, target)
+    finally:
+        for leftover in (work, aside):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
