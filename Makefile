@@ -11,8 +11,8 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/bluey.yaml
 DATA ?= data/bluey
 MODEL ?=
-# The adapter directory is named after the model, so runs on different models never collide.
-RUN_NAME = bluey-$(if $(MODEL),$(notdir $(MODEL)),gemma-3-270m-embedded)
+# The adapter directory is named after the data and the model, so different runs never collide.
+RUN_NAME = $(notdir $(DATA))-$(if $(MODEL),$(notdir $(MODEL)),gemma-3-270m-embedded)
 OUTPUT ?= adapters/$(RUN_NAME)
 # Resolved when a recipe runs (after setup may have installed it), hence `=` and not `:=`.
 OPENBLAS = $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0))
