@@ -78,7 +78,8 @@ def test_a_few_steps_on_bluey_data_lower_the_loss(tmp_path, embedded_dir):
     short = sorted(rows, key=lambda r: len(json.dumps(r)))[:4]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", short).parent
     config = TrainConfig(model=str(embedded_dir), data=str(data), output=str(tmp_path / "run"), iters=4,
-                         batch_size=4, learning_rate=5e-4, warmup_steps=0, lr_schedule="constant", progress=False)
+                         batch_size=4, grad_accumulation=1, learning_rate=5e-4, warmup_steps=0, lr_schedule="constant",
+                         progress=False)
     train(config, log=lambda _: None)  # one batch of the same 4 conversations each step
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] - 0.3, losses
