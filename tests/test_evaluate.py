@@ -122,3 +122,22 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
     assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
     assert "| completeness: complete_share |" in report and "**short-1**" in report
+
+
+def test_compare_reports_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_reports", Path(__file__).parent.parent / "scripts" / "compare_reports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, share, loss in (("base", 0.5, 3.0), ("tuned", 0.9, 2.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "command": f"mlx_bluey evaluate {name}", "model": {"label": name},
+            "summary": {"completeness": {"complete_share": share}, "replies": 2},
+            "likelihood": {"model": {"loss": loss}}}))
+    table = module.compare([tmp_path / "base", tmp_path / "tuned"])
+    assert table.splitlines()[:5] == [
+        "| metric | base | tuned |", "|---|---|---|", "| completeness: complete_share | 0.500 | 0.900 |",
+        "| replies | 2 | 2 |", "| held-out loss (model) | 3.000 | 2.500 |"]
