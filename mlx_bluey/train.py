@@ -207,7 +207,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
 
     dtype_name = str(runtime.resolve_dtype(config.dtype)).rsplit(".", 1)[-1]
     log(f"mlx_bluey: {runtime.describe()}; training dtype {dtype_name}")
-    model, tokenizer, model_config = load_base(model_dir, config.dtype)
+    model, tokenizer, _ = load_base(model_dir, config.dtype)
     train_set = encode_dataset(train_rows, tokenizer, config.max_seq_length, config.on_too_long)
     valid_set = encode_dataset(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None
     for name, dataset in (("train", train_set), ("valid", valid_set)):
@@ -228,7 +228,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
 
     data_hash = sha256_files([p for p in (train_path, valid_path) if p])
     run_identity = {"config": {k: v for k, v in config.to_dict().items() if k != "progress"}, "data_sha256": data_hash}
-    state = {"best_val_loss": None, "best_step": None, "evals_since_best": 0, "run": run_identity}
+    state = {"best_val_loss": None, "best_step": None, "evals_since_best": 0, "finished": False, "run": run_identity}
     start_step = 0
     if resume and checkpoints and not overwrite:
         saved = json.loads((checkpoints[-1] / "state.json").read_text())
@@ -275,8 +275,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
 
     metrics_path = output / "metrics.jsonl"
     _truncate_metrics(metrics_path, start_step)
-    if start_step >= plan.steps:
-        log("training already complete")
+    if start_step >= plan.steps or state.get("finished"):
+        log(f"training already complete (step {start_step}); the adapter is {output / 'adapters.safetensors'}")
         return state
 
     loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
@@ -284,7 +284,6 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
     model.train()
     mx.reset_peak_memory()
     progress = _progress(plan.steps, start_step, config.progress)
-    losses = []
     interrupt = _StopOnInterrupt()
     for step in range(start_step, plan.steps):
         started = time.perf_counter()
@@ -316,7 +315,6 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
             "seconds": seconds,
             "peak_memory_gb": mx.get_peak_memory() / 1e9,
         }
-        losses.append(row["train_loss"])
         last = step + 1 == plan.steps
         if valid_set is not None and config.val_every > 0 and ((step + 1) % config.val_every == 0 or last):
             model.eval()
@@ -332,6 +330,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
         progress.update(1)
         progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
         stop_early = config.early_stopping_patience > 0 and state["evals_since_best"] >= config.early_stopping_patience
+        state["finished"] = last or stop_early
         if (step + 1) % config.save_every == 0 or last or stop_early or interrupt.requested:
             if valid_set is None or config.val_every <= 0:
                 save_adapter(output, model, cfg)  # no validation: the latest adapter is the result
@@ -380,8 +379,10 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, forget rows logged after the checkpoint (they will be produced again)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(r + "\n" for r in rows))
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 class _StopOnInterrupt:

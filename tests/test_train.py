@@ -228,3 +228,16 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tiny_model_
     done = len(_losses(output))
     assert f"interrupted after step {done}, checkpoint saved: run again with --resume" in stderr
     assert (output / "checkpoints" / f"step_{done:06d}" / "state.json").exists()
+
+
+def test_resuming_a_finished_or_early_stopped_run_changes_nothing(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    config = _config(tiny_model_dir, tiny_data, output, iters=20, val_every=1, early_stopping_patience=2,
+                     learning_rate=0.9, warmup_steps=0, lr_schedule="constant", max_grad_norm=0)
+    train(config, log=lambda _: None)
+    before = {p.name: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
+    messages = []
+    train(config, resume=True, log=messages.append)
+    assert any(m.startswith("training already complete") for m in messages)
+    after = {p.name: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert after == {k: v for k, v in before.items() if k != "manifest.json"}
