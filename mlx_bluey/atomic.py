@@ -13,10 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes it private; this is an ordinary file
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
@@ -38,7 +45,7 @@ def atomic_directory(target: Path):
     aside = target.parent / f".{target.name}.old-{os.getpid()}"
     try:
         yield work
-        work.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary directory
+        work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary directory
         if target.exists():
             os.replace(target, aside)
         os.replace(work, target)

@@ -26,3 +26,17 @@ def test_text_file(tmp_path):
     atomic_write_text(path, "a\n")
     atomic_write_text(path, "b\n")
     assert path.read_text() == "b\n" and sorted(p.name for p in path.parent.iterdir()) == ["metrics.jsonl"]
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "m.json", "{}")
+        with atomic_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
