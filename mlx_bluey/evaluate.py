@@ -41,8 +41,12 @@ def read_prompts(path: str | Path) -> list[EvalPrompt]:
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), "file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(str(path), f"not valid UTF-8 (byte {error.start} of the file)") from error
     prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
