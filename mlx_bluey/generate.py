@@ -119,7 +119,6 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     stops = set(stop_ids)
     tokens: list[int] = []
     shown = 0  # characters of the decoded text already passed to on_text
-    text = ""
     finish = "length"
     for token, _ in generate_step(
         mx.array(prompt), model, max_tokens=settings.max_new_tokens, sampler=sampler, logits_processors=processors
@@ -128,11 +127,13 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
             finish = "stop"
             break
         tokens.append(token)
+        if on_text is None:  # nothing streams (evaluation): decode once at the end
+            continue
         text = tokenizer.decode(tokens)
         remaining = settings.max_new_tokens - len(tokens)
         # Show whole words only; near the limit, only whole sentences.
         limit = last_sentence_end(text) if remaining <= HOLD_BACK_TOKENS else text.rfind(" ")
-        if on_text and limit > shown:
+        if limit > shown:
             on_text(text[shown:limit])
             shown = limit
     text = tokenizer.decode(tokens)
