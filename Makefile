@@ -3,7 +3,13 @@
 #
 #   make train [MODEL=gemma-3-1b-it] [DATA=data/bluey] [CONFIG=configs/bluey.yaml]
 #   make chat  [MODEL=...]            chat with the adapter `make train` wrote
+#   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
+#   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make test                         the test suite (under 15 minutes on 2 CPU cores)
+#
+# The export stage has its own environment (.venv-export: torch CPU + optimum-onnx), the page its own
+# JavaScript (mlx_bluey/web/node_modules, from npm), and the browser test Debian's chromium: each is
+# built the first time a target needs it.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,8 +24,14 @@ OUTPUT ?= adapters/$(RUN_NAME)
 OPENBLAS = $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0))
 RUN = $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) )$(BIN)
 STAMP := $(VENV)/.installed
+EXPORT_VENV ?= .venv-export
+EXPORT_STAMP := $(EXPORT_VENV)/.installed
+WEB_STAMP := mlx_bluey/web/node_modules/.installed
+ADAPTER ?= $(OUTPUT)
+FUSED ?= fused/$(notdir $(ADAPTER))
+EXPORT ?= exports/$(notdir $(ADAPTER))
 
-.PHONY: setup train chat test info clean-venv
+.PHONY: setup train chat test info clean-venv export-env web browser fuse export serve
 
 setup: $(STAMP)
 
@@ -29,6 +41,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	sh scripts/setup_blas.sh
 	touch $(STAMP)
+
+# torch first and alone: with 2.13.0 installed (its CPU wheel is on local disk here), nothing pulls CUDA.
+$(EXPORT_STAMP): mlx_bluey/export_requirements.txt
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install --quiet --upgrade pip
+	$(EXPORT_VENV)/bin/pip install --quiet torch==2.13.0
+	$(EXPORT_VENV)/bin/pip install --quiet -r mlx_bluey/export_requirements.txt
+	touch $(EXPORT_STAMP)
+
+export-env: $(EXPORT_STAMP)
+
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node (a dependency the page never uses) would download binaries.
+$(WEB_STAMP): mlx_bluey/web/package.json mlx_bluey/web/package-lock.json
+	cd mlx_bluey/web && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+browser:
+	sh scripts/setup_browser.sh
 
 # --resume makes `make train` safe to repeat: an interrupted run continues, a finished one is kept.
 train: $(STAMP)
@@ -40,8 +72,19 @@ chat: $(STAMP)
 info: $(STAMP)
 	$(RUN)/mlx_bluey info
 
-test: $(STAMP)
+fuse: $(STAMP)
+	$(RUN)/mlx_bluey fuse --adapter $(ADAPTER) --output $(FUSED)
+
+export: fuse $(EXPORT_STAMP)
+	$(RUN)/mlx_bluey export $(FUSED) --output $(EXPORT) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48
+
+serve: $(STAMP) $(WEB_STAMP)
+	$(RUN)/mlx_bluey serve $(EXPORT)
+
+# Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
+test: $(STAMP) $(EXPORT_STAMP) $(WEB_STAMP) browser
 	$(RUN)/python -m pytest -q $(PYTEST_ARGS)
+	$(EXPORT_VENV)/bin/python -m pytest -q tests/export_env
 
 clean-venv:
 	rm -rf $(VENV)

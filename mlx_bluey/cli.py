@@ -6,6 +6,8 @@
     mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
     mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
     mlx_bluey fuse --adapter DIR --output DIR   adapter merged into a Hugging Face model (fuse.py)
+    mlx_bluey export FUSED --output DIR   ONNX q8/q4/fp16 for the browser, in the export environment (export.py)
+    mlx_bluey serve EXPORT               the chat page on localhost with an exported model (serve.py, web/)
     mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -177,7 +180,6 @@ def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, trai
 @click.option("--output", type=click.Path(), default="benchmarks/bench", show_default=True)
 def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, output) -> None:
     """Prompt, decode and training tokens/s per model and dtype, against this machine's ceilings."""
-    from pathlib import Path
 
     from .bench import ONE_B_SHAPED, bench_model, machine_ceilings, to_markdown, write_outputs
 
@@ -209,6 +211,40 @@ def fuse(adapter, model, output) -> None:
         _fail(error)
 
 
+@cli.command()
+@click.argument("fused", type=click.Path())
+@click.option("--output", required=True, type=click.Path(), help="Export directory (Transformers.js layout).")
+@click.option("--variants", default="q8,q4,fp16", show_default=True, help="Comma-separated: q8, q4, fp16, fp32.")
+@click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
+@click.option("--parity-texts", type=int, default=8, show_default=True, help="Conversations compared position by position.")
+@click.option("--greedy-prompts", type=int, default=4, show_default=True, help="Prompts decoded greedily by both.")
+@click.option("--greedy-tokens", type=int, default=32, show_default=True, help="New tokens per greedy prompt.")
+@click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
+def export(fused, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
+    """Export a fused model to ONNX variants for the browser, with a size and parity report."""
+    from .export import ExportError, run_export
+
+    try:
+        run_export(Path(fused), Path(output), variants, Path(parity_data) if parity_data else None, parity_texts,
+                   greedy_prompts, greedy_tokens, keep_fp32)
+    except ExportError as error:
+        _fail(error)
+
+
+@cli.command()
+@click.argument("exports", nargs=-1, type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default).")
+@click.option("--port", type=int, default=8000, show_default=True)
+def serve(exports, host, port) -> None:
+    """Serve the chat page with exported models (directories written by `mlx_bluey export`)."""
+    from .serve import ServeError, serve as run_serve
+
+    try:
+        run_serve([Path(e) for e in exports], host, port, log=click.echo)
+    except ServeError as error:
+        _fail(error)
+
+
 @cli.group()
 def data() -> None:
     """Dataset tools."""
@@ -222,7 +258,6 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def data_split(inputs, output, valid, test, seed) -> None:
     """Seeded train/valid/test split that keeps near-duplicates in one split."""
-    from pathlib import Path
 
     from .data_split import write_split
 
@@ -247,7 +282,6 @@ def _tokenizer(model):
 @click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Training limit in tokens.")
 def data_validate(inputs, model, max_seq_length) -> None:
     """Report every problem in chat JSONL files (exit 1 if any)."""
-    from pathlib import Path
 
     from .data_validate import validate_files
 
@@ -270,7 +304,6 @@ def data_validate(inputs, model, max_seq_length) -> None:
 @click.option("--png", type=click.Path(), help="Also write a words-per-reply histogram here.")
 def data_stats(inputs, model, character_path, png) -> None:
     """Counts, lengths, voice markers and openings of chat JSONL files, as Markdown."""
-    from pathlib import Path
 
     from .character import CARD_FILE, CardError, load_card
     from .data_stats import compute_stats, to_markdown, write_histogram

@@ -5,7 +5,8 @@
 Each LoRA layer becomes one plain weight, W + scale * B^T A^T (DoRA layers fuse their magnitude too),
 computed in float32. The directory holds what transformers (and the export stage) load as is:
 config.json, model.safetensors, generation_config.json (every stop id: 1 and 106 for Gemma 3),
-tokenizer.json and tokenizer_config.json with the training chat template inside, and the base
+tokenizer.json and tokenizer_config.json with the training chat template inside, character.json (name,
+description, system prompt from the adapter's character card, for the web page), and the base
 model's licence files. It is written under a temporary name and renamed when complete.
 """
 
@@ -32,7 +33,8 @@ def fuse_model(model) -> int:
     return len(fused)
 
 
-def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32) -> Path:
+def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32,
+                       character: dict | None = None) -> Path:
     from transformers import AutoTokenizer
 
     with atomic_directory(output) as work:
@@ -56,7 +58,12 @@ def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int]
         config_path = work / "tokenizer_config.json"
         tokenizer_config = json.loads(config_path.read_text())
         tokenizer_config["chat_template"] = CHAT_TEMPLATE  # Transformers.js reads it from here
+        # transformers 5 writes this as a list, which transformers 4 (the export environment) cannot read;
+        # the same tokens are special in tokenizer.json's added_tokens, so the ids do not change.
+        tokenizer_config.pop("extra_special_tokens", None)
         config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+        if character:  # the web page's title and optional system prompt (passed on by `mlx_bluey export`)
+            (work / "character.json").write_text(json.dumps(character, indent=2, ensure_ascii=False))
         for name in LICENCE_FILES:
             if (model_dir / name).exists():
                 shutil.copy(model_dir / name, work / name)
@@ -64,10 +71,14 @@ def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int]
 
 
 def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path:
+    from .character import card_for_adapter
     from .generate import load_for_generation, stop_token_ids
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)
     count = fuse_model(network)
-    path = write_hf_directory(network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer))
+    card = card_for_adapter(adapter)
+    character = {"name": card.name, "description": card.description,
+                 "default_system_prompt": card.default_system_prompt} if card else None
+    path = write_hf_directory(network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer), character=character)
     log(f"fused {count} adapter layers of {adapter} into {model_dir.name}: {path}")
     return path

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from mlx_bluey import runtime
 
 runtime.ensure_fast_blas()  # re-exec with OpenBLAS preloaded when run as plain `pytest`
+
+collect_ignore = ["export_env"]  # the export environment's suite, run with .venv-export's Python (Makefile)
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "\n"]
 CHARS = ["▁"] + [c for c in string.printable if c not in " \t\n\r\x0b\x0c"]
@@ -107,3 +111,43 @@ def chat(*turns: str, system: str | None = None) -> dict:
     for i, text in enumerate(turns):
         messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
     return {"messages": messages}
+
+
+# ------------------------------------------------------------------ fuse -> export (test_export, test_web)
+
+REPLY = "Hooray! Bingo and me are playing shops, and Dad is the customer!"
+
+
+@pytest.fixture(scope="session")
+def tiny_fused(tmp_path_factory, tiny_model_dir) -> Path:
+    """A tiny adapter trained until it says REPLY, fused; its data has a character card beside it."""
+    from mlx_bluey.config import TrainConfig
+    from mlx_bluey.train import train
+
+    root = tmp_path_factory.mktemp("fused")
+    data = write_jsonl(root / "data" / "train.jsonl", [chat(f"hi {i}", REPLY) for i in range(8)]).parent
+    (data / "character.yaml").write_text("name: Bluey\ndescription: A tiny test pup.\n"
+                                         "default_system_prompt: You are Bluey.\n")
+    adapter = root / "adapter"
+    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=30, batch_size=4,
+                      grad_accumulation=1, learning_rate=5e-2, lora_rank=8, progress=False), log=lambda _: None)
+    fused = root / "fused"
+    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return fused
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_fused) -> Path:
+    """tiny_fused exported (all four variants, parity on two held-out conversations) by `mlx_bluey export`."""
+
+    out = tmp_path_factory.mktemp("export") / "bluey-tiny"
+    held_out = write_jsonl(tmp_path_factory.mktemp("heldout") / "test.jsonl",
+                           [chat("what are you playing?", REPLY), chat("hello", "G'day! Let's play!", "more", "Okay!")])
+    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out),
+                             "--variants", "q8,q4,fp16,fp32", "--parity-data", str(held_out), "--parity-texts", "2",
+                             "--greedy-prompts", "2", "--greedy-tokens", "16"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[3/3] parity" in result.stdout  # the progress lines reach the user
+    return out

@@ -1,0 +1,340 @@
+"""The export worker: fused Hugging Face directory -> Optimum ONNX -> browser variants, with parity.
+
+Runs in the export environment (`make export-env`: torch 2.13.0 CPU, optimum-onnx, onnxruntime), which
+cannot share one with mlx-lm (optimum-onnx pins transformers < 4.58, mlx-lm needs >= 5.7). The
+`mlx_bluey export` command starts it as `python -m mlx_bluey.onnx_export FUSED OUTPUT ...`.
+
+Output, in the layout Transformers.js reads:
+
+    OUTPUT/config.json generation_config.json tokenizer.json tokenizer_config.json (+ chat template)
+    OUTPUT/onnx/model_quantized.onnx   q8: 8-bit weights (MatMulNBits, block 128), the browser/CPU default
+    OUTPUT/onnx/model_q4.onnx          q4: 4-bit weights (block 32)
+    OUTPUT/onnx/model_fp16.onnx        fp16 weights and activations (WebGPU)
+    OUTPUT/export.json, export.md      size and parity of every variant
+
+Every variant stores the tied embedding once (onnx_graph.py). The fp32 ONNX is an intermediate,
+kept only with --keep-fp32. The directory is built under a temporary name and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_directory
+
+TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their weights in FILE_data
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    file: str  # the name Transformers.js looks for under onnx/ for this dtype
+    kind: str  # "nbits" or "fp16" (or "fp32", the reference)
+    bits: int = 0
+    block_size: int = 0
+    accuracy_level: int = 0  # MatMulNBits: 0 = unset (fp32 compute); 4 = int8 compute
+
+
+VARIANTS = {
+    # 8 bits, block 128: 268M bytes + 268M/128 scales x 4 bytes = 276 MB for the 270M.
+    # accuracy_level 4: onnxruntime's CPU MatMulNBits runs 8-bit weights with int8 compute.
+    "q8": Variant("q8", "model_quantized.onnx", "nbits", bits=8, block_size=128, accuracy_level=4),
+    # 4 bits, block 32: 268M / 2 bytes + 268M/32 scales x 4 bytes = 168 MB for the 270M.
+    "q4": Variant("q4", "model_q4.onnx", "nbits", bits=4, block_size=32),
+    "fp16": Variant("fp16", "model_fp16.onnx", "fp16"),
+    "fp32": Variant("fp32", "model.onnx", "fp32"),
+}
+DEFAULT_VARIANTS = ("q8", "q4", "fp16")
+COPIED = ("character.json", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+          "special_tokens_map.json", "GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def export_fp32(fused: Path, work: Path) -> Path:
+    """Optimum's `text-generation-with-past` export (fp32, opset 18); returns the model.onnx path."""
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(fused), output=str(work), task="text-generation-with-past", opset=18, device="cpu",
+                do_validation=False,  # parity is measured below, against the fused model itself
+                no_post_process=True)  # its tied-weight clean-up fails over 2 GB (1B); onnx_graph ties instead
+    return work / "model.onnx"
+
+
+def save(model, path: Path) -> None:
+    import onnx
+
+    weights = sum(len(init.raw_data) for init in model.graph.initializer)
+    if weights > TWO_GB - 2**26:  # leave room for the graph itself
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + "_data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
+    """Write one variant (run in its own process: the 1B's quantizers need all the memory they can get)."""
+    import onnx
+
+    from .onnx_graph import tie_float, tie_nbits
+
+    started = time.perf_counter()
+    model = onnx.load(str(fp32_path))
+    if variant.kind == "nbits":
+        from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+        config = DefaultWeightOnlyQuantConfig(block_size=variant.block_size, is_symmetric=True, bits=variant.bits,
+                                              accuracy_level=variant.accuracy_level or None,
+                                              op_types_to_quantize=("MatMul",))
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
+        model = quantizer.model.model
+        saved = tie_nbits(model)
+    elif variant.kind == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        saved = tie_float(model)
+        # keep_io_types=False: the KV cache travels in fp16 too (Transformers.js reads the input types)
+        model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    else:
+        saved = tie_float(model)
+    path = out_dir / variant.file
+    save(model, path)
+    size = sum(p.stat().st_size for p in out_dir.glob(variant.file + "*"))
+    return {"variant": variant.name, "file": f"onnx/{variant.file}", "bytes": size, "mb": round(size / 1e6, 1),
+            "external_data": (out_dir / (variant.file + "_data")).exists(), "tied_bytes_saved": saved,
+            "seconds": round(time.perf_counter() - started, 1), **{k: v for k, v in asdict(variant).items()
+                                                                  if k in ("bits", "block_size", "accuracy_level")}}
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+
+def held_out_texts(path: Path, tokenizer, count: int, max_tokens: int) -> list[list[int]]:
+    """The first `count` conversations of a JSONL file, rendered with the model's own chat template."""
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and len(texts) < count:
+            ids = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) else ids
+            texts.append(list(ids)[:max_tokens])
+    return texts
+
+
+class OrtDecoder:
+    """One ONNX decoder session fed the way Transformers.js feeds it: ids, mask, past key/values."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values")]
+        self.float = np.float16 if self.past and self.past[0].type == "tensor(float16)" else np.float32
+
+    def empty_past(self) -> dict:
+        return {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=self.float) for i in self.past}
+
+    def step(self, ids: list[int], past: dict, seen: int):
+        feeds = {"input_ids": np.array([ids], dtype=np.int64),
+                 "attention_mask": np.ones((1, seen + len(ids)), dtype=np.int64), **past}
+        outputs = self.session.run(None, feeds)
+        names = [o.name for o in self.session.get_outputs()]
+        logits = outputs[names.index("logits")][0].astype(np.float32)
+        present = {n.replace("present", "past_key_values"): v for n, v in zip(names, outputs) if n.startswith("present")}
+        return logits, present
+
+    def greedy(self, prompt: list[int], new_tokens: int, stops: set[int]) -> tuple[list[int], float]:
+        """Greedy decode with the KV cache; returns the tokens and decode tokens/s (prompt excluded)."""
+        logits, past = self.step(prompt, self.empty_past(), 0)
+        out, seen = [], len(prompt)
+        started = time.perf_counter()
+        for _ in range(new_tokens):
+            token = int(logits[-1].argmax())
+            out.append(token)
+            if token in stops:
+                break
+            logits, past = self.step([token], past, seen)
+            seen += 1
+        elapsed = time.perf_counter() - started
+        return out, (len(out) - 1) / elapsed if len(out) > 1 and elapsed > 0 else 0.0
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab]."""
+    p, q = log_softmax(reference), log_softmax(candidate)
+    kl = (np.exp(p) * (p - q)).sum(-1)
+    return {"positions": int(len(reference)), "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+            "kl_mean": float(kl.mean()), "kl_max": float(kl.max()),
+            "max_abs_logit_diff": float(np.abs(reference - candidate).max())}
+
+
+def reference_outputs(fused: Path, texts: list[list[int]], prompts: list[list[int]], new_tokens: int,
+                      stops: set[int]) -> dict:
+    """Logits (full sequences) and greedy continuations of the fused model loaded by transformers (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(fused), torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = [model(torch.tensor([ids])).logits[0].numpy() for ids in texts]
+        greedy = []
+        for prompt in prompts:
+            out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 max_new_tokens=new_tokens, do_sample=False, eos_token_id=sorted(stops), pad_token_id=0)
+            greedy.append(out[0, len(prompt):].tolist())
+    return {"logits": logits, "greedy": greedy}
+
+
+def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int, stops: set[int]) -> dict:
+    decoder = OrtDecoder(path)
+    parts = [compare_logits(ref, decoder.step(ids, decoder.empty_past(), 0)[0]) for ids, ref in zip(texts, reference["logits"])]
+    positions = sum(p["positions"] for p in parts)
+    same_prefix, total, speeds = [], 0, []
+    for prompt, want in zip(prompts, reference["greedy"]):
+        got, speed = decoder.greedy(prompt, new_tokens, stops)
+        speeds.append(speed)
+        prefix = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+        same_prefix.append(prefix)
+        total += len(want)
+    return {
+        "positions": positions,
+        "top1_agreement": round(sum(p["top1_agreement"] * p["positions"] for p in parts) / positions, 4),
+        "kl_mean": round(sum(p["kl_mean"] * p["positions"] for p in parts) / positions, 5),
+        "kl_max": round(max(p["kl_max"] for p in parts), 4),
+        "max_abs_logit_diff": round(max(p["max_abs_logit_diff"] for p in parts), 4),
+        "greedy_identical_prefix_tokens": same_prefix,
+        "greedy_identical_share": round(sum(same_prefix) / max(total, 1), 4),
+        "ort_decode_tokens_per_s": round(float(np.median(speeds)), 2) if speeds else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+def write_report(out: Path, report: dict) -> None:
+    (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# ONNX export of `{report['fused']}`", "", f"Command: `{report['command']}`", "",
+             f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
+             "variant (onnxruntime, CPU) against the fused model loaded by transformers in fp32; greedy: "
+             f"{report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens with the KV cache.", "",
+             "| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | ORT decode tok/s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for v in report["variants"]:
+        p = v.get("parity", {})
+        lines.append(f"| {v['variant']} | {v['file']} | {v['mb']} | {p.get('top1_agreement', '-')} | "
+                     f"{p.get('kl_mean', '-')} | {p.get('kl_max', '-')} | {p.get('greedy_identical_share', '-')} | "
+                     f"{p.get('ort_decode_tokens_per_s', '-')} |")
+    lines += ["", f"Export (fp32 ONNX): {report['export_seconds']} s. Machine: {report['machine']}.", ""]
+    (out / "export.md").write_text("\n".join(lines))
+
+
+def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None, parity_texts: int,
+        greedy_prompts: int, greedy_tokens: int, keep_fp32: bool, command: str) -> dict:
+    import platform
+
+    from transformers import AutoTokenizer
+
+    for name in variants:
+        if name not in VARIANTS:
+            raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
+    if not (fused / "config.json").exists():
+        raise SystemExit(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
+    report = {"fused": str(fused), "command": command, "variants": [], "machine": f"{platform.machine()}, "
+              f"{__import__('os').cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}"}
+    with atomic_directory(output) as out:
+        onnx_dir = out / "onnx"
+        onnx_dir.mkdir()
+        fp32_dir = out / ".fp32"
+        log(f"[1/3] exporting {fused} to ONNX with Optimum (text-generation-with-past, fp32)...")
+        started = time.perf_counter()
+        fp32 = export_fp32(fused, fp32_dir)
+        report["export_seconds"] = round(time.perf_counter() - started, 1)
+        log(f"      done in {report['export_seconds']} s")
+        for name in COPIED:
+            if (fused / name).exists():
+                shutil.copy(fused / name, out / name)
+        for i, name in enumerate(variants):
+            log(f"[2/3] variant {name} ({i + 1}/{len(variants)})...")
+            result = subprocess.run([sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name,
+                                     str(fp32), str(onnx_dir)], capture_output=True, text=True)
+            if result.returncode:
+                raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
+            entry = json.loads(result.stdout.strip().splitlines()[-1])
+            log(f"      {entry['file']}: {entry['mb']} MB in {entry['seconds']} s")
+            report["variants"].append(entry)
+        if parity_data is not None and parity_texts > 0:
+            log("[3/3] parity against the fused model (transformers, fp32)...")
+            tokenizer = AutoTokenizer.from_pretrained(str(fused))
+            generation = json.loads((fused / "generation_config.json").read_text())
+            stops = set(generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [generation["eos_token_id"]])
+            texts = held_out_texts(parity_data, tokenizer, parity_texts, max_tokens=512)
+            prompts = []
+            for line in parity_data.read_text(encoding="utf-8").splitlines()[:greedy_prompts]:
+                messages = json.loads(line)["messages"]
+                opening = messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")]
+                ids = tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)
+                prompts.append(list(ids["input_ids"] if isinstance(ids, dict) else ids))
+            reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
+            for entry in report["variants"]:
+                entry["parity"] = variant_parity(onnx_dir / VARIANTS[entry["variant"]].file, reference, texts,
+                                                 prompts, greedy_tokens, stops)
+                log(f"      {entry['variant']}: top-1 {entry['parity']['top1_agreement']}, KL {entry['parity']['kl_mean']}, "
+                    f"greedy identical {entry['parity']['greedy_identical_share']}, "
+                    f"ORT decode {entry['parity']['ort_decode_tokens_per_s']} tok/s")
+                gc.collect()
+        report.update(parity_source=str(parity_data), parity_texts=parity_texts, greedy_prompts=greedy_prompts,
+                      greedy_tokens=greedy_tokens)
+        if keep_fp32 and "fp32" not in variants:
+            shutil.copy(fp32, onnx_dir / "model.onnx")
+            for data in fp32_dir.glob("model.onnx_data"):
+                shutil.copy(data, onnx_dir / data.name)
+        shutil.rmtree(fp32_dir)
+        write_report(out, report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlx_bluey.onnx_export", description=__doc__.split("\n")[0])
+    parser.add_argument("fused", type=Path, help="fused model directory (mlx_bluey fuse)")
+    parser.add_argument("output", type=Path, help="export directory (Transformers.js layout)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated: q8,q4,fp16,fp32")
+    parser.add_argument("--parity-data", type=Path, default=None, help="held-out JSONL conversations")
+    parser.add_argument("--parity-texts", type=int, default=8, help="conversations compared position by position")
+    parser.add_argument("--greedy-prompts", type=int, default=4, help="prompts decoded greedily by both")
+    parser.add_argument("--greedy-tokens", type=int, default=32, help="new tokens per greedy prompt")
+    parser.add_argument("--keep-fp32", action="store_true", help="also keep onnx/model.onnx (fp32)")
+    parser.add_argument("--variant-only", default=None, help=argparse.SUPPRESS)  # internal: one variant per process
+    args = parser.parse_args(argv)
+    if args.variant_only:  # args.fused is the fp32 model.onnx, args.output the onnx/ directory
+        entry = make_variant(args.fused, VARIANTS[args.variant_only], args.output)
+        print(json.dumps(entry))
+        return
+    command = " ".join(["python -m mlx_bluey.onnx_export", *(argv if argv is not None else sys.argv[1:])])
+    run(args.fused, args.output, args.variants.split(","), args.parity_data, args.parity_texts, args.greedy_prompts,
+        args.greedy_tokens, args.keep_fp32, command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+// The model side of the chat page, in a Web Worker so the page stays responsive while WASM computes.
+// Messages in:  {type: "load", name, variant, device, externalData}
+//               {type: "generate", messages, options}      options: max/min_new_tokens, sampling
+//               {type: "stop"}
+// Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, threads}
+//               {type: "prompt", text} | {type: "chunk", text} | {type: "done", ids, seconds} | {type: "error", message}
+import {
+  env,
+  AutoTokenizer,
+  AutoModelForCausalLM,
+  TextStreamer,
+  InterruptableStoppingCriteria,
+} from "/vendor/transformers.min.js";
+
+env.allowRemoteModels = false; // never the Hugging Face hub
+env.allowLocalModels = true;
+env.localModelPath = "/models/";
+env.useBrowserCache = false; // the files come from this machine already
+env.backends.onnx.wasm.wasmPaths = {
+  // the runtime Transformers.js would otherwise take from a CDN, served by `mlx_bluey serve`
+  mjs: "/vendor/ort/ort-wasm-simd-threaded.asyncify.mjs",
+  wasm: "/vendor/ort/ort-wasm-simd-threaded.asyncify.wasm",
+};
+// Threads need SharedArrayBuffer, which needs the COOP/COEP headers `serve` sends.
+env.backends.onnx.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+
+let tokenizer = null;
+let model = null;
+let stopIds = [];
+const stopper = new InterruptableStoppingCriteria();
+
+async function load({ name, variant, device, externalData }) {
+  const loaded = {};
+  await model?.dispose();
+  model = null;
+  tokenizer = await AutoTokenizer.from_pretrained(name);
+  model = await AutoModelForCausalLM.from_pretrained(name, {
+    dtype: variant,
+    device,
+    use_external_data_format: externalData,
+    progress_callback: (p) => {
+      if (p.status === "progress" && p.total) {
+        loaded[p.file] = [p.loaded, p.total];
+        const [done, total] = Object.values(loaded).reduce(([a, b], [c, d]) => [a + c, b + d], [0, 0]);
+        self.postMessage({ type: "progress", loaded: done, total });
+      }
+    },
+  });
+  const eos = model.generation_config?.eos_token_id ?? [];
+  stopIds = Array.isArray(eos) ? eos : [eos]; // Gemma 3: [1, 106], written by `mlx_bluey fuse`
+  self.postMessage({ type: "ready", stopIds, threads: env.backends.onnx.wasm.numThreads });
+}
+
+async function generate({ messages, options }) {
+  const prompt = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, tokenize: false });
+  self.postMessage({ type: "prompt", text: prompt });
+  const inputs = tokenizer.apply_chat_template(messages, { add_generation_prompt: true, return_dict: true });
+  const streamer = new TextStreamer(tokenizer, {
+    skip_prompt: true,
+    skip_special_tokens: true,
+    callback_function: (text) => self.postMessage({ type: "chunk", text }),
+  });
+  stopper.reset();
+  const started = performance.now();
+  // min_new_tokens blocks every id of eos_token_id (Transformers.js' MinNewTokensLengthLogitsProcessor)
+  const output = await model.generate({ ...inputs, ...options, eos_token_id: stopIds, streamer, stopping_criteria: stopper });
+  const seconds = (performance.now() - started) / 1000;
+  const ids = Array.from(output.tolist()[0].slice(inputs.input_ids.dims[1]), Number);
+  const stopped = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);
+  const text = tokenizer.decode(stopped ? ids.slice(0, -1) : ids, { skip_special_tokens: true }).trim();
+  self.postMessage({ type: "done", tokens: ids.length, stopped, text, seconds, options: { ...options, eos_token_id: stopIds } });
+}
+
+self.onmessage = async ({ data }) => {
+  try {
+    if (data.type === "load") await load(data);
+    else if (data.type === "generate") await generate(data);
+    else if (data.type === "stop") stopper.interrupt();
+  } catch (error) {
+    self.postMessage({ type: "error", message: String(error?.message ?? error), during: data.type });
+  }
+};

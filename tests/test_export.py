@@ -1,0 +1,85 @@
+"""Fuse -> export on the tiny model: the Transformers.js layout, the report, parity, and the transformers load.
+
+The export worker runs in .venv-export (built by `make test`); these tests drive it the way users do,
+through `mlx_bluey export`, and read what it wrote.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from mlx_bluey.chat_format import CHAT_TEMPLATE
+from mlx_bluey.export import export_python
+from mlx_bluey.generate import load_for_generation
+
+
+def test_export_writes_the_transformers_js_layout(tiny_export):
+    names = {str(p.relative_to(tiny_export)) for p in tiny_export.rglob("*")}
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "character.json",
+            "export.json", "export.md", "onnx/model_quantized.onnx", "onnx/model_q4.onnx", "onnx/model_fp16.onnx",
+            "onnx/model.onnx"} <= names
+    assert not any(part.startswith(".") for name in names for part in Path(name).parts)  # no work directory left
+    assert json.loads((tiny_export / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
+    assert json.loads((tiny_export / "generation_config.json").read_text())["eos_token_id"] == [1, 5]
+    assert json.loads((tiny_export / "character.json").read_text())["name"] == "Bluey"
+
+
+def test_export_report_sizes_and_parity(tiny_export):
+    report = json.loads((tiny_export / "export.json").read_text())
+    by_name = {v["variant"]: v for v in report["variants"]}
+    assert list(by_name) == ["q8", "q4", "fp16", "fp32"]
+    for name, entry in by_name.items():
+        assert entry["bytes"] == (tiny_export / entry["file"]).stat().st_size
+        parity = entry["parity"]
+        assert parity["positions"] > 20 and 0 <= parity["top1_agreement"] <= 1 and parity["kl_mean"] >= 0
+        assert len(parity["greedy_identical_prefix_tokens"]) == 2 and parity["ort_decode_tokens_per_s"] > 0
+    # fp32 ONNX computes what transformers computes on the fused directory
+    assert by_name["fp32"]["parity"]["top1_agreement"] == 1.0 and by_name["fp32"]["parity"]["kl_mean"] < 1e-6
+    assert by_name["fp32"]["parity"]["greedy_identical_share"] == 1.0
+    assert by_name["fp16"]["parity"]["kl_mean"] < 1e-3
+    # the tied embedding is stored once in every variant: the tiny model's 102 x 32 table is 13,056 bytes in fp32
+    assert all(v["tied_bytes_saved"] == 102 * 32 * 4 for k, v in by_name.items() if k != "fp16")
+    assert by_name["fp16"]["tied_bytes_saved"] == 102 * 32 * 4  # tied before the fp16 conversion
+    assert by_name["q4"]["bytes"] < by_name["q8"]["bytes"] < by_name["fp32"]["bytes"]
+    assert "| q8 | onnx/model_quantized.onnx |" in (tiny_export / "export.md").read_text()
+
+
+def test_fused_directory_loads_in_transformers_like_mlx(tiny_fused, tmp_path):
+    """The transformers load of the fused directory (export environment, PyTorch fp32) matches MLX."""
+    ids = [2, 4, 30, 31, 32, 6, 50, 60, 70, 5, 6]
+    model, _, _ = load_for_generation(str(tiny_fused), None, log=lambda _: None)
+    want = np.array(model(mx.array([ids]))[0])
+    script = ("import sys, numpy, torch; from transformers import AutoModelForCausalLM; "
+              "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval(); "
+              "numpy.save(sys.argv[2], m(torch.tensor([[int(i) for i in sys.argv[3].split(',')]])).logits[0].detach().numpy())")
+    out = tmp_path / "logits.npy"
+    result = subprocess.run([str(export_python()), "-c", script, str(tiny_fused), str(out), ",".join(map(str, ids))],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = np.load(out)
+    assert got.shape == want.shape == (len(ids), 102)
+    # float32 both sides, but mlx-lm scales the embedding by sqrt(hidden) rounded to bfloat16 (sqrt(32) = 5.657
+    # -> 5.656, 1.5e-4 relative) where transformers keeps it in float32: measured 1.2e-3 at logits of ~2.
+    assert np.abs(got - want).max() < 3e-3
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_export_refuses_a_directory_without_a_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tmp_path), "--output",
+                             str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0 and "no config.json" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_export_keeps_the_previous_one(tiny_fused, tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "export.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out),
+                             "--variants", "q8,q3"], capture_output=True, text=True)
+    assert result.returncode != 0 and "unknown variant 'q3'" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["export.json"]
