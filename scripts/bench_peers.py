@@ -1,13 +1,15 @@
-"""Training throughput, side by side: `mlx_bluey train` vs `mlx_lm.lora`, same model, data and batch.
+"""Training throughput, side by side: `mlx_bluey train` vs `mlx_lm.lora` vs PyTorch + PEFT, same model, data and batch.
 
     .venv/bin/python scripts/bench_peers.py --steps 12 --rounds 2
 
-Runs alternate (ours, mlx-lm, ours, mlx-lm, ...) so drift in the machine's speed hits both. Both
+Runs alternate (ours, mlx-lm, PyTorch, ours, ...) so drift in the machine's speed hits both. Both
 train LoRA rank 8, scale 20, on every linear layer of every block, batch 4, float32, on the same
 single-turn Bluey conversations (single-turn, so mlx-lm's --mask-prompt supervises exactly the
 tokens ours does: the reply and its <end_of_turn>). The figure compared is trained tokens per
 second: supervised tokens (the ones the loss is taken on) divided by step time, the first step of
-each run left out as warm-up. Results go to benchmarks/train_vs_mlx_lm.{json,md}.
+each run left out as warm-up. PyTorch + PEFT (scripts/torch_peft_child.py) runs in the export
+environment on the very token ids and labels mlx_bluey trains on. Results go to
+benchmarks/train_vs_peers.{json,md} (benchmarks/train_vs_mlx_lm.* is the earlier two-way run).
 """
 
 from __future__ import annotations
@@ -71,6 +73,31 @@ def run_mlx_lm(model_dir: Path, data: Path, output: Path, steps: int, batch: int
     }
 
 
+def run_torch_peft(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
+    """PyTorch + PEFT in the export environment (scripts/torch_peft_child.py) on the same tokens."""
+    from transformers import AutoTokenizer
+
+    from mlx_bluey.chat_format import encode_conversation
+    from mlx_bluey.export import export_python
+
+    output.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    encoded = [encode_conversation(tokenizer, json.loads(line)["messages"])
+               for line in (data / "train.jsonl").read_text().splitlines() if line.strip()]
+    (output / "encoded.json").write_text(json.dumps([{"ids": e.ids, "labels": e.labels} for e in encoded]))
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)  # OpenBLAS is for MLX; torch brings its own BLAS
+    subprocess.run([str(export_python()), str(ROOT / "scripts" / "torch_peft_child.py"), str(model_dir),
+                    str(output / "encoded.json"), str(steps), str(batch), str(output / "steps.jsonl")], check=True, env=env)
+    rows = [json.loads(line) for line in (output / "steps.jsonl").read_text().splitlines()][1:]
+    return {
+        "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows),
+        "seconds_per_step": statistics.median(r["seconds"] for r in rows),
+        "peak_memory_gb": max(r["peak_rss_gb"] for r in rows),  # process RSS, not MLX's allocator peak
+        "steps_timed": len(rows),
+    }
+
+
 def mlx_lm_child(record: str, argv: list[str]) -> None:
     """Run mlx-lm's own LoRA entry point, recording each step's report through its callback."""
     import types
@@ -100,6 +127,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--examples", type=int, default=96, help="single-turn conversations to train on")
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
+    parser.add_argument("--peers", default="mlx_lm.lora,pytorch+peft",
+                        help="comma-separated: mlx_lm.lora, pytorch+peft (needs `make export-env`)")
     args = parser.parse_args()
 
     from mlx_bluey import runtime
@@ -108,9 +137,12 @@ def main() -> None:
     model_dir = ensure_embedded_model()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     n = single_turn_subset(ROOT / "data" / "bluey" / "train.jsonl", work / "data", args.examples)
-    results: dict[str, list] = {"mlx_bluey": [], "mlx_lm.lora": []}
+    runners = {"mlx_bluey": run_ours, "mlx_lm.lora": run_mlx_lm, "pytorch+peft": run_torch_peft}
+    chosen = ["mlx_bluey", *args.peers.split(",")]
+    results: dict[str, list] = {name: [] for name in chosen}
     for round_index in range(args.rounds):
-        for name, runner in (("mlx_bluey", run_ours), ("mlx_lm.lora", run_mlx_lm)):
+        for name in chosen:
+            runner = runners[name]
             started = time.time()
             figures = runner(model_dir, work / "data", work / f"{name}-{round_index}", args.steps, args.batch_size)
             figures["wall_seconds"] = time.time() - started
@@ -121,31 +153,34 @@ def main() -> None:
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
 
-    ours, theirs = med("mlx_bluey", "trained_tokens_per_second"), med("mlx_lm.lora", "trained_tokens_per_second")
+    ours = med("mlx_bluey", "trained_tokens_per_second")
+    ratios = {f"mlx_bluey / {name}": ours / med(name, "trained_tokens_per_second") for name in chosen[1:]}
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
         "setup": {"model": "gemma-3-270m (embedded, float32)", "examples": n, "batch_size": args.batch_size,
                   "steps_per_run": args.steps, "rounds": args.rounds, "lora": "rank 8, scale 20, all linears, all 18 blocks"},
         "runs": results,
-        "median_trained_tokens_per_second": {"mlx_bluey": ours, "mlx_lm.lora": theirs},
-        "ratio_mlx_bluey_over_mlx_lm": ours / theirs,
-        "peak_memory_gb": {"mlx_bluey": med("mlx_bluey", "peak_memory_gb"), "mlx_lm.lora": med("mlx_lm.lora", "peak_memory_gb")},
+        "median_trained_tokens_per_second": {name: med(name, "trained_tokens_per_second") for name in chosen},
+        "ratios": ratios,
+        "peak_memory_gb": {name: med(name, "peak_memory_gb") for name in chosen},
+        "peak_memory_note": "MLX: the allocator's peak (mx.get_peak_memory); PyTorch: the process's peak RSS",
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_vs_mlx_lm.json").write_text(json.dumps(summary, indent=2))
+    (out / "train_vs_peers.json").write_text(json.dumps(summary, indent=2))
     table = "\n".join(
         f"| {name} | {med(name, 'trained_tokens_per_second'):.1f} | {med(name, 'seconds_per_step'):.2f} | "
         f"{med(name, 'peak_memory_gb'):.2f} |" for name in results
     )
-    (out / "train_vs_mlx_lm.md").write_text(
-        f"# Training throughput: mlx_bluey vs mlx_lm.lora\n\n`{summary['command']}`\n\n"
+    ratio_lines = "\n".join(f"- {name}: **{value:.2f}x**" for name, value in ratios.items())
+    (out / "train_vs_peers.md").write_text(
+        f"# Training throughput: mlx_bluey vs its peers\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
         "| trainer | trained tokens/s (median) | s/step | peak GB |\n|---|---|---|---|\n"
-        f"{table}\n\nRatio mlx_bluey / mlx_lm.lora: **{summary['ratio_mlx_bluey_over_mlx_lm']:.2f}x**\n"
+        f"{table}\n\nRatios of trained tokens/s:\n\n{ratio_lines}\n\n{summary['peak_memory_note']}.\n"
     )
-    print(f"ratio mlx_bluey / mlx_lm.lora trained tokens/s: {summary['ratio_mlx_bluey_over_mlx_lm']:.2f}x")
+    print(ratio_lines)
 
 
 if __name__ == "__main__":

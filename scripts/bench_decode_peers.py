@@ -1,0 +1,149 @@
+"""Decode speed, side by side: mlx_bluey's generation vs `mlx_lm.generate` vs onnxruntime on the export.
+
+    .venv/bin/python scripts/bench_decode_peers.py --model fused/bluey-270m --export exports/bluey-270m \
+        --export exports/bluey-270m-fp32     # mlx_bluey export ... --variants fp32
+
+Same model (a fused directory; its ONNX export for onnxruntime), same prompt, greedy, exactly
+--new-tokens tokens (every stop id blocked, so no run ends early), float32 for MLX. Runs alternate
+(ours, mlx_lm, ort-q8, ..., ours, ...) for --rounds rounds so drift in the machine hits all.
+
+Decode tokens/s = (N - 1) / (time for N tokens - time for the first token): the prompt is left out.
+MLX: measured as two runs, max_tokens = 1 and = N (the same prompt, cache warm), the difference
+being the decode of N - 1 tokens. onnxruntime: the export environment's OrtDecoder.greedy, timed from
+the first generated token (the same quantity). Results: benchmarks/decode_vs_peers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PROMPT = [{"role": "user", "content": "G'day Bluey! What's your favourite game to play with Bingo and Dad?"}]
+
+
+def time_mlx(generate, tokens: int) -> float:
+    started = time.perf_counter()
+    generate(tokens)
+    return time.perf_counter() - started
+
+
+def mlx_runners(model_dir: str):
+    import mlx.core as mx
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    from mlx_bluey.chat_format import prompt_ids
+    from mlx_bluey.generate import GenerationSettings, block_stops_until, generate_reply, load_for_generation, stop_token_ids
+
+    model, tokenizer, path = load_for_generation(model_dir, None, dtype="float32", log=lambda _: None)
+    stops = stop_token_ids(path, tokenizer)
+    prompt = prompt_ids(tokenizer, PROMPT)
+
+    def ours(n: int) -> None:  # the chat path: streaming callback on, as `mlx_bluey generate` runs it
+        settings = GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0, repetition_penalty=1.0)
+        reply = generate_reply(model, tokenizer, PROMPT, settings, stops, on_text=lambda _: None)
+        assert len(reply.tokens) == n, len(reply.tokens)
+
+    def theirs(n: int) -> None:
+        count = 0
+        for _ in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=n, sampler=make_sampler(temp=0.0),
+                                 logits_processors=[block_stops_until(n, len(prompt), stops)]):
+            count += 1
+        assert count == n, count
+
+    return {"mlx_bluey": ours, "mlx_lm.generate": theirs}, len(prompt)
+
+
+ORT_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from mlx_bluey.onnx_export import OrtDecoder
+path, prompt, n = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+decoder = OrtDecoder(path)
+decoder.greedy(prompt, 4, set())  # warm-up
+tokens, speed = decoder.greedy(prompt, n, set())
+assert len(tokens) == n
+print(json.dumps({"decode_tokens_per_s": speed}))
+"""
+
+
+def ort_runner(export: Path, variant_file: str, prompt: list[int]):
+    from mlx_bluey.export import export_python
+
+    def run(n: int) -> float:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("LD_PRELOAD", None)
+        out = subprocess.run([str(export_python()), "-c", ORT_CHILD, str(export / variant_file), json.dumps(prompt),
+                              str(n)], capture_output=True, text=True, env=env, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])["decode_tokens_per_s"]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="fused model directory (mlx_bluey fuse)")
+    parser.add_argument("--export", action="append", default=[],
+                        help="an export directory of the same model (mlx_bluey export), for onnxruntime; repeatable")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", default=str(ROOT / "benchmarks"))
+    args = parser.parse_args()
+
+    from mlx_bluey import runtime
+    from mlx_bluey.chat_format import prompt_ids
+    from transformers import AutoTokenizer
+
+    runners, prompt_length = mlx_runners(args.model)
+    ort = {}
+    prompt = prompt_ids(AutoTokenizer.from_pretrained(args.model), PROMPT)
+    for export in map(Path, args.export):
+        for v in json.loads((export / "export.json").read_text())["variants"]:
+            ort[f"onnxruntime {v['variant']}"] = ort_runner(export, v["file"], prompt)
+    for runner in runners.values():
+        runner(4)  # warm-up: kernels compiled, caches filled
+    results: dict[str, list[float]] = {name: [] for name in [*runners, *ort]}
+    for round_index in range(args.rounds):
+        for name, runner in runners.items():
+            first = time_mlx(runner, 1)
+            full = time_mlx(runner, args.new_tokens)
+            results[name].append((args.new_tokens - 1) / (full - first))
+        for name, runner in ort.items():
+            results[name].append(runner(args.new_tokens))
+        print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
+
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    ratios = {name: medians[name] / medians["mlx_lm.generate"] for name in medians}
+    summary = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
+        "setup": {"model": args.model, "export": args.export, "prompt_tokens": prompt_length,
+                  "new_tokens": args.new_tokens, "rounds": args.rounds, "greedy": True, "mlx_dtype": "float32"},
+        "decode_tokens_per_s": results, "median": medians, "ratio_over_mlx_lm_generate": ratios,
+    }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode_vs_peers.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rows = "\n".join(f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]:.2f}x |"
+                     for name, v in results.items())
+    (out / "decode_vs_peers.md").write_text(
+        f"# Decode speed: mlx_bluey vs mlx_lm.generate vs onnxruntime\n\n`{summary['command']}`\n\n"
+        f"{summary['machine']}\n\n{summary['setup']}\n\n"
+        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate |\n|---|---:|---:|---:|\n" + rows + "\n")
+    print(rows)
+
+
+if __name__ == "__main__":
+    from mlx_bluey.runtime import ensure_fast_blas
+
+    ensure_fast_blas()
+    main()
