@@ -75,6 +75,7 @@ def info() -> None:
 @click.option("--max-seq-length", type=int)
 @click.option("--on-too-long", type=click.Choice(["error", "skip"]))
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None)
+@click.option("--two-pass/--no-two-pass", default=None, help="Forward, NumPy head, forward + backward: less memory.")
 @click.option("--val-every", type=int)
 @click.option("--save-every", type=int)
 @click.option("--keep-checkpoints", type=int)

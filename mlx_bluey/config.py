@@ -66,6 +66,8 @@ class TrainConfig:
     """error (stop and name the line) or skip (train without it, and report how many were skipped)."""
     grad_checkpoint: bool = False
     """Recompute block activations in the backward pass: less memory, ~30% more compute."""
+    two_pass: bool = False
+    """CPU float32 head only: forward, NumPy head, then forward + backward again (head.two_pass_step): less memory."""
     val_every: int = 25
     """Optimizer steps between validation-loss measurements (and at the last step); 0 = never."""
     early_stopping_patience: int = 0

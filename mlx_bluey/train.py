@@ -41,7 +41,7 @@ from .checkpoints import (
     sha256_files,
 )
 from .config import TrainConfig
-from .head_loss import mlx_head_loss, select_head_loss
+from .head_loss import make_two_pass_step, mlx_head_loss, numpy_head_applies, select_head_loss
 from .data import Batch, EncodedDataset, encode_dataset, epoch_batches, make_batch, read_jsonl
 from .models import resolve_model
 
@@ -282,6 +282,10 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
 
     loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
     value_and_grad = nn.value_and_grad(model, loss_sum)
+    if config.two_pass:
+        if config.fine_tune_type == "full" or not numpy_head_applies(model):
+            raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
+        value_and_grad = make_two_pass_step(model)
     model.train()
     mx.reset_peak_memory()
     progress = _progress(plan.steps, start_step, config.progress)

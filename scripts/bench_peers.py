@@ -41,7 +41,8 @@ def single_turn_subset(source: Path, target: Path, count: int) -> int:
 
 def run_ours(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
     command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(model_dir), "--data", str(data),
-               "--output", str(output), "--iters", str(steps), "--batch-size", str(batch), "--val-every", "0",
+               "--output", str(output), "--iters", str(steps), "--batch-size", str(batch), "--grad-accumulation", "1",
+               "--val-every", "0",
                "--save-every", str(steps), "--warmup-steps", "0", "--learning-rate", "1e-5", "--no-progress",
                "--overwrite", "--max-seq-length", "2048"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

@@ -15,7 +15,7 @@ from conftest import TINY_CONFIG, chat, write_jsonl
 from mlx.utils import tree_flatten
 
 from mlx_bluey.config import TrainConfig
-from mlx_bluey.head_loss import make_numpy_head_loss, mlx_head_loss
+from mlx_bluey.head_loss import make_numpy_head_loss, make_two_pass_step, mlx_head_loss
 from mlx_bluey.train import apply_adapters, count_trainable, load_base, make_loss, train
 
 REPLIES = ["Yes!", "Heaps of fun.", "Bingo and me played shops all arvo.", "No way!", "I reckon it's a game.",
@@ -195,6 +195,51 @@ def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tiny_data, tmp_pa
     load_adapters(model, str(output))
     valid = encode_dataset(read_jsonl(tiny_data / "valid.jsonl"), tokenizer, 1024)
     assert evaluate_loss(model, valid, 4) == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, TrainConfig(lora_rank=4, lora_dropout=0.0))
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
+    rng = np.random.default_rng(1)
+    inputs = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
+    targets = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
+    positions = mx.array([3, 4, 5, 6, 15, 16, 25])
+    one_loss, one_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    two_loss, two_grads = make_two_pass_step(model)(model, inputs, targets, positions)
+    assert two_loss.item() == pytest.approx(one_loss.item(), rel=1e-6)
+    flat_one, flat_two = tree_flatten(one_grads), tree_flatten(two_grads)
+    assert [n for n, _ in flat_one] == [n for n, _ in flat_two] and len(flat_one) == 2 * 7 * 2  # lora_a, lora_b
+    for (name, a), (_, b) in zip(flat_one, flat_two):
+        assert mx.abs(a - b).max().item() <= 1e-5 * mx.abs(a).max().item(), name
+
+
+def test_two_pass_step_draws_the_same_dropout_masks_in_both_passes(tiny_model_dir):
+    """With dropout the gradient must belong to the forward that gave the loss: the one-pass step run
+    with the seed the two-pass step draws gives the same loss and gradients."""
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, TrainConfig(lora_rank=4, lora_dropout=0.3))
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
+    model.train()
+    rng = np.random.default_rng(2)
+    inputs = mx.array(rng.integers(7, 100, (2, 9)).astype(np.int32))
+    targets = mx.array(rng.integers(7, 100, (2, 9)).astype(np.int32))
+    positions = mx.array([2, 3, 4, 11, 12, 13])
+    mx.random.seed(7)
+    mx.random.seed(int(mx.random.randint(0, 2**31 - 1, ()).item()))  # what the two-pass step does first
+    want_loss, want_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    mx.random.seed(7)
+    got_loss, got_grads = make_two_pass_step(model)(model, inputs, targets, positions)
+    assert got_loss.item() == pytest.approx(want_loss.item(), rel=1e-6)
+    mx.random.seed(8)
+    other_loss, _ = make_two_pass_step(model)(model, inputs, targets, positions)
+    assert other_loss.item() != pytest.approx(want_loss.item(), rel=1e-6)  # dropout is really on
+    for (name, a), (_, b) in zip(tree_flatten(want_grads), tree_flatten(got_grads)):
+        assert mx.abs(a - b).max().item() <= 1e-5 * mx.abs(a).max().item(), name
 
 
 def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data, tmp_path):
