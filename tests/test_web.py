@@ -94,7 +94,8 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert state["lastPrompt"] == render(tiny_tokenizer, messages[:3], add_generation_prompt=True)
     # the tiny adapter learnt one reply with spaces in it, so the streamer sent it in several pieces
-    assert state["chunks"] > 1 and state["lastReply"]["tokens"] > 1
+    assert state["chunks"] > 1 and state["lastReply"]["tokens"] > 2
+    assert state["lastReply"]["decodeTokensPerSecond"] > 0 and state["lastReply"]["promptSeconds"] > 0
     assert messages[1]["content"] and messages[3]["content"]
     options = state["generationOptions"]
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json

@@ -192,9 +192,12 @@ async function send(text) {
     body.textContent = reply;
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.textContent = `${done.tokens} tokens · ${(done.tokens / done.seconds).toFixed(1)} tok/s${done.stopped ? "" : " · cut at the limit"}`;
+    const decode = done.decodeTokensPerSecond ? ` · decode ${done.decodeTokensPerSecond.toFixed(1)} tok/s` : "";
+    meta.textContent = `${done.tokens} tokens in ${done.seconds.toFixed(1)} s${decode}${done.stopped ? "" : " · cut at the limit"}`;
     turn.append(meta);
-    state.lastReply = { text: reply, tokens: done.tokens, seconds: done.seconds, stopped: done.stopped };
+    state.lastReply = { text: reply, tokens: done.tokens, seconds: done.seconds, stopped: done.stopped,
+                        decodeTokensPerSecond: done.decodeTokensPerSecond, promptSeconds: done.promptSeconds,
+                        promptTokens: done.promptTokens };
     state.messages.push({ role: "assistant", content: reply });
   } catch (error) {
     setStatus(explain(error, state.variant, state.device), true);

@@ -60,6 +60,13 @@ async function generate({ messages, options }) {
     skip_special_tokens: true,
     callback_function: (text) => self.postMessage({ type: "chunk", text }),
   });
+  // put() gets the prompt first, then one call per new token: the times give prompt and decode speed apart
+  const puts = [];
+  const put = streamer.put.bind(streamer);
+  streamer.put = (value) => {
+    puts.push(performance.now());
+    put(value);
+  };
   stopper.reset();
   const started = performance.now();
   // min_new_tokens blocks every id of eos_token_id (Transformers.js' MinNewTokensLengthLogitsProcessor)
@@ -68,7 +75,11 @@ async function generate({ messages, options }) {
   const ids = Array.from(output.tolist()[0].slice(inputs.input_ids.dims[1]), Number);
   const stopped = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);
   const text = tokenizer.decode(stopped ? ids.slice(0, -1) : ids, { skip_special_tokens: true }).trim();
-  self.postMessage({ type: "done", tokens: ids.length, stopped, text, seconds, options: { ...options, eos_token_id: stopIds } });
+  const decoded = puts.length - 2; // tokens after the first new one
+  const decodeTokensPerSecond = decoded > 0 ? decoded / ((puts[puts.length - 1] - puts[1]) / 1000) : null;
+  const promptSeconds = puts.length > 1 ? (puts[1] - started) / 1000 : null; // prompt + first token
+  self.postMessage({ type: "done", tokens: ids.length, stopped, text, seconds, decodeTokensPerSecond, promptSeconds,
+                     promptTokens: inputs.input_ids.dims[1], options: { ...options, eos_token_id: stopIds } });
 }
 
 self.onmessage = async ({ data }) => {

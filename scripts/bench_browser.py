@@ -1,0 +1,99 @@
+"""Decode speed of an export in the chat page itself: headless Chromium, WASM, as a user runs it.
+
+    .venv/bin/python scripts/bench_browser.py exports/bluey-270m --variant q8 --new-tokens 48 --rounds 3
+
+Serves the export with `mlx_bluey serve`'s server, loads the variant in Debian's chromium (Playwright,
+the flags of tests/test_web.py), then sends the same message --rounds times with "min new tokens" =
+"max new tokens" = --new-tokens, so every reply has exactly that many tokens. The page's worker times
+each token as Transformers.js streams it: decode tok/s excludes the prompt (reported apart). Results:
+benchmarks/browser-NAME-VARIANT.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+MESSAGE = "G'day Bluey! What's your favourite game to play with Bingo and Dad?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("export", type=Path)
+    parser.add_argument("--variant", default="q8")
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timeout-s", type=int, default=900, help="per reply")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks")
+    args = parser.parse_args()
+    os.environ.pop("LD_PRELOAD", None)  # see tests/test_web.py: OpenBLAS preloaded breaks Chromium's threads
+    from playwright.sync_api import sync_playwright
+
+    from mlx_bluey.serve import serve_in_thread
+
+    chromium = os.environ.get("MLX_BLUEY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    server, url = serve_in_thread([args.export])
+    replies = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+            page.select_option("#model", f"{args.export.name}|{args.variant}")
+            page.select_option("#device", "wasm")
+            for field in ("max_new_tokens", "min_new_tokens"):
+                page.fill(f"#{field}", str(args.new_tokens))
+            started = time.perf_counter()
+            page.click("#load")
+            page.wait_for_function("window.mlxBluey.ready || window.mlxBluey.error", timeout=args.timeout_s * 1000)
+            load_seconds = time.perf_counter() - started
+            if page.evaluate("window.mlxBluey.error"):
+                raise SystemExit(page.evaluate("window.mlxBluey.error"))
+            threads = page.inner_text("#status")
+            for round_index in range(args.rounds):
+                page.click("#reset")  # the same prompt every round
+                page.fill("#message", MESSAGE)
+                page.press("#message", "Enter")
+                page.wait_for_function("window.mlxBluey.messages.length === 2 || window.mlxBluey.error",
+                                       timeout=args.timeout_s * 1000)
+                reply = page.evaluate("window.mlxBluey.lastReply")
+                replies.append(reply)
+                print(f"round {round_index + 1}: {reply['tokens']} tokens, decode {reply['decodeTokensPerSecond']:.2f} "
+                      f"tok/s, prompt ({reply['promptTokens']} tokens) + first token {reply['promptSeconds']:.2f} s",
+                      flush=True)
+            browser.close()
+    finally:
+        server.shutdown()
+    report = json.loads((args.export / "export.json").read_text())
+    size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
+    decode = [r["decodeTokensPerSecond"] for r in replies]
+    summary = {"command": " ".join(["python", *sys.argv]), "export": str(args.export), "variant": args.variant,
+               "mb": size, "device": "wasm", "status": threads, "load_seconds": round(load_seconds, 1),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "new_tokens": args.new_tokens,
+               "decode_tokens_per_s": decode, "median_decode_tokens_per_s": statistics.median(decode),
+               "prompt_seconds": [r["promptSeconds"] for r in replies], "replies": [r["text"] for r in replies]}
+    name = f"browser-{args.export.name}-{args.variant}"
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.output / f"{name}.md").write_text(
+        f"# {args.export.name} {args.variant} ({size} MB) in headless Chromium, WASM\n\n`{summary['command']}`\n\n"
+        f"{summary['machine']}; page status: {threads}; load {summary['load_seconds']} s.\n\n"
+        f"Decode tok/s over {args.rounds} replies of {args.new_tokens} tokens: "
+        f"{', '.join(f'{d:.2f}' for d in decode)} (median **{summary['median_decode_tokens_per_s']:.2f}**); "
+        f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n")
+
+
+if __name__ == "__main__":
+    main()
