@@ -191,6 +191,22 @@ def versions() -> dict:
     return found
 
 
+# Settings that change how a step is computed or shown, not what it computes (the tests check that
+# grad_checkpoint and two_pass give the same losses), and the paths of the data (its content is compared
+# by hash) and of the output (the directory being resumed): a run may resume with them changed.
+RESUME_NEUTRAL = {"progress", "grad_checkpoint", "two_pass", "data", "output"}
+
+
+def run_differences(saved: dict, current: dict) -> list[str]:
+    """What differs between a checkpoint's run identity and this run's, as "key: saved -> now"."""
+    if saved.get("data_sha256") != current["data_sha256"]:
+        return ["the training or validation data changed"]
+    old = {k: v for k, v in saved.get("config", {}).items() if k not in RESUME_NEUTRAL}
+    new = current["config"]
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k)]
+
+
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
     """Run (or resume) training. Everything is checked before the output directory is touched."""
     output = Path(config.output)
@@ -228,15 +244,15 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
     optimizer.init(model.trainable_parameters())
 
     data_hash = sha256_files([p for p in (train_path, valid_path) if p])
-    run_identity = {"config": {k: v for k, v in config.to_dict().items() if k != "progress"}, "data_sha256": data_hash}
+    run_identity = {"config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL}, "data_sha256": data_hash}
     state = {"best_val_loss": None, "best_step": None, "evals_since_best": 0, "finished": False, "run": run_identity}
     start_step = 0
     if resume and checkpoints and not overwrite:
         saved = json.loads((checkpoints[-1] / "state.json").read_text())
-        if saved.get("run") != run_identity:
-            raise TrainError(
-                f"{checkpoints[-1]} was made with a different config or data; use --overwrite to start again"
-            )
+        differences = run_differences(saved.get("run") or {}, run_identity)
+        if differences:
+            raise TrainError(f"{checkpoints[-1]} was made with a different config or data ({'; '.join(differences)}); "
+                             "use --overwrite to start again")
         state = load_checkpoint(checkpoints[-1], model, optimizer)
         start_step = state["step"]
         log(f"resuming from {checkpoints[-1]} (step {start_step} of {plan.steps})")

@@ -114,8 +114,26 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, tiny_data, tmp_p
 
     with pytest.raises(TrainError, match="--resume to continue it or --overwrite"):
         train(_config(tiny_model_dir, tiny_data, output, iters=2), log=lambda _: None)
-    with pytest.raises(TrainError, match="different config or data"):
+    with pytest.raises(TrainError, match=r"different config or data \(seed: 0 -> 5\)"):
         train(_config(tiny_model_dir, tiny_data, output, iters=2, seed=5), resume=True, log=lambda _: None)
+    # how a step is computed may change on resume (same losses, tested above), what it computes may not
+    logs = []
+    train(_config(tiny_model_dir, tiny_data, output, iters=2, two_pass=True), resume=True, log=logs.append)
+    assert any("already complete" in line for line in logs)
+
+
+def test_a_checkpoint_from_before_a_neutral_key_existed_still_resumes(tiny_model_dir, tiny_data, tmp_path):
+    """Runs made before `two_pass` existed (its key missing from state.json) resume, as `make train` does."""
+    output = tmp_path / "run"
+    train(_config(tiny_model_dir, tiny_data, output, iters=2), log=lambda _: None)
+    for state_file in output.glob("checkpoints/*/state.json"):
+        state = json.loads(state_file.read_text())
+        state["run"]["config"].pop("two_pass", None)
+        state["run"]["config"]["grad_checkpoint"] = True
+        state_file.write_text(json.dumps(state))
+    logs = []
+    train(_config(tiny_model_dir, tiny_data, output, iters=2), resume=True, log=logs.append)
+    assert any("already complete" in line for line in logs)
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_losses(tiny_model_dir, tiny_data, tmp_path):
