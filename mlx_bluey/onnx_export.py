@@ -24,7 +24,9 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,6 +66,31 @@ COPIED = ("character.json", "config.json", "generation_config.json", "tokenizer.
 
 def log(message: str) -> None:
     print(message, flush=True)
+
+
+@contextmanager
+def ticking(label: str, every: float = 15.0):
+    """A line every `every` seconds while a long step without its own progress runs (Optimum, quantizers)."""
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            log(f"      {label}: {time.perf_counter() - started:.0f} s so far...")
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def bar(total: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"      {label}", unit="item", file=sys.stderr, leave=False)
 
 
 def export_fp32(fused: Path, work: Path) -> Path:
@@ -224,15 +251,21 @@ def reference_outputs(fused: Path, texts: list[list[int]], prompts: list[list[in
 
 def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int, stops: set[int]) -> dict:
     decoder = OrtDecoder(path)
-    parts = [compare_logits(ref, decoder.step(ids, decoder.empty_past(), 0)[0]) for ids, ref in zip(texts, reference["logits"])]
+    progress = bar(len(texts) + len(prompts), path.name)
+    parts = []
+    for ids, ref in zip(texts, reference["logits"]):
+        parts.append(compare_logits(ref, decoder.step(ids, decoder.empty_past(), 0)[0]))
+        progress.update()
     positions = sum(p["positions"] for p in parts)
     same_prefix, total, speeds = [], 0, []
     for prompt, want in zip(prompts, reference["greedy"]):
         got, speed = decoder.greedy(prompt, new_tokens, stops)
+        progress.update()
         speeds.append(speed)
         prefix = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
         same_prefix.append(prefix)
         total += len(want)
+    progress.close()
     return {
         "positions": positions,
         "top1_agreement": round(sum(p["top1_agreement"] * p["positions"] for p in parts) / positions, 4),
@@ -284,7 +317,8 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
         fp32_dir = out / ".fp32"
         log(f"[1/3] exporting {fused} to ONNX with Optimum (text-generation-with-past, fp32)...")
         started = time.perf_counter()
-        fp32 = export_fp32(fused, fp32_dir)
+        with ticking("Optimum export"):
+            fp32 = export_fp32(fused, fp32_dir)
         report["export_seconds"] = round(time.perf_counter() - started, 1)
         log(f"      done in {report['export_seconds']} s")
         for name in COPIED:
@@ -292,8 +326,9 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
                 shutil.copy(fused / name, out / name)
         for i, name in enumerate(variants):
             log(f"[2/3] variant {name} ({i + 1}/{len(variants)})...")
-            result = subprocess.run([sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name,
-                                     str(fp32), str(onnx_dir)], capture_output=True, text=True)
+            with ticking(f"variant {name}"):
+                result = subprocess.run([sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name,
+                                         str(fp32), str(onnx_dir)], capture_output=True, text=True)
             if result.returncode:
                 raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
             entry = json.loads(result.stdout.strip().splitlines()[-1])
@@ -311,7 +346,8 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
                 opening = messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")]
                 ids = tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)
                 prompts.append(list(ids["input_ids"] if isinstance(ids, dict) else ids))
-            reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
+            with ticking("reference logits and greedy tokens (transformers)"):
+                reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
             for entry in report["variants"]:
                 entry["parity"] = variant_parity(onnx_dir / VARIANTS[entry["variant"]].file, reference, texts,
                                                  prompts, greedy_tokens, stops)

@@ -132,7 +132,13 @@ def main() -> None:
     parser.add_argument("--train-data", default=str(ROOT / "data" / "bluey" / "train.jsonl"))
     parser.add_argument("--card", default=str(ROOT / "data" / "bluey" / "character.yaml"))
     parser.add_argument("--output", default=None, help="default: reports/experiments/EXPERIMENT")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite report.md and chart.png from results.json (e.g. after editing findings.md)")
     args = parser.parse_args()
+    output = Path(args.output or ROOT / "reports" / "experiments" / args.experiment)
+    if args.render:
+        write(output, json.loads((output / "results.json").read_text()))
+        return
 
     from mlx_bluey import metrics
     from mlx_bluey.atomic import atomic_write_text
@@ -170,12 +176,16 @@ def main() -> None:
         print(f"{name}: median {summary['length']['median_words']} words, complete "
               f"{summary['completeness']['complete_share']:.0%}, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     result["seconds"] = time.time() - started
-    output = Path(args.output or ROOT / "reports" / "experiments" / args.experiment)
     output.mkdir(parents=True, exist_ok=True)
-    findings = output / "findings.md"  # written by a person after reading the table; kept across reruns
-    if findings.exists():
-        result["findings"] = findings.read_text().strip()
     atomic_write_text(output / "results.json", json.dumps(result, indent=2))
+    write(output, result)
+
+
+def write(output: Path, result: dict) -> None:
+    from mlx_bluey.atomic import atomic_write_text
+
+    findings = output / "findings.md"  # written by a person after reading the table; kept across reruns
+    result = dict(result, findings=findings.read_text().strip()) if findings.exists() else result
     chart(output / "chart.png", result)
     atomic_write_text(output / "report.md", to_markdown(result))
     print(f"report: {output / 'report.md'}", file=sys.stderr)

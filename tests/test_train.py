@@ -1,7 +1,6 @@
 """Training on a tiny random Gemma 3: exact parameter counts, loss parity, resume after kill -9."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
