@@ -1,15 +1,16 @@
-"""Decode speed, side by side: mlx_bluey's generation vs `mlx_lm.generate` vs onnxruntime on the export.
+"""Decode speed, side by side: mlx_bluey's generation vs `mlx_lm.generate` vs transformers (PyTorch) vs onnxruntime.
 
     .venv/bin/python scripts/bench_decode_peers.py --model fused/bluey-270m --export exports/bluey-270m \
         --export exports/bluey-270m-fp32     # mlx_bluey export ... --variants fp32
 
 Same model (a fused directory; its ONNX export for onnxruntime), same prompt, greedy, exactly
 --new-tokens tokens (every stop id blocked, so no run ends early), float32 for MLX. Runs alternate
-(ours, mlx_lm, ort-q8, ..., ours, ...) for --rounds rounds so drift in the machine hits all.
+(ours, mlx_lm, PyTorch, ort-q8, ..., ours, ...) for --rounds rounds so drift in the machine hits all.
+PyTorch and onnxruntime run in the export environment (`make export-env`).
 
 Decode tokens/s = (N - 1) / (time for N tokens - time for the first token): the prompt is left out.
 MLX: measured as two runs, max_tokens = 1 and = N (the same prompt, cache warm), the difference
-being the decode of N - 1 tokens. onnxruntime: the export environment's OrtDecoder.greedy, timed from
+being the decode of N - 1 tokens (the same for transformers' generate). onnxruntime: the export environment's OrtDecoder.greedy, timed from
 the first generated token (the same quantity). Results: benchmarks/decode_vs_peers.{json,md}.
 """
 
@@ -76,14 +77,37 @@ print(json.dumps({"decode_tokens_per_s": speed}))
 """
 
 
-def ort_runner(export: Path, variant_file: str, prompt: list[int]):
+# transformers' generate, greedy, every stop blocked by min_new_tokens; timed like MLX: N tokens minus 1 token.
+TORCH_CHILD = r"""
+import json, os, sys, time
+import torch
+from transformers import AutoModelForCausalLM
+torch.set_num_threads(os.cpu_count())
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval()
+ids = torch.tensor([json.loads(sys.argv[2])])
+n = int(sys.argv[3])
+def timed(k):
+    started = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                             do_sample=False, pad_token_id=0)
+    assert out.shape[1] - ids.shape[1] == k
+    return time.perf_counter() - started
+timed(4)  # warm-up
+first, full = timed(1), timed(n)
+print(json.dumps({"decode_tokens_per_s": (n - 1) / (full - first)}))
+"""
+
+
+def export_env_runner(code: str, *args: str):
+    """A figure measured by `code` in the export environment (onnxruntime, PyTorch), printed as JSON."""
     from mlx_bluey.export import export_python
 
     def run(n: int) -> float:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        env.pop("LD_PRELOAD", None)
-        out = subprocess.run([str(export_python()), "-c", ORT_CHILD, str(export / variant_file), json.dumps(prompt),
-                              str(n)], capture_output=True, text=True, env=env, check=True)
+        env.pop("LD_PRELOAD", None)  # MLX's OpenBLAS is not theirs
+        out = subprocess.run([str(export_python()), "-c", code, *args, str(n)], capture_output=True, text=True,
+                             env=env, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])["decode_tokens_per_s"]
 
     return run
@@ -94,6 +118,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="fused model directory (mlx_bluey fuse)")
     parser.add_argument("--export", action="append", default=[],
                         help="an export directory of the same model (mlx_bluey export), for onnxruntime; repeatable")
+    parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
+                        help="also transformers' generate in the export environment (PyTorch CPU, fp32)")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
@@ -104,20 +130,22 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     runners, prompt_length = mlx_runners(args.model)
-    ort = {}
+    others = {}
     prompt = prompt_ids(AutoTokenizer.from_pretrained(args.model), PROMPT)
+    if args.torch:
+        others["transformers (PyTorch fp32)"] = export_env_runner(TORCH_CHILD, args.model, json.dumps(prompt))
     for export in map(Path, args.export):
         for v in json.loads((export / "export.json").read_text())["variants"]:
-            ort[f"onnxruntime {v['variant']}"] = ort_runner(export, v["file"], prompt)
+            others[f"onnxruntime {v['variant']}"] = export_env_runner(ORT_CHILD, str(export / v["file"]), json.dumps(prompt))
     for runner in runners.values():
         runner(4)  # warm-up: kernels compiled, caches filled
-    results: dict[str, list[float]] = {name: [] for name in [*runners, *ort]}
+    results: dict[str, list[float]] = {name: [] for name in [*runners, *others]}
     for round_index in range(args.rounds):
         for name, runner in runners.items():
             first = time_mlx(runner, 1)
             full = time_mlx(runner, args.new_tokens)
             results[name].append((args.new_tokens - 1) / (full - first))
-        for name, runner in ort.items():
+        for name, runner in others.items():
             results[name].append(runner(args.new_tokens))
         print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
 
@@ -136,7 +164,7 @@ def main() -> None:
     rows = "\n".join(f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]:.2f}x |"
                      for name, v in results.items())
     (out / "decode_vs_peers.md").write_text(
-        f"# Decode speed: mlx_bluey vs mlx_lm.generate vs onnxruntime\n\n`{summary['command']}`\n\n"
+        f"# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
         "| runtime | decode tok/s (median) | range | vs mlx_lm.generate |\n|---|---:|---:|---:|\n" + rows + "\n")
     print(rows)

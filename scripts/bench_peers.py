@@ -1,6 +1,7 @@
 """Training throughput, side by side: `mlx_bluey train` vs `mlx_lm.lora` vs PyTorch + PEFT, same model, data and batch.
 
     .venv/bin/python scripts/bench_peers.py --steps 12 --rounds 2
+    .venv/bin/python scripts/bench_peers.py --steps 0 --decode-model fused/bluey-270m --decode-export exports/bluey-270m
 
 Runs alternate (ours, mlx-lm, PyTorch, ours, ...) so drift in the machine's speed hits both. Both
 train LoRA rank 8, scale 20, on every linear layer of every block, batch 4, float32, on the same
@@ -130,7 +131,16 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
     parser.add_argument("--peers", default="mlx_lm.lora,pytorch+peft",
                         help="comma-separated: mlx_lm.lora, pytorch+peft (needs `make export-env`)")
+    parser.add_argument("--decode-model", help="a fused model: also run the decode comparison on it "
+                                               "(scripts/bench_decode_peers.py: mlx_lm.generate, PyTorch, onnxruntime)")
+    parser.add_argument("--decode-export", action="append", default=[], help="its export(s), for onnxruntime")
     args = parser.parse_args()
+    if args.decode_model:
+        command = [sys.executable, str(ROOT / "scripts" / "bench_decode_peers.py"), "--model", args.decode_model,
+                   "--output", args.output, *[a for e in args.decode_export for a in ("--export", e)]]
+        subprocess.run(command, check=True)
+        if args.steps == 0:
+            return
 
     from mlx_bluey import runtime
     from mlx_bluey.embedded import ensure_embedded_model
