@@ -6,14 +6,10 @@ set -u
 for lib in /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0; do
   [ -e "$lib" ] && exit 0
 done
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "setup_blas: no apt-get; install OpenBLAS (libopenblas.so.0) yourself or training runs ~30x slower" >&2
-  exit 0
-fi
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo -n"
-echo "setup_blas: installing libopenblas0-pthread"
-$SUDO apt-get install -y -q libopenblas0-pthread >/dev/null 2>&1 || {
-  $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q libopenblas0-pthread >/dev/null 2>&1
-} || echo "setup_blas: could not install libopenblas0-pthread; MLX will use its slow reference BLAS" >&2
+sh "$(dirname "$0")/apt_install.sh" libopenblas0-pthread
+case $? in
+  0) ;;
+  2) echo "setup_blas: no apt-get; install OpenBLAS (libopenblas.so.0) yourself or training runs ~30x slower" >&2 ;;
+  *) echo "setup_blas: could not install libopenblas0-pthread; MLX will use its slow reference BLAS" >&2 ;;
+esac
 exit 0

@@ -4,13 +4,11 @@
 set -u
 command -v chromium >/dev/null 2>&1 && exit 0
 [ -x /usr/bin/chromium ] && exit 0
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "setup_browser: no apt-get; install Chromium yourself (MLX_BLUEY_CHROMIUM=/path/to/chrome) for tests/test_web.py" >&2
-  exit 0
-fi
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo -n"
-echo "setup_browser: installing chromium"
-$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || {
-  $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q chromium >/dev/null 2>&1
-} || { echo "setup_browser: could not install chromium" >&2; exit 1; }
+sh "$(dirname "$0")/apt_install.sh" chromium
+case $? in
+  0) exit 0 ;;
+  2) echo "setup_browser: no apt-get; install Chromium yourself (MLX_BLUEY_CHROMIUM=/path/to/chrome) for tests/test_web.py" >&2
+     exit 0 ;;
+  *) echo "setup_browser: could not install chromium" >&2
+     exit 1 ;;
+esac
