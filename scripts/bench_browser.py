@@ -53,6 +53,7 @@ def main() -> None:
             page.wait_for_function("document.querySelectorAll('#model option').length > 0")
             page.select_option("#model", f"{args.export.name}|{args.variant}")
             page.select_option("#device", "wasm")
+            page.evaluate("document.querySelector('details').open = true")  # the settings panel
             for field in ("max_new_tokens", "min_new_tokens"):
                 page.fill(f"#{field}", str(args.new_tokens))
             started = time.perf_counter()
