@@ -22,7 +22,8 @@ RUN_NAME = $(notdir $(DATA))-$(if $(MODEL),$(notdir $(MODEL)),gemma-3-270m-embed
 OUTPUT ?= adapters/$(RUN_NAME)
 # Resolved when a recipe runs (after setup may have installed it), hence `=` and not `:=`.
 OPENBLAS = $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0))
-RUN = $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) )$(BIN)
+# OPENBLAS_THREAD_TIMEOUT: see mlx_bluey/runtime.py (two BLAS thread pools in one process).
+RUN = $(if $(OPENBLAS),LD_PRELOAD=$(OPENBLAS) OPENBLAS_THREAD_TIMEOUT=4 )$(BIN)
 STAMP := $(VENV)/.installed
 EXPORT_VENV ?= .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed

@@ -27,6 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from . import runtime
+from .decode_head import decoding_model
 
 # google/gemma-3-1b-pt's config.json, the fields mlx-lm's gemma3_text reads.
 GEMMA3_1B_CONFIG = {
@@ -80,7 +81,8 @@ def machine_ceilings(size: int = 2048, repeats: int = 3) -> dict:
     """float32 matmul GFLOP/s (size^3 multiply-adds) and memory bandwidth as decode sees it.
 
     Decode is a matrix-vector product per weight matrix, so bandwidth is measured the same way:
-    a 16384 x 8192 float32 matrix (512 MiB, far past any cache) times a vector, bytes read / time.
+    a 16384 x 8192 float32 matrix (512 MiB, far past any cache) times a vector, bytes read / time,
+    once by MLX (one thread on a CPU) and once by NumPy's BLAS (every core); the faster is the ceiling.
     (An MLX `sum` over a big array measured only 8 GB/s here: it runs on one core and is
     compute-bound, which made decode look like 180% of "bandwidth".)
     """
@@ -90,9 +92,14 @@ def machine_ceilings(size: int = 2048, repeats: int = 3) -> dict:
     matrix, vector = mx.random.normal((16384, 8192)), mx.random.normal((8192, 1))
     mx.eval(matrix, vector)
     read = _timed(lambda: mx.eval(matrix @ vector), repeats)
+    matrix_np, vector_np = np.array(matrix, copy=False), np.array(vector)
+    read_np = _timed(lambda: matrix_np @ vector_np, repeats)  # BLAS sgemv, every core (the decode head's path)
+    mlx_gbs, numpy_gbs = (matrix.nbytes / statistics.median(t) / 1e9 for t in (read, read_np))
     return {
         "matmul_gflops": 2 * size**3 / statistics.median(matmul) / 1e9,
-        "memory_gb_per_second": matrix.nbytes / statistics.median(read) / 1e9,
+        "memory_gb_per_second": max(mlx_gbs, numpy_gbs),  # the machine's: the faster of the two readers
+        "mlx_gemv_gb_per_second": mlx_gbs,
+        "numpy_gemv_gb_per_second": numpy_gbs,
         "device": runtime.device_name(),
         "blas": runtime.blas_in_use(),
     }
@@ -128,13 +135,15 @@ def _token_ids(model, seed: int, shape: tuple) -> np.ndarray:
 
 
 def _prompt_speed(model, tokens: int, repeats: int) -> Spread:
+    """Prompt tokens/s up to the first token's logits, as generation computes them (decode_head)."""
     from mlx_lm.models.cache import make_prompt_cache
 
     prompt = mx.array(_token_ids(model, 0, (1, tokens)))
+    runner = decoding_model(model)
 
     def run():
         cache = make_prompt_cache(model)
-        mx.eval(model(prompt, cache=cache))
+        mx.eval(runner(prompt, cache=cache))
 
     return Spread.of([tokens / t for t in _timed(run, repeats)])
 
@@ -145,7 +154,7 @@ def _decode_speed(model, prompt_tokens: int, new_tokens: int, repeats: int) -> S
     prompt = mx.array(_token_ids(model, 1, (prompt_tokens,)))
     speeds = []
     for i in range(repeats + 1):  # the first run warms up
-        steps = generate_step(prompt, model, max_tokens=new_tokens + 1)
+        steps = generate_step(prompt, decoding_model(model), max_tokens=new_tokens + 1)
         next(steps)  # the first token includes the prompt: not decode
         start = time.perf_counter()
         for _ in steps:
@@ -206,7 +215,8 @@ def to_markdown(ceilings: dict, results: list[ModelResult]) -> str:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lines = [
         f"Machine: {ceilings['device']}, BLAS {ceilings['blas']}; float32 matmul {ceilings['matmul_gflops']:.1f} GFLOP/s, "
-        f"memory {ceilings['memory_gb_per_second']:.1f} GB/s (measured now).",
+        f"memory {ceilings['memory_gb_per_second']:.1f} GB/s (matrix x vector: MLX {ceilings['mlx_gemv_gb_per_second']:.1f}, "
+        f"NumPy/BLAS {ceilings['numpy_gemv_gb_per_second']:.1f}; measured now).",
         "",
         "| model | dtype | params | load s | prompt tok/s | decode tok/s | train tok/s | peak GB (gen/train) | train FLOP util | decode BW util |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -105,6 +105,8 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     from mlx_lm.generate import generate_step
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+    from .decode_head import decoding_model
+
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     prompt = prompt_ids(tokenizer, messages)
@@ -121,7 +123,8 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     shown = 0  # characters of the decoded text already passed to on_text
     finish = "length"
     for token, _ in generate_step(
-        mx.array(prompt), model, max_tokens=settings.max_new_tokens, sampler=sampler, logits_processors=processors
+        mx.array(prompt), decoding_model(model), max_tokens=settings.max_new_tokens, sampler=sampler,
+        logits_processors=processors,
     ):
         if token in stops:
             finish = "stop"

@@ -6,7 +6,8 @@ BLAS on the CPU at all (~7 GFLOP/s), so on a CPU we train and generate in float3
 (Apple Silicon) bf16 halves memory traffic and is the default.
 
 `ensure_fast_blas()` runs before mlx is imported: when OpenBLAS is installed and not yet loaded, it
-re-executes the command with LD_PRELOAD set, so MLX's cblas_sgemm calls resolve to OpenBLAS.
+re-executes the command with LD_PRELOAD set, so MLX's cblas_sgemm calls resolve to OpenBLAS (and with
+OPENBLAS_THREAD_TIMEOUT set: see below).
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ OPENBLAS_CANDIDATES = [
     "/usr/lib/libopenblas.so.0",
 ]
 _REEXEC_FLAG = "MLX_BLUEY_BLAS_CHECKED"
+# Two OpenBLAS thread pools share this process: MLX's (the preloaded library) and NumPy's own
+# (scipy-openblas, used by the NumPy output head). After each call OpenBLAS' idle threads spin for
+# 2^28 cycles (~0.1 s) by default, taking the cores from the other pool's next call: decode with the
+# NumPy head ran at 9.6 tok/s instead of 21. 2^4 cycles (the minimum) sends them to sleep at once.
+OPENBLAS_THREAD_TIMEOUT = "4"
 
 
 def find_openblas() -> str | None:
@@ -33,17 +39,19 @@ def find_openblas() -> str | None:
 
 
 def ensure_fast_blas() -> None:
-    """On Linux, re-exec once with OpenBLAS preloaded (no-op on macOS or when already done)."""
+    """On Linux, re-exec once with OpenBLAS preloaded and its spin-wait short (no-op on macOS or when done)."""
     if platform.system() != "Linux" or os.environ.get(_REEXEC_FLAG):
         return
     os.environ[_REEXEC_FLAG] = "1"
-    if "openblas" in os.environ.get("LD_PRELOAD", ""):
-        return
+    changes = {}
     library = find_openblas()
-    if library is None or "mlx.core" in sys.modules:
+    if library is not None and "openblas" not in os.environ.get("LD_PRELOAD", ""):
+        changes["LD_PRELOAD"] = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
+    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+        changes["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
+    if not changes or "mlx.core" in sys.modules:
         return
-    preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
-    os.environ["LD_PRELOAD"] = preload
+    os.environ.update(changes)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 

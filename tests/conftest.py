@@ -17,7 +17,20 @@ import pytest
 
 from mlx_bluey import runtime
 
-runtime.ensure_fast_blas()  # re-exec with OpenBLAS preloaded when run as plain `pytest`
+
+
+def pytest_configure(config):
+    """Re-exec with OpenBLAS preloaded (and its settings) when run as plain `pytest`.
+
+    pytest has already pointed fds 1 and 2 at its capture files; an exec inside that capture would
+    print the whole run into them (a silent exit 0), so the capture is suspended first.
+    """
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    runtime.ensure_fast_blas()
+    if capture is not None:
+        capture.resume_global_capture()
 
 collect_ignore = ["export_env"]  # the export environment's suite, run with .venv-export's Python (Makefile)
 
@@ -151,3 +164,18 @@ def tiny_export(tmp_path_factory, tiny_fused) -> Path:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[3/3] parity" in result.stdout  # the progress lines reach the user
     return out
+
+
+def model_with_live_adapters(tiny_model_dir, **config):
+    """The tiny model with rank-4 LoRA whose B is non-zero, so every adapter changes the output."""
+    import mlx.core as mx
+
+    from mlx_bluey.config import TrainConfig
+    from mlx_bluey.train import apply_adapters, load_base
+
+    model, _, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, TrainConfig(lora_rank=4, **config))
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
+    return model

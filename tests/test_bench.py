@@ -18,8 +18,10 @@ def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
     )
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "bench.json").read_text())
-    for key in ("matmul_gflops", "memory_gb_per_second"):
+    for key in ("matmul_gflops", "memory_gb_per_second", "mlx_gemv_gb_per_second", "numpy_gemv_gb_per_second"):
         assert data["ceilings"][key] > 0
+    ceilings = data["ceilings"]
+    assert ceilings["memory_gb_per_second"] == max(ceilings["mlx_gemv_gb_per_second"], ceilings["numpy_gemv_gb_per_second"])
     assert [(r["dtype"]) for r in data["results"]] == ["float32", "4bit"]
     full, quantized = data["results"]
     # per block: q, o 32x32 + k, v 16x32 + q/k norms 2x16 + gate, up, down 3x(64x32) + 4 norms x 32 = 9,376

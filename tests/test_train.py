@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, chat, write_jsonl
+from conftest import TINY_CONFIG, chat, model_with_live_adapters, write_jsonl
 from mlx.utils import tree_flatten
 
 from mlx_bluey.config import TrainConfig
@@ -39,18 +39,8 @@ def test_trainable_parameters_by_arithmetic(tiny_model_dir):
     assert count_trainable(model) == TINY_CONFIG["num_hidden_layers"] * per_block == 4096
 
 
-def _model_with_live_adapters(tiny_model_dir, **config):
-    """The tiny model with rank-4 LoRA whose B is non-zero, so every adapter gets a gradient."""
-    model, _, _ = load_base(tiny_model_dir, "float32")
-    apply_adapters(model, TrainConfig(lora_rank=4, **config))
-    for _, module in model.named_modules():
-        if hasattr(module, "lora_b"):
-            module.lora_b = mx.random.normal(module.lora_b.shape) * 0.1
-    return model
-
-
 def test_numpy_head_matches_mlx_head(tiny_model_dir):
-    model = _model_with_live_adapters(tiny_model_dir)
+    model = model_with_live_adapters(tiny_model_dir)
     rng = np.random.default_rng(0)
     inputs = mx.array(rng.integers(7, 100, (3, 11)).astype(np.int32))
     targets = mx.array(rng.integers(7, 100, (3, 11)).astype(np.int32))
@@ -221,7 +211,7 @@ def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tiny_data, tmp_pa
 
 
 def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
-    model = _model_with_live_adapters(tiny_model_dir, lora_dropout=0.0)
+    model = model_with_live_adapters(tiny_model_dir, lora_dropout=0.0)
     rng = np.random.default_rng(1)
     inputs = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
     targets = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
@@ -238,7 +228,7 @@ def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
 def test_two_pass_step_draws_the_same_dropout_masks_in_both_passes(tiny_model_dir):
     """With dropout the gradient must belong to the forward that gave the loss: the one-pass step run
     with the seed the two-pass step draws gives the same loss and gradients."""
-    model = _model_with_live_adapters(tiny_model_dir, lora_dropout=0.3)
+    model = model_with_live_adapters(tiny_model_dir, lora_dropout=0.3)
     model.train()
     rng = np.random.default_rng(2)
     inputs = mx.array(rng.integers(7, 100, (2, 9)).astype(np.int32))
