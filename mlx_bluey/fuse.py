@@ -4,7 +4,8 @@
 
 Each LoRA layer becomes one plain weight, W + scale * B^T A^T (DoRA layers fuse their magnitude too),
 computed in float32. The directory holds what transformers (and the export stage) load as is:
-config.json, model.safetensors, generation_config.json (every stop id: 1 and 106 for Gemma 3),
+config.json, model.safetensors, generation_config.json (every stop id: 1 and 106 for Gemma 3; the
+special tokens generation suppresses),
 tokenizer.json and tokenizer_config.json with the training chat template inside, character.json (name,
 description, system prompt from the adapter's character card, for the web page), and the base
 model's licence files. It is written under a temporary name and renamed when complete.
@@ -21,6 +22,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
+from .generate import suppressed_token_ids
 
 LICENCE_FILES = ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
 
@@ -50,9 +52,12 @@ def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int]
         generation = {}
         if (model_dir / "generation_config.json").exists():
             generation = json.loads((model_dir / "generation_config.json").read_text())
-        generation["eos_token_id"] = stop_ids
-        (work / "generation_config.json").write_text(json.dumps(generation, indent=2))
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        generation["eos_token_id"] = stop_ids
+        # The special tokens no reply contains, as `mlx_bluey generate` suppresses them; transformers
+        # and Transformers.js apply this key in generate() too (SuppressTokensLogitsProcessor).
+        generation["suppress_tokens"] = suppressed_token_ids(tokenizer, stop_ids)
+        (work / "generation_config.json").write_text(json.dumps(generation, indent=2))
         tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.save_pretrained(str(work))
         config_path = work / "tokenizer_config.json"

@@ -6,7 +6,9 @@
 Runs alternate (ours, mlx-lm, PyTorch, ours, ...) so drift in the machine's speed hits both. Both
 train LoRA rank 8, scale 20, on every linear layer of every block, batch 4, float32, on the same
 single-turn Bluey conversations (single-turn, so mlx-lm's --mask-prompt supervises exactly the
-tokens ours does: the reply and its <end_of_turn>). The figure compared is trained tokens per
+tokens ours does: the reply and its <end_of_turn>), the --examples nearest the median length, so
+that every batch is about the same work whichever order a trainer draws them in (the table's
+trained tokens/step shows it). The figure compared is trained tokens per
 second: supervised tokens (the ones the loss is taken on) divided by step time, the first step of
 each run left out as warm-up. PyTorch + PEFT (scripts/torch_peft_child.py) runs in the export
 environment on the very token ids and labels mlx_bluey trains on. Results go to
@@ -30,14 +32,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def single_turn_subset(source: Path, target: Path, count: int) -> int:
+def single_turn_subset(source: Path, target: Path, count: int, tokenizer) -> dict:
+    """The `count` single-turn conversations nearest the median length, written as train/valid.jsonl.
+
+    Every trainer sorts by length and shuffles its batches in its own way, so over a few steps each
+    would meet different batches; the Bluey replies run from 4 to 249 words, and a median over steps
+    of 60 and of 600 tokens compares nothing. Near-equal lengths make every batch the same work.
+    """
+    from mlx_bluey.chat_format import encode_conversation
+
     rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    single = [r for r in rows if [m["role"] for m in r["messages"]] == ["user", "assistant"]][:count]
+    single = [r for r in rows if [m["role"] for m in r["messages"]] == ["user", "assistant"]]
+    encoded = [encode_conversation(tokenizer, r["messages"]) for r in single]
+    median = statistics.median(len(e.ids) for e in encoded)
+    chosen = sorted(range(len(single)), key=lambda i: (abs(len(encoded[i].ids) - median), i))[:count]
     target.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r) + "\n" for r in single)
+    text = "".join(json.dumps(single[i]) + "\n" for i in chosen)
     (target / "train.jsonl").write_text(text)
     (target / "valid.jsonl").write_text(text)  # mlx-lm insists on a validation file
-    return len(single)
+    tokens = [len(encoded[i].ids) for i in chosen]
+    supervised = [sum(encoded[i].labels) for i in chosen]
+    return {"examples": len(chosen), "tokens": f"{min(tokens)}-{max(tokens)}",
+            "supervised_tokens": f"{min(supervised)}-{max(supervised)}"}
 
 
 def run_ours(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
@@ -51,6 +67,7 @@ def run_ours(model_dir: Path, data: Path, output: Path, steps: int, batch: int) 
     return {
         "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows),
         "seconds_per_step": statistics.median(r["seconds"] for r in rows),
+        "trained_tokens_per_step": statistics.median(r["trained_tokens_per_second"] * r["seconds"] for r in rows),
         "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
         "steps_timed": len(rows),
     }
@@ -70,6 +87,7 @@ def run_mlx_lm(model_dir: Path, data: Path, output: Path, steps: int, batch: int
     return {
         "trained_tokens_per_second": statistics.median(r["tokens_per_second"] for r in rows),
         "seconds_per_step": statistics.median(1 / r["iterations_per_second"] for r in rows),
+        "trained_tokens_per_step": statistics.median(r["tokens_per_second"] / r["iterations_per_second"] for r in rows),
         "peak_memory_gb": max(r["peak_memory"] for r in rows),
         "steps_timed": len(rows),
     }
@@ -95,6 +113,7 @@ def run_torch_peft(model_dir: Path, data: Path, output: Path, steps: int, batch:
     return {
         "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows),
         "seconds_per_step": statistics.median(r["seconds"] for r in rows),
+        "trained_tokens_per_step": statistics.median(r["trained_tokens"] for r in rows),
         "peak_memory_gb": max(r["peak_rss_gb"] for r in rows),  # process RSS, not MLX's allocator peak
         "steps_timed": len(rows),
     }
@@ -145,9 +164,12 @@ def main() -> None:
     from mlx_bluey import runtime
     from mlx_bluey.embedded import ensure_embedded_model
 
+    from transformers import AutoTokenizer
+
     model_dir = ensure_embedded_model()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    n = single_turn_subset(ROOT / "data" / "bluey" / "train.jsonl", work / "data", args.examples)
+    subset = single_turn_subset(ROOT / "data" / "bluey" / "train.jsonl", work / "data", args.examples,
+                                AutoTokenizer.from_pretrained(str(model_dir)))
     runners = {"mlx_bluey": run_ours, "mlx_lm.lora": run_mlx_lm, "pytorch+peft": run_torch_peft}
     chosen = ["mlx_bluey", *args.peers.split(",")]
     results: dict[str, list] = {name: [] for name in chosen}
@@ -169,7 +191,7 @@ def main() -> None:
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
-        "setup": {"model": "gemma-3-270m (embedded, float32)", "examples": n, "batch_size": args.batch_size,
+        "setup": {"model": "gemma-3-270m (embedded, float32)", **subset, "batch_size": args.batch_size,
                   "steps_per_run": args.steps, "rounds": args.rounds, "lora": "rank 8, scale 20, all linears, all 18 blocks"},
         "runs": results,
         "median_trained_tokens_per_second": {name: med(name, "trained_tokens_per_second") for name in chosen},
@@ -182,13 +204,13 @@ def main() -> None:
     (out / "train_vs_peers.json").write_text(json.dumps(summary, indent=2))
     table = "\n".join(
         f"| {name} | {med(name, 'trained_tokens_per_second'):.1f} | {med(name, 'seconds_per_step'):.2f} | "
-        f"{med(name, 'peak_memory_gb'):.2f} |" for name in results
+        f"{med(name, 'trained_tokens_per_step'):.0f} | {med(name, 'peak_memory_gb'):.2f} |" for name in results
     )
     ratio_lines = "\n".join(f"- {name}: **{value:.2f}x**" for name, value in ratios.items())
     (out / "train_vs_peers.md").write_text(
         f"# Training throughput: mlx_bluey vs its peers\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
-        "| trainer | trained tokens/s (median) | s/step | peak GB |\n|---|---|---|---|\n"
+        "| trainer | trained tokens/s (median) | s/step | trained tokens/step | peak GB |\n|---|---|---|---|---|\n"
         f"{table}\n\nRatios of trained tokens/s:\n\n{ratio_lines}\n\n{summary['peak_memory_note']}.\n"
     )
     print(ratio_lines)

@@ -64,6 +64,11 @@ def loss_chart(png: Path, runs: dict[str, Path]) -> None:
     plt.close(fig)
 
 
+def shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="embedded,gemma-3-270m-it")
@@ -105,7 +110,7 @@ def main() -> None:
         loss_chart(output / "loss_curves.png", runs)
     names = list(reports)
     lines = ["# Base (-pt) vs instruction-tuned (-it), same data and config", "",
-             f"Command: `python {' '.join(sys.argv)}`", "", f"Config: `{args.config}`, data `{data}`.", ""]
+             f"Command: `python {' '.join(sys.argv)}`", "", f"Config: `{shown(Path(args.config))}`, data `{shown(data)}`.", ""]
     for model, reason in unavailable.items():
         lines.append(f"- **{model} was not available here**: {reason}. The comparison below has only what ran.")
     if unavailable:
@@ -117,6 +122,8 @@ def main() -> None:
             lines.append(f"- **{name}**")
             for row in [r for r in reports[name]["rows"] if r["sample"] == 0][:3]:
                 lines.append(f"  - ({row['id']}) {row['text'][:300]!r}")
+    findings = output / "findings.md"  # written by a person after reading the table; kept across reruns
+    lines += ["", "## Findings", "", findings.read_text().strip() if findings.exists() else "(written after reading the table)"]
     (output / "report.md").write_text("\n".join(lines) + "\n")
     (output / "results.json").write_text(json.dumps({"models": args.models.split(","), "unavailable": unavailable,
                                                      "adapters": {k: str(v) for k, v in runs.items()},

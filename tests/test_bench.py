@@ -4,8 +4,11 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from mlx_bluey.bench import GEMMA3_1B_CONFIG, ModelResult
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
@@ -43,3 +46,23 @@ def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
 def test_1b_shape_is_gemma_3_1b():
     assert (GEMMA3_1B_CONFIG["hidden_size"], GEMMA3_1B_CONFIG["num_hidden_layers"], GEMMA3_1B_CONFIG["intermediate_size"]) == (1152, 26, 6912)
     assert "train_tokens_per_second" in ModelResult.__dataclass_fields__
+
+
+def test_peer_benchmark_trains_everyone_on_near_median_lengths(tmp_path, tiny_tokenizer):
+    import importlib.util
+
+    from conftest import chat, write_jsonl
+    from mlx_bluey.chat_format import encode_conversation
+
+    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "scripts" / "bench_peers.py")
+    bench_peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_peers)
+    replies = ["a" * n for n in (1, 5, 9, 10, 11, 30, 60)]  # character tokenizer: one token per letter
+    rows = [chat("hi", r) for r in replies] + [chat("hi", "x", "more?", "y")]  # the last is two turns: skipped
+    write_jsonl(tmp_path / "source.jsonl", rows)
+    subset = bench_peers.single_turn_subset(tmp_path / "source.jsonl", tmp_path / "data", 3, tiny_tokenizer)
+    kept = [json.loads(line)["messages"][1]["content"] for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    assert sorted(len(k) for k in kept) == [9, 10, 11]  # the median single-turn reply is 10 letters
+    supervised = [sum(encode_conversation(tiny_tokenizer, chat("hi", k)["messages"]).labels) for k in kept]
+    assert subset["examples"] == 3 and subset["supervised_tokens"] == f"{min(supervised)}-{max(supervised)}"
+    assert (tmp_path / "data" / "valid.jsonl").read_text() == (tmp_path / "data" / "train.jsonl").read_text()

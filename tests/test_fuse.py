@@ -43,3 +43,8 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
     config = json.loads((fused / "config.json").read_text())
     assert config["torch_dtype"] == "float32" and config["hidden_size"] == TINY_CONFIG["hidden_size"]
     assert not any(name.startswith(".") for name in names | {p.name for p in tmp_path.iterdir()})
+
+
+def test_generation_config_suppresses_the_special_tokens(tiny_fused):
+    generation = json.loads((tiny_fused / "generation_config.json").read_text())
+    assert generation["suppress_tokens"] == [0, 2, 3, 4, 102]  # every special token but the stops 1 and 5

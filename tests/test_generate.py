@@ -11,6 +11,8 @@ from mlx_bluey.generate import (
     generate_reply,
     load_for_generation,
     stop_token_ids,
+    suppress_tokens,
+    suppressed_token_ids,
     trim_to_sentence,
 )
 
@@ -75,7 +77,8 @@ def test_min_new_tokens_blocks_both_stop_ids(tiny, minimum):
 def test_streamed_text_is_whole_words_and_equals_the_reply(tiny):
     model, tokenizer, model_dir = tiny
     chunks = []
-    settings = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=60, repetition_penalty=1.0)
+    # min_new_tokens = max_new_tokens: the reply runs to the limit whatever the random model samples
+    settings = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=60, min_new_tokens=60, repetition_penalty=1.0)
     reply = generate_reply(model, tokenizer, chat("hi")["messages"], settings, stop_token_ids(model_dir, tokenizer),
                            on_text=chunks.append)
     assert reply.finish_reason == "length" and reply.n_tokens == 60
@@ -132,3 +135,32 @@ def test_one_shot_prompt(tiny_model_dir):
     )
     assert result.returncode == 0, result.stderr
     assert "[reply reached the 4-token limit" in result.stderr
+
+
+def test_suppressed_ids_are_the_special_tokens_but_the_stops(tiny):
+    _, tokenizer, model_dir = tiny
+    stops = stop_token_ids(model_dir, tokenizer)
+    assert stops == [1, 5]
+    assert suppressed_token_ids(tokenizer, stops) == [0, 2, 3, 4, 102]  # <pad> <bos> <unk> <start_of_turn> <mask>
+
+
+def test_suppress_processor_sets_minus_infinity_only_there():
+    processor = suppress_tokens([0, 2, 99])  # 99 is past this vocabulary: ignored
+    logits = processor(mx.array([7, 8]), mx.zeros((1, 6)))
+    assert logits.tolist() == [[-float("inf"), 0.0, -float("inf"), 0.0, 0.0, 0.0]]
+
+
+def test_suppressed_tokens_never_appear_even_when_favoured(tiny):
+    model, tokenizer, model_dir = tiny
+
+    class StartOfTurnLover(StopLover):
+        """<start_of_turn> (4) gets the top logit, the stops the next: the reply must end at once."""
+
+        def __init__(self, model, vocab_size):
+            super().__init__(model, vocab_size)
+            self.bias = mx.zeros((vocab_size,)).at[mx.array([4])].add(80.0).at[mx.array([1, 5])].add(50.0)
+
+    lover = StartOfTurnLover(model, TINY_CONFIG["vocab_size"])
+    reply = generate_reply(lover, tokenizer, chat("Hi!")["messages"], GenerationSettings(temperature=0.0),
+                           stop_token_ids(model_dir, tokenizer))
+    assert reply.tokens == [] and reply.finish_reason == "stop"

@@ -99,6 +99,7 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     assert messages[1]["content"] and messages[3]["content"]
     options = state["generationOptions"]
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
+    assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
     assert (options["temperature"], options["top_p"], options["top_k"], options["repetition_penalty"]) == (0.7, 0.95, 64, 1.1)
     assert SCREENSHOT.stat().st_size > 10_000
     # nothing left localhost (blob: URLs are the page's own, made from files it fetched here)

@@ -16,7 +16,7 @@ const SENTENCE_END = /[.!?…]["'”’)\]]*(?=\s|$)/g; // the same rule as gene
 // State the end-to-end test reads; also handy from the console.
 const state = (window.mlxBluey = {
   ready: false, busy: false, messages: [], lastPrompt: null, lastReply: null, chunks: 0,
-  stopIds: [], device: null, variant: null, generationOptions: null, error: null,
+  stopIds: [], suppressTokens: [], device: null, variant: null, generationOptions: null, error: null,
 });
 let catalogue = [];
 let character = {};
@@ -138,6 +138,7 @@ async function load() {
   progress.hidden = true;
   character = entry.character || {};
   state.stopIds = ready.stopIds;
+  state.suppressTokens = ready.suppressTokens;
   Object.assign(state, { ready: true, device, variant, messages: [] });
   $("title").textContent = character.name ? `Chat with ${character.name}` : "Chat";
   if (character.description) $("subtitle").textContent = character.description;

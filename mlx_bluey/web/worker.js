@@ -48,7 +48,9 @@ async function load({ name, variant, device, externalData }) {
   });
   const eos = model.generation_config?.eos_token_id ?? [];
   stopIds = Array.isArray(eos) ? eos : [eos]; // Gemma 3: [1, 106], written by `mlx_bluey fuse`
-  self.postMessage({ type: "ready", stopIds, threads: env.backends.onnx.wasm.numThreads });
+  // generate() applies generation_config.suppress_tokens itself; reported so the page's state shows it
+  const suppressTokens = model.generation_config?.suppress_tokens ?? [];
+  self.postMessage({ type: "ready", stopIds, suppressTokens, threads: env.backends.onnx.wasm.numThreads });
 }
 
 async function generate({ messages, options }) {
