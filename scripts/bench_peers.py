@@ -12,7 +12,7 @@ trained tokens/step shows it). The figure compared is trained tokens per
 second: supervised tokens (the ones the loss is taken on) divided by step time, the first step of
 each run left out as warm-up. PyTorch + PEFT (scripts/torch_peft_child.py) runs in the export
 environment on the very token ids and labels mlx_bluey trains on. Results go to
-benchmarks/train_vs_peers.{json,md} (benchmarks/train_vs_mlx_lm.* is the earlier two-way run).
+benchmarks/train_vs_peers.{json,md}.
 """
 
 from __future__ import annotations
