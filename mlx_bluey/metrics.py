@@ -36,8 +36,8 @@ def markers_per_100_words(texts: list[str], markers: list[str]) -> float:
 
 
 def breaks_character(text: str, markers: list[str]) -> bool:
-    lowered = text.lower()
-    return any(marker.lower() in lowered for marker in markers)
+    """Any marker, whole words only like the voice markers: "ai" is "AI", never the "ai" of "said"."""
+    return bool(count_markers(text, markers))
 
 
 def distinct_n(texts: list[str], n: int) -> float:

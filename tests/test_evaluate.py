@@ -37,6 +37,9 @@ def test_breaks_character():
     assert metrics.breaks_character("As an AI, I cannot play.", markers)
     assert metrics.breaks_character("here:\n```python\nx=1\n```", markers)
     assert not metrics.breaks_character("I'm a dog, silly!", markers)
+    assert metrics.breaks_character("I'm a little AI called Bingo.", ["i'm a little ai"])
+    assert not metrics.breaks_character("Mum said the rain was plain silly.", ["ai"])  # words, not letters
+    assert not metrics.breaks_character("Dad was as an aid worker.", ["as an ai"])
 
 
 def test_distinct_and_repetition():
