@@ -66,3 +66,15 @@ def test_peer_benchmark_trains_everyone_on_near_median_lengths(tmp_path, tiny_to
     supervised = [sum(encode_conversation(tiny_tokenizer, chat("hi", k)["messages"]).labels) for k in kept]
     assert subset["examples"] == 3 and subset["supervised_tokens"] == f"{min(supervised)}-{max(supervised)}"
     assert (tmp_path / "data" / "valid.jsonl").read_text() == (tmp_path / "data" / "train.jsonl").read_text()
+
+
+def test_decode_profile_script_on_the_tiny_model(tiny_model_dir, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_decode.py"), "--model", str(tiny_model_dir),
+                             "--repeats", "2", "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "decode_profile.json").read_text())["rows"]
+    assert [r["part"] for r in rows] == ["body (MLX)", "head (MLX)", "head (NumPy/BLAS)",
+                                         "step, MLX head (mlx_lm.generate's)", "step, NumPy head (mlx_bluey's)"]
+    assert all(r["ms"] > 0 and r["gb_per_s"] > 0 for r in rows)
+    # tiny model: the tied head is 102 x 32 float32 = 13,056 bytes; a step reads all 22,048 parameters
+    assert [round(r["mb_read"] * 1e6) for r in rows] == [4 * (22048 - 3264), 13056, 13056, 4 * 22048, 4 * 22048]
