@@ -34,7 +34,7 @@ class GenerationSettings:
     max_new_tokens: int = 256  # hard limit on reply length in tokens
     min_new_tokens: int = 0  # stop ids are impossible before this many tokens
     temperature: float = 0.7  # 0 = greedy
-    top_p: float = 0.95  # nucleus sampling; 1.0 = off
+    top_p: float = 0.95  # nucleus over the top-k candidates (mlx_bluey/sampling.py); 1.0 = off
     top_k: int = 64  # 0 = off
     min_p: float = 0.0  # drop tokens below min_p * p(top token); 0 = off
     repetition_penalty: float = 1.1  # >1 discourages repeating the last 64 tokens; 1.0 = off
@@ -130,14 +130,15 @@ def trim_to_sentence(text: str) -> tuple[str, bool]:
 def generate_reply(model, tokenizer, messages, settings: GenerationSettings, stop_ids, on_text=None) -> Reply:
     """Generate one assistant turn for `messages`; stream shown text through on_text(str)."""
     from mlx_lm.generate import generate_step
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+    from mlx_lm.sample_utils import make_logits_processors
 
     from .decode_head import decoding_model
+    from .sampling import make_sampler
 
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     prompt = prompt_ids(tokenizer, messages)
-    sampler = make_sampler(temp=settings.temperature, top_p=settings.top_p, min_p=settings.min_p, top_k=settings.top_k)
+    sampler = make_sampler(settings.temperature, settings.top_p, settings.top_k, settings.min_p)
     processors = make_logits_processors(
         repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None,
         repetition_context_size=64,

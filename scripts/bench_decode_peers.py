@@ -4,7 +4,8 @@
         --export exports/bluey-270m-fp32     # mlx_bluey export ... --variants fp32
 
 Same model (a fused directory; its ONNX export for onnxruntime), same prompt, greedy, exactly
---new-tokens tokens (every stop id blocked, so no run ends early), float32 for MLX. Runs alternate
+--new-tokens tokens (every stop id blocked, so no run ends early), float32 for MLX. The two MLX
+runtimes also run with the chat's default sampling, each library's own sampler ("(sampled)" rows). Runs alternate
 (ours, mlx_lm, PyTorch, ort-q8, ..., ours, ...) for --rounds rounds so drift in the machine hits all.
 PyTorch and onnxruntime run in the export environment (`make export-env`).
 
@@ -37,10 +38,13 @@ def time_mlx(generate, tokens: int) -> float:
     return time.perf_counter() - started
 
 
+SAMPLED = "{} (sampled)"
+
+
 def mlx_runners(model_dir: str):
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
-    from mlx_lm.sample_utils import make_sampler
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from mlx_bluey.chat_format import prompt_ids
     from mlx_bluey.generate import GenerationSettings, block_stops_until, generate_reply, load_for_generation, stop_token_ids
@@ -61,7 +65,26 @@ def mlx_runners(model_dir: str):
             count += 1
         assert count == n, count
 
-    return {"mlx_bluey": ours, "mlx_lm.generate": theirs}, len(prompt)
+    # The chat defaults (temperature 0.7, top-p 0.95, top-k 64, repetition penalty 1.1 over 64 tokens),
+    # each library sampling its own way: mlx_bluey.sampling vs mlx-lm's make_sampler.
+    defaults = GenerationSettings()
+
+    def ours_sampled(n: int) -> None:
+        settings = GenerationSettings(max_new_tokens=n, min_new_tokens=n, seed=0)
+        reply = generate_reply(model, tokenizer, PROMPT, settings, stops, on_text=lambda _: None)
+        assert len(reply.tokens) == n, len(reply.tokens)
+
+    def theirs_sampled(n: int) -> None:
+        mx.random.seed(0)
+        sampler = make_sampler(temp=defaults.temperature, top_p=defaults.top_p, top_k=defaults.top_k)
+        processors = [*make_logits_processors(repetition_penalty=defaults.repetition_penalty, repetition_context_size=64),
+                      block_stops_until(n, len(prompt), stops)]
+        count = sum(1 for _ in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=n, sampler=sampler,
+                                               logits_processors=processors))
+        assert count == n, count
+
+    return {"mlx_bluey": ours, "mlx_lm.generate": theirs,
+            SAMPLED.format("mlx_bluey"): ours_sampled, SAMPLED.format("mlx_lm.generate"): theirs_sampled}, len(prompt)
 
 
 ORT_CHILD = r"""
@@ -150,12 +173,16 @@ def main() -> None:
         print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
 
     medians = {name: statistics.median(values) for name, values in results.items()}
-    ratios = {name: medians[name] / medians["mlx_lm.generate"] for name in medians}
+    # sampled rows against mlx_lm.generate sampled, the rest against its greedy decode
+    ratios = {name: medians[name] / medians[SAMPLED.format("mlx_lm.generate") if "(sampled)" in name else "mlx_lm.generate"]
+              for name in medians}
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
         "setup": {"model": args.model, "export": args.export, "prompt_tokens": prompt_length,
-                  "new_tokens": args.new_tokens, "rounds": args.rounds, "greedy": True, "mlx_dtype": "float32"},
+                  "new_tokens": args.new_tokens, "rounds": args.rounds, "mlx_dtype": "float32",
+                  "sampling": "greedy, except the (sampled) rows: temperature 0.7, top-p 0.95, top-k 64, "
+                              "repetition penalty 1.1, seed 0"},
         "decode_tokens_per_s": results, "median": medians, "ratio_over_mlx_lm_generate": ratios,
     }
     out = Path(args.output)
@@ -166,7 +193,7 @@ def main() -> None:
     (out / "decode_vs_peers.md").write_text(
         f"# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
-        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate |\n|---|---:|---:|---:|\n" + rows + "\n")
+        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate (same sampling) |\n|---|---:|---:|---:|\n" + rows + "\n")
     print(rows)
 
 

@@ -10,7 +10,9 @@ import {
   AutoModelForCausalLM,
   TextStreamer,
   InterruptableStoppingCriteria,
+  LogitsProcessor,
 } from "/vendor/transformers.min.js";
+import { makeNucleusProcessor } from "./sampling.js";
 
 env.allowRemoteModels = false; // never the Hugging Face hub
 env.allowLocalModels = true;
@@ -72,7 +74,10 @@ async function generate({ messages, options }) {
   stopper.reset();
   const started = performance.now();
   // min_new_tokens blocks every id of eos_token_id (Transformers.js' MinNewTokensLengthLogitsProcessor)
-  const output = await model.generate({ ...inputs, ...options, eos_token_id: stopIds, streamer, stopping_criteria: stopper });
+  // top-k -> top-p as the CLI samples (sampling.js): Transformers.js itself ignores top_p
+  const nucleus = options.do_sample ? [makeNucleusProcessor(LogitsProcessor, options.top_k, options.top_p, 0)] : null;
+  const output = await model.generate({ ...inputs, ...options, eos_token_id: stopIds, streamer, stopping_criteria: stopper,
+                                        logits_processor: nucleus });
   const seconds = (performance.now() - started) / 1000;
   const ids = Array.from(output.tolist()[0].slice(inputs.input_ids.dims[1]), Number);
   const stopped = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);

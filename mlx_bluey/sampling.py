@@ -1,0 +1,54 @@
+"""Sampling a token: temperature, then top-k, then top-p over what top-k kept, then min-p.
+
+That is transformers' order (TemperatureLogitsWarper, TopK, TopP, MinP), and the web page's
+(mlx_bluey/web/sampling.js does the same filter there), so the CLI, transformers and the page
+sample from the same candidates. mlx-lm's `make_sampler` differs in two ways: it applies top-p to
+the whole 262,144-token vocabulary at temperature 1 and only then top-k, and its sort of that
+vocabulary took 21.5 ms of the 33.5 ms its sampler spent per token here (measured on random
+logits; a decode step of the 270M is ~45 ms). Picking the k candidates first is an argpartition
+(3.0 ms), and top-p then sorts 64 values, not 262,144.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import mlx.core as mx
+
+
+def candidates(logprobs: mx.array, temperature: float, top_k: int, top_p: float, min_p: float):
+    """(ids [B, k], logits [B, k]) to sample from, best first; dropped candidates have logit -inf.
+
+    top_k = 0, top_p = 1.0 and min_p = 0.0 turn each filter off.
+    """
+    logits = logprobs.astype(mx.float32) / temperature
+    vocab = logits.shape[-1]
+    if 0 < top_k < vocab:
+        ids = mx.argpartition(-logits, kth=top_k - 1, axis=-1)[..., :top_k]
+    else:
+        ids = mx.broadcast_to(mx.arange(vocab), logits.shape)
+    values = mx.take_along_axis(logits, ids, axis=-1)
+    order = mx.argsort(-values, axis=-1)  # best first
+    ids, values = mx.take_along_axis(ids, order, axis=-1), mx.take_along_axis(values, order, axis=-1)
+    probs = mx.softmax(values, axis=-1)  # renormalised over the k kept
+    keep = mx.ones(values.shape, dtype=mx.bool_)
+    if 0 < top_p < 1:
+        # the smallest best-first prefix holding top_p of the mass: a candidate stays while the
+        # mass before it is under top_p (the best one always stays: nothing comes before it)
+        keep = keep & ((mx.cumsum(probs, axis=-1) - probs) < top_p)
+    if min_p > 0:
+        keep = keep & (probs >= min_p * probs[..., :1])
+    return ids, mx.where(keep, values, -float("inf"))
+
+
+def make_sampler(temperature: float, top_p: float, top_k: int, min_p: float) -> Callable[[mx.array], mx.array]:
+    """A sampler for mlx-lm's generate_step: log-probabilities [B, vocab] -> token ids [B]."""
+    if temperature == 0:
+        return lambda logprobs: mx.argmax(logprobs, axis=-1)
+
+    def sample(logprobs: mx.array) -> mx.array:
+        ids, logits = candidates(logprobs, temperature, top_k, top_p, min_p)
+        choice = mx.random.categorical(logits, axis=-1)
+        return mx.take_along_axis(ids, choice[..., None], axis=-1)[..., 0]
+
+    return sample

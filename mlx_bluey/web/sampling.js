@@ -1,0 +1,59 @@
+// Top-k, then top-p over what top-k kept, then min-p: the candidates mlx_bluey/sampling.py keeps.
+// Transformers.js 4.3.1 applies temperature and samples among the top_k logits, but never applies
+// top_p (its TopPLogitsWarper has no _call), so the worker runs this after temperature; the
+// multinomial sampler then sees -Infinity for every dropped candidate.
+
+// Indices of the k largest values, best first (ties: lower index first).
+function topIndices(values, k) {
+  const better = (a, b) => values[a] > values[b] || (values[a] === values[b] && a < b);
+  if (k > 256) {
+    // top-k off (or huge): one sort of every index. The insertion below costs up to k steps per
+    // value, 262,144 x 262,144 for Gemma's vocabulary.
+    const all = Array.from(values.keys());
+    all.sort((a, b) => (better(a, b) ? -1 : better(b, a) ? 1 : 0));
+    return all.slice(0, k);
+  }
+  const best = []; // sorted best first, at most k long
+  for (let i = 0; i < values.length; i++) {
+    if (best.length === k && !better(i, best[k - 1])) continue;
+    let at = best.length === k ? k - 1 : best.length;
+    while (at > 0 && better(i, best[at - 1])) at--;
+    best.splice(at, 0, i);
+    if (best.length > k) best.pop();
+  }
+  return best;
+}
+
+// The token ids sampling may pick from logits (already divided by the temperature).
+// topK = 0, topP >= 1 and minP = 0 turn each filter off.
+export function keptIds(logits, topK, topP, minP) {
+  const k = topK > 0 ? Math.min(topK, logits.length) : logits.length;
+  const ids = topIndices(logits, k);
+  const top = logits[ids[0]];
+  const weights = ids.map((i) => Math.exp(logits[i] - top));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const kept = [];
+  let before = 0; // renormalised mass of the candidates before this one
+  for (let j = 0; j < ids.length; j++) {
+    const p = weights[j] / total;
+    if (topP > 0 && topP < 1 && before >= topP) break;
+    if (minP > 0 && weights[j] < minP) break; // p / p(best) = weights[j] / weights[0] = weights[j]
+    kept.push(ids[j]);
+    before += p;
+  }
+  return kept;
+}
+
+// A Transformers.js logits processor (pass the library's LogitsProcessor class in).
+export function makeNucleusProcessor(LogitsProcessor, topK, topP, minP) {
+  return new (class extends LogitsProcessor {
+    _call(inputIds, logits) {
+      for (let b = 0; b < inputIds.length; b++) {
+        const data = logits[b].data;
+        const keep = new Set(keptIds(data, topK, topP, minP));
+        for (let i = 0; i < data.length; i++) if (!keep.has(i)) data[i] = -Infinity;
+      }
+      return logits;
+    }
+  })();
+}

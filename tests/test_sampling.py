@@ -1,0 +1,69 @@
+"""Sampling candidates: temperature, top-k, top-p over the kept k, min-p; the page's sampling.js keeps the same ids."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_bluey.sampling import candidates, make_sampler
+
+WEB = Path(__file__).resolve().parent.parent / "mlx_bluey" / "web"
+
+
+def kept(logits: list[float], temperature=1.0, top_k=0, top_p=1.0, min_p=0.0) -> list[int]:
+    ids, values = candidates(mx.array([logits]), temperature, top_k, top_p, min_p)
+    return [i for i, v in zip(ids[0].tolist(), values[0].tolist()) if v != -float("inf")]
+
+
+# probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625 at temperature 1 (log2 steps), ids shuffled
+LOGITS = [np.log(0.0625), np.log(0.25), np.log(0.5), np.log(0.0625) - 1e-6, np.log(0.125)]
+
+
+def test_filters_one_by_one():
+    assert kept(LOGITS) == [2, 1, 4, 0, 3]  # nothing off: every id, best first
+    assert kept(LOGITS, top_k=2) == [2, 1]
+    assert kept(LOGITS, top_p=0.5) == [2]  # the mass before id 1 is 0.5: not under 0.5
+    assert kept(LOGITS, top_p=0.6) == [2, 1]
+    assert kept(LOGITS, top_p=0.9) == [2, 1, 4, 0]  # 0.875 before id 0
+    assert kept(LOGITS, min_p=0.25) == [2, 1, 4]  # p >= 0.25 x 0.5
+
+
+def test_top_p_renormalises_over_top_k():
+    # top-2 keeps 0.5 and 0.25, renormalised 2/3 and 1/3: top-p 0.6 keeps only the best
+    assert kept(LOGITS, top_k=2, top_p=0.6) == [2]
+
+
+def test_temperature_comes_first():
+    # at temperature 2 the probabilities flatten (sqrt of each, renormalised): top-p 0.6 needs three
+    assert kept(LOGITS, temperature=2.0, top_p=0.6) == [2, 1, 4]
+
+
+def test_sampler_draws_only_candidates_and_greedy_is_argmax():
+    mx.random.seed(0)
+    sampler = make_sampler(0.7, top_p=0.9, top_k=3, min_p=0.0)
+    logprobs = mx.array([LOGITS] * 400)
+    draws = set(sampler(logprobs).tolist())
+    allowed = set(kept(LOGITS, temperature=0.7, top_k=3, top_p=0.9))
+    assert draws <= allowed and len(draws) > 1
+    assert make_sampler(0.0, 0.9, 3, 0.0)(mx.array([LOGITS])).tolist() == [2]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
+def test_the_page_keeps_the_same_candidates():
+    rng = np.random.default_rng(0)
+    cases = [(rng.normal(0, 3, 300).astype(np.float32).tolist(), k, p, m)
+             for k, p, m in [(64, 0.95, 0.0), (10, 0.5, 0.0), (0, 0.9, 0.0), (64, 1.0, 0.05), (5, 0.99, 0.1)]
+             for _ in range(4)]
+    script = ("import { keptIds } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+              "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
+              "console.log(JSON.stringify(JSON.parse(input).map(([l, k, p, m]) => keptIds(Float32Array.from(l), k, p, m))));});")
+    result = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(cases),
+                            capture_output=True, text=True, check=True)
+    page = json.loads(result.stdout)
+    ours = [kept(l, top_k=k, top_p=p, min_p=m) for l, k, p, m in cases]
+    assert page == ours
+    assert {len(x) for x in ours} != {1}  # the cases keep different numbers of candidates
