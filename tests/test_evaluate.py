@@ -144,3 +144,36 @@ def test_compare_reports_table(tmp_path):
     assert table.splitlines()[:5] == [
         "| metric | base | tuned |", "|---|---|---|", "| completeness: complete_share | 0.500 | 0.900 |",
         "| replies | 2 | 2 |", "| held-out loss (model) | 3.000 | 2.500 |"]
+
+
+def test_held_out_loss_is_the_mean_log_loss_of_assistant_tokens(tmp_path, tiny_model_dir):
+    """held_out_loss (batched, the head on supervised positions only) against the plain full-vocabulary
+    log-softmax of the whole conversation, read at every assistant token and its <end_of_turn>."""
+    import math
+
+    import mlx.core as mx
+    import numpy as np
+
+    from mlx_bluey.chat_format import encode_conversation
+    from mlx_bluey.evaluate import held_out_loss
+    from mlx_bluey.train import load_base
+
+    conversations = [chat("hi", "Mum said hi."), chat("yo", "Dad!", "again?", "Bingo too.", system="Be Bluey.")]
+    reference = write_jsonl(tmp_path / "test.jsonl", conversations)
+    model, tokenizer, _ = load_base(tiny_model_dir, "float32")
+
+    total, count = 0.0, 0
+    for conversation in conversations:
+        encoded = encode_conversation(tokenizer, conversation["messages"])
+        logits = model(mx.array([encoded.ids]))[0].astype(mx.float32)
+        logprobs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        for i in range(1, len(encoded.ids)):  # position i - 1 predicts token i
+            if encoded.labels[i]:
+                total -= float(logprobs[i - 1, encoded.ids[i]])
+                count += 1
+    result = held_out_loss(model, tokenizer, reference)
+    # one token a character in the tiny vocabulary: "Mum said hi.", "Dad!", "Bingo too.", each + <end_of_turn>
+    assert result["tokens"] == count == (12 + 1) + (4 + 1) + (10 + 1)
+    assert result["loss"] == pytest.approx(total / count, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
+    assert result["skipped"] == 0
