@@ -3,6 +3,7 @@
 #
 #   make train [MODEL=gemma-3-1b-it] [DATA=data/bluey] [CONFIG=configs/bluey.yaml]
 #   make chat  [MODEL=...]            chat with the adapter `make train` wrote
+#   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make test                         the test suite (under 15 minutes on 2 CPU cores)
@@ -32,7 +33,7 @@ ADAPTER ?= $(OUTPUT)
 FUSED ?= fused/$(notdir $(ADAPTER))
 EXPORT ?= exports/$(notdir $(ADAPTER))
 
-.PHONY: setup train chat test info clean-venv export-env web browser fuse export serve
+.PHONY: setup train chat evaluate test info clean-venv export-env web browser fuse export serve
 
 setup: $(STAMP)
 
@@ -69,6 +70,10 @@ train: $(STAMP)
 
 chat: $(STAMP)
 	$(RUN)/mlx_bluey generate --adapter $(OUTPUT)
+
+# 70 prompts x 3 samples through the adapter, plus the held-out loss with and without it.
+evaluate: $(STAMP)
+	$(RUN)/mlx_bluey evaluate --adapter $(OUTPUT) --output reports/eval-$(RUN_NAME)
 
 info: $(STAMP)
 	$(RUN)/mlx_bluey info

@@ -44,13 +44,18 @@ def load_card(path: str | Path) -> CharacterCard:
     return CharacterCard(**data)
 
 
-def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
-    """The card beside the data an adapter was trained on (from its manifest), if there is one."""
+def data_dir_for_adapter(adapter: str | Path | None) -> Path | None:
+    """The directory of the data an adapter was trained on (from its manifest), if it says."""
     if adapter is None:
         return None
     manifest = Path(adapter) / "manifest.json"
     if not manifest.exists():
         return None
-    train_file = json.loads(manifest.read_text())["data"]["train"]
-    card = Path(train_file).parent / CARD_FILE
-    return load_card(card) if card.exists() else None
+    return Path(json.loads(manifest.read_text())["data"]["train"]).parent
+
+
+def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
+    """The card beside the data an adapter was trained on, if there is one."""
+    data_dir = data_dir_for_adapter(adapter)
+    card = data_dir / CARD_FILE if data_dir else None
+    return load_card(card) if card and card.exists() else None

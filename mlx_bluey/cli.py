@@ -145,9 +145,9 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option("--samples", type=int, default=3, show_default=True, help="Replies per prompt.")
 @click.option("--limit", type=int, help="Only the first N prompts (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample s of every prompt uses seed + s.")
-@click.option("--reference", default="data/bluey/test.jsonl", show_default=True, type=click.Path(), help="Held-out replies for the loss.")
-@click.option("--train-data", default="data/bluey/train.jsonl", show_default=True, type=click.Path(), help="Training replies: length, voice and overlap references.")
-@click.option("--character", "character_path", default="data/bluey/character.yaml", show_default=True, type=click.Path())
+@click.option("--reference", type=click.Path(), help="Held-out replies for the loss [default: test.jsonl of the adapter's data, else data/bluey].")
+@click.option("--train-data", type=click.Path(), help="Training replies: length, voice and overlap references [default: train.jsonl beside it].")
+@click.option("--character", "character_path", type=click.Path(), help="Character card: voice and break-character markers [default: character.yaml beside it].")
 @click.option("--base-likelihood/--no-base-likelihood", default=True, help="Also measure the held-out loss without the adapter.")
 @click.option("--output", required=True, type=click.Path(), help="Directory for results.json, report.md, lengths.png.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
@@ -159,9 +159,15 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
 def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output, **settings) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
-    from .character import CardError, load_card
+    from .character import CARD_FILE, CardError, data_dir_for_adapter, load_card
     from .evaluate import run as run_evaluation
 
+    # Another persona's adapter is scored against its own data and card, not Bluey's.
+    data_dir = data_dir_for_adapter(adapter) or Path("data/bluey")
+    reference = reference or str(data_dir / "test.jsonl")
+    train_data = train_data or str(data_dir / "train.jsonl")
+    character_path = character_path or str(data_dir / CARD_FILE)
+    click.echo(f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)", err=True)
     try:
         run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,
                        reference=reference, train_data=train_data, card=load_card(character_path),

@@ -177,3 +177,30 @@ def test_held_out_loss_is_the_mean_log_loss_of_assistant_tokens(tmp_path, tiny_m
     assert result["loss"] == pytest.approx(total / count, rel=1e-5)
     assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
     assert result["skipped"] == 0
+
+
+def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny_model_dir):
+    """Another persona's adapter: train, held-out and card default to the files beside its training data."""
+    from mlx_bluey.config import TrainConfig
+    from mlx_bluey.train import train
+
+    data = write_jsonl(tmp_path / "tutor" / "train.jsonl", [chat("hi", "We count to three."), chat("yo", "Count with me.")]).parent
+    write_jsonl(data / "test.jsonl", [chat("hello", "Count again.")])
+    (data / "character.yaml").write_text("name: Tutor\nvoice_markers: [count]\nbreak_character_markers: [as an ai]\n")
+    adapter = tmp_path / "adapter"
+    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=2, batch_size=1,
+                      grad_accumulation=1, progress=False), log=lambda _: None)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "s", "kind": "short", "messages": [{"role": "user", "content": "hi"}]}])
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--adapter", str(adapter), "--prompts", str(prompts),
+         "--samples", "1", "--max-new-tokens", "4", "--no-base-likelihood", "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["train_data"] == str(data / "train.jsonl")
+    assert saved["config"]["reference"] == str(data / "test.jsonl")
+    # "count" twice in 4 + 3 training words: 100 x 2 / 7
+    assert saved["summary"]["voice"]["training_markers_per_100_words"] == pytest.approx(200 / 7)
+    assert saved["likelihood"]["tuned"]["tokens"] == len("Count again.") + 1  # one token a character, + <end_of_turn>
