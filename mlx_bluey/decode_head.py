@@ -2,8 +2,8 @@
 
 Decoding one token reads every weight once. For Gemma 3 270M in float32 that is 1.07 GB, of which
 the tied 262,144 x 640 head is 671 MB (63%). MLX's CPU backend multiplies a vector by that matrix
-on one thread: 34.5 ms here (19 GB/s), against 9.6 ms for NumPy's OpenBLAS sgemv on both cores
-(measured with random weights, 20 repeats). 34.5 of the ~70 ms a token took is the head.
+on one thread: 33.3 ms here (20 GB/s), against 18.0 ms for NumPy's OpenBLAS sgemv on both cores
+(37 GB/s): a step goes from 66.6 to 51.2 ms (scripts/profile_decode.py, benchmarks/decode_profile.md).
 
 Generation also needs only the last position's logits, but `model(...)` computes them for every
 position of the prompt before generate_step keeps the last: a 500-token prompt is 500 x 262,144 x
