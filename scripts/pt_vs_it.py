@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--models", default="embedded,gemma-3-270m-it")
     parser.add_argument("--data", default=str(ROOT / "data" / "bluey"))
     parser.add_argument("--config", default=str(ROOT / "configs" / "bluey.yaml"))
-    parser.add_argument("--samples", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=3, help="replies per prompt (mlx_bluey evaluate's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--reuse", action="append", default=[], type=Path,
