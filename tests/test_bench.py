@@ -78,3 +78,20 @@ def test_decode_profile_script_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert all(r["ms"] > 0 and r["gb_per_s"] > 0 for r in rows)
     # tiny model: the tied head is 102 x 32 float32 = 13,056 bytes; a step reads all 22,048 parameters
     assert [round(r["mb_read"] * 1e6) for r in rows] == [4 * (22048 - 3264), 13056, 13056, 4 * 22048, 4 * 22048]
+
+
+def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path):
+    """Every runtime decodes exactly --new-tokens tokens (the runners assert it) and gets a positive figure."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decode_peers.py"), "--model", str(tiny_fused),
+                             "--export", str(tiny_export), "--no-torch", "--new-tokens", "6", "--rounds", "2",
+                             "--output", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "decode_vs_peers.json").read_text())
+    names = ["mlx_bluey", "mlx_lm.generate", "mlx_bluey (sampled)", "mlx_lm.generate (sampled)",
+             *[f"onnxruntime {v}" for v in ("q8", "q4", "fp16", "fp32")]]
+    assert list(summary["decode_tokens_per_s"]) == names
+    assert all(len(values) == 2 and min(values) > 0 for values in summary["decode_tokens_per_s"].values())
+    # each row against mlx_lm.generate with the same sampling
+    assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate"] == 1.0
+    assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate (sampled)"] == 1.0
+    assert "| mlx_bluey (sampled) |" in (tmp_path / "decode_vs_peers.md").read_text()
