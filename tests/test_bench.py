@@ -95,3 +95,13 @@ def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path
     assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate"] == 1.0
     assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate (sampled)"] == 1.0
     assert "| mlx_bluey (sampled) |" in (tmp_path / "decode_vs_peers.md").read_text()
+
+
+def test_sampler_benchmark_script_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_sampler.py"), "--vocab", "1000", "--repeats", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines()[2:]]
+    assert [name.strip() for name, _ in rows] == ["mlx_bluey.sampling", "mlx_lm make_sampler", "argsort of all 1000",
+                                                   "argpartition, top 64"]
+    assert all(float(ms) > 0 for _, ms in rows)
