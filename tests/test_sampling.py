@@ -67,3 +67,24 @@ def test_the_page_keeps_the_same_candidates():
     ours = [kept(l, top_k=k, top_p=p, min_p=m) for l, k, p, m in cases]
     assert page == ours
     assert {len(x) for x in ours} != {1}  # the cases keep different numbers of candidates
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
+def test_the_page_penalises_repeats_as_the_cli():
+    """sampling.js' penalise == mlx-lm's repetition penalty over the last 64 tokens (what generate.py uses)."""
+    from mlx_lm.sample_utils import make_repetition_penalty
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, 200).astype(np.float32)
+    history = rng.integers(0, 200, 150).tolist()  # longer than the window, with repeats
+    expected = make_repetition_penalty(1.1, 64)(mx.array(history), mx.array(logits[None]))[0]
+    script = ("import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+              "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
+              "const [logits, ids] = JSON.parse(input);"
+              "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64))));});")
+    result = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps([logits.tolist(), history]),
+                            capture_output=True, text=True, check=True)
+    page = np.array(json.loads(result.stdout), dtype=np.float32)
+    changed = np.flatnonzero(page != logits)
+    assert sorted(changed.tolist()) == sorted(set(history[-64:]))  # the window only, each id once
+    np.testing.assert_allclose(page, np.array(expected), rtol=1e-6)

@@ -57,3 +57,23 @@ export function makeNucleusProcessor(LogitsProcessor, topK, topP, minP) {
     }
   })();
 }
+
+// The CLI's repetition penalty (mlx-lm's, mlx_bluey/generate.py): every id among the last `window`
+// tokens, prompt included, has its logit divided by `penalty` when positive and multiplied when
+// negative, once however often it occurs. Transformers.js' own RepetitionPenaltyLogitsProcessor
+// penalises every id of the whole conversation, so the worker turns that one off and runs this.
+export function penalise(logits, ids, penalty, window) {
+  for (const id of new Set(ids.slice(-window).map(Number))) {
+    logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
+  }
+  return logits;
+}
+
+export function makeRepetitionProcessor(LogitsProcessor, penalty, window) {
+  return new (class extends LogitsProcessor {
+    _call(inputIds, logits) {
+      for (let b = 0; b < inputIds.length; b++) penalise(logits[b].data, inputIds[b], penalty, window);
+      return logits;
+    }
+  })();
+}

@@ -12,7 +12,10 @@ import {
   InterruptableStoppingCriteria,
   LogitsProcessor,
 } from "/vendor/transformers.min.js";
-import { makeNucleusProcessor } from "./sampling.js";
+import { makeNucleusProcessor, makeRepetitionProcessor } from "./sampling.js";
+
+// mlx_bluey/generate.py penalises repeats among the last 64 tokens (repetition_context_size).
+const REPETITION_WINDOW = 64;
 
 env.allowRemoteModels = false; // never the Hugging Face hub
 env.allowLocalModels = true;
@@ -74,10 +77,15 @@ async function generate({ messages, options }) {
   stopper.reset();
   const started = performance.now();
   // min_new_tokens blocks every id of eos_token_id (Transformers.js' MinNewTokensLengthLogitsProcessor)
-  // top-k -> top-p as the CLI samples (sampling.js): Transformers.js itself ignores top_p
-  const nucleus = options.do_sample ? [makeNucleusProcessor(LogitsProcessor, options.top_k, options.top_p, 0)] : null;
-  const output = await model.generate({ ...inputs, ...options, eos_token_id: stopIds, streamer, stopping_criteria: stopper,
-                                        logits_processor: nucleus });
+  // As the CLI (sampling.js): the repetition penalty over the last 64 tokens (Transformers.js' own one,
+  // turned off here, covers the whole conversation), then top-k -> top-p (Transformers.js ignores top_p).
+  const processors = [];
+  if (options.repetition_penalty && options.repetition_penalty !== 1) {
+    processors.push(makeRepetitionProcessor(LogitsProcessor, options.repetition_penalty, REPETITION_WINDOW));
+  }
+  if (options.do_sample) processors.push(makeNucleusProcessor(LogitsProcessor, options.top_k, options.top_p, 0));
+  const output = await model.generate({ ...inputs, ...options, repetition_penalty: 1.0, eos_token_id: stopIds, streamer,
+                                        stopping_criteria: stopper, logits_processor: processors });
   const seconds = (performance.now() - started) / 1000;
   const ids = Array.from(output.tolist()[0].slice(inputs.input_ids.dims[1]), Number);
   const stopped = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);
