@@ -159,14 +159,11 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
 def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output, **settings) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
-    from .character import CARD_FILE, CardError, data_dir_for_adapter, load_card
+    from .character import CardError, load_card
+    from .evaluate import reference_files
     from .evaluate import run as run_evaluation
 
-    # Another persona's adapter is scored against its own data and card, not Bluey's.
-    data_dir = data_dir_for_adapter(adapter) or Path("data/bluey")
-    reference = reference or str(data_dir / "test.jsonl")
-    train_data = train_data or str(data_dir / "train.jsonl")
-    character_path = character_path or str(data_dir / CARD_FILE)
+    reference, train_data, character_path = reference_files(adapter, reference, train_data, character_path)
     click.echo(f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)", err=True)
     try:
         run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,

@@ -147,6 +147,16 @@ def score(rows: list[dict], card, training_replies: list[str]) -> dict:
     }
 
 
+def reference_files(adapter, reference, train_data, character) -> tuple[str, str, str]:
+    """(held-out file, training file, character card): the ones given, else those beside the adapter's
+    training data (its manifest), else data/bluey's. Another persona is scored against its own card."""
+    from .character import CARD_FILE, data_dir_for_adapter
+
+    data_dir = data_dir_for_adapter(adapter) or Path("data/bluey")
+    return (reference or str(data_dir / "test.jsonl"), train_data or str(data_dir / "train.jsonl"),
+            character or str(data_dir / CARD_FILE))
+
+
 def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int = 2048) -> dict:
     """Mean loss (nats per assistant token) and perplexity of the reference replies under the model."""
     from .data import encode_dataset

@@ -12,24 +12,13 @@ shows what is left of it per token).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def median_ms(fn, x, repeats: int) -> float:
-    import mlx.core as mx
-
-    mx.eval(fn(x))  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        mx.eval(fn(x))
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+from profile_decode import median_ms  # noqa: E402  (warm-up, then the median of --repeats calls)
 
 
 def main() -> None:
@@ -57,7 +46,7 @@ def main() -> None:
     }
     print(f"| one call, [1, {args.vocab}] logits | ms (median of {args.repeats}) |\n|---|---:|")
     for name, fn in rows.items():
-        print(f"| {name} | {median_ms(fn, logprobs, args.repeats):.2f} |")
+        print(f"| {name} | {median_ms(lambda: mx.eval(fn(logprobs)), args.repeats):.2f} |")
 
 
 if __name__ == "__main__":
