@@ -27,6 +27,9 @@ SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
 # so that a reply cut by the limit can end on a finished sentence. 48 tokens is ~36 words: longer
 # than nearly every sentence a six-year-old says.
 HOLD_BACK_TOKENS = 48
+# The repetition penalty looks at this many latest tokens (prompt included); the page uses the same
+# window (web/worker.js), and bench_decode_peers.py gives it to mlx-lm's sampler too.
+REPETITION_CONTEXT_TOKENS = 64
 
 
 @dataclass
@@ -141,7 +144,7 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     sampler = make_sampler(settings.temperature, settings.top_p, settings.top_k, settings.min_p)
     processors = make_logits_processors(
         repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None,
-        repetition_context_size=64,
+        repetition_context_size=REPETITION_CONTEXT_TOKENS,
     )
     if settings.min_new_tokens > 0:
         processors.append(block_stops_until(settings.min_new_tokens, len(prompt), stop_ids))

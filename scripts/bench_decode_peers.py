@@ -47,7 +47,7 @@ def mlx_runners(model_dir: str):
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from mlx_bluey.chat_format import prompt_ids
-    from mlx_bluey.generate import GenerationSettings, block_stops_until, generate_reply, load_for_generation, stop_token_ids
+    from mlx_bluey.generate import REPETITION_CONTEXT_TOKENS, GenerationSettings, block_stops_until, generate_reply, load_for_generation, stop_token_ids
 
     model, tokenizer, path = load_for_generation(model_dir, None, dtype="float32", log=lambda _: None)
     stops = stop_token_ids(path, tokenizer)
@@ -77,7 +77,7 @@ def mlx_runners(model_dir: str):
     def theirs_sampled(n: int) -> None:
         mx.random.seed(0)
         sampler = make_sampler(temp=defaults.temperature, top_p=defaults.top_p, top_k=defaults.top_k)
-        processors = [*make_logits_processors(repetition_penalty=defaults.repetition_penalty, repetition_context_size=64),
+        processors = [*make_logits_processors(repetition_penalty=defaults.repetition_penalty, repetition_context_size=REPETITION_CONTEXT_TOKENS),
                       block_stops_until(n, len(prompt), stops)]
         count = sum(1 for _ in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=n, sampler=sampler,
                                                logits_processors=processors))
