@@ -7,7 +7,8 @@ BLAS on the CPU at all (~7 GFLOP/s), so on a CPU we train and generate in float3
 
 `ensure_fast_blas()` runs before mlx is imported: when OpenBLAS is installed and not yet loaded, it
 re-executes the command with LD_PRELOAD set, so MLX's cblas_sgemm calls resolve to OpenBLAS (and with
-OPENBLAS_THREAD_TIMEOUT set: see below).
+OPENBLAS_THREAD_TIMEOUT set: see below). When OpenBLAS picked a generic fallback kernel for this CPU,
+the re-exec also sets OPENBLAS_CORETYPE to the best kernel that passes its check (openblas.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import platform
 import sys
 from pathlib import Path
+
+from . import openblas
 
 OPENBLAS_CANDIDATES = [
     "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
@@ -39,20 +42,41 @@ def find_openblas() -> str | None:
 
 
 def ensure_fast_blas() -> None:
-    """On Linux, re-exec once with OpenBLAS preloaded and its spin-wait short (no-op on macOS or when done)."""
+    """On Linux, re-exec once with OpenBLAS preloaded, its spin-wait short and its kernel checked.
+
+    A no-op on macOS, in a process that already went through it (or a child of one), and once mlx is
+    imported (a re-exec then would lose the work done).
+    """
     if platform.system() != "Linux" or os.environ.get(_REEXEC_FLAG):
         return
     os.environ[_REEXEC_FLAG] = "1"
-    changes = {}
-    library = find_openblas()
-    if library is not None and "openblas" not in os.environ.get("LD_PRELOAD", ""):
-        changes["LD_PRELOAD"] = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
-    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
-        changes["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
-    if not changes or "mlx.core" in sys.modules:
+    if "mlx.core" in sys.modules:
+        return
+    changes = blas_environment(os.environ, find_openblas())
+    if not changes:
         return
     os.environ.update(changes)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def blas_environment(env, library: str | None, flags=None, check=None, note=None) -> dict[str, str]:
+    """The variables to add to `env` before MLX loads: preload, thread timeout, a better kernel."""
+    changes = {}
+    if library is not None and "openblas" not in env.get("LD_PRELOAD", ""):
+        changes["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD")]))
+    if "OPENBLAS_THREAD_TIMEOUT" not in env:
+        changes["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
+    if library is not None and not env.get("OPENBLAS_CORETYPE"):
+        # Loading the library here reads the kernel it picks by itself; exec replaces this process anyway.
+        detected = openblas.loaded_kernel(library)
+        flags = openblas.cpu_flags() if flags is None else flags
+        check = check or (lambda kernel: openblas.check_kernel(library, kernel))
+        note = note or (lambda text: print(text, file=sys.stderr))
+        better = openblas.choose_kernel(detected, flags, check, note)
+        if better is not None:
+            changes["OPENBLAS_CORETYPE"] = better
+            changes[openblas.CHOSEN_FROM_ENV] = detected
+    return changes
 
 
 def blas_in_use() -> str:
@@ -92,6 +116,57 @@ def resolve_dtype(name: str):
     return dtypes[name]
 
 
+def blas_kernel() -> str | None:
+    """The OpenBLAS kernel this process computes with (None when OpenBLAS is not loaded)."""
+    library = find_openblas()
+    if library is None or blas_in_use() != "OpenBLAS":
+        return None
+    return openblas.loaded_kernel(library)
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """MLX float32 size^3 matmul on the CPU, GFLOP/s (2 * size^3 flops), median of `repeats` after a warm-up."""
+    import statistics
+    import time
+
+    import mlx.core as mx
+
+    with mx.stream(mx.cpu):
+        a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+        mx.eval(a @ b)
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            mx.eval(a @ b)
+            seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
+def blas_facts(measure: bool = True) -> dict:
+    """BLAS, its kernel and how it was chosen, and a float32 matmul measured now: for info, manifests, benchmarks."""
+    kernel = blas_kernel()
+    facts = {"blas": blas_in_use(), "kernel": kernel,
+             "kernel_source": openblas.kernel_source() if kernel else None}
+    if measure:
+        facts["matmul_gflops"] = round(matmul_gflops(), 1)
+    return facts
+
+
+def machine_facts() -> dict:
+    """What a benchmark record says about the machine it ran on: platform, CPUs, device, BLAS facts."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "device": device_name(), **blas_facts()}
+
+
+def describe_blas(facts: dict) -> str:
+    """'OpenBLAS, kernel SkylakeX (detected by OpenBLAS), 74.1 GFLOP/s float32 matmul'"""
+    text = facts["blas"]
+    if facts.get("kernel"):
+        text += f", kernel {facts['kernel']} ({facts['kernel_source']})"
+    if "matmul_gflops" in facts:
+        text += f", {facts['matmul_gflops']} GFLOP/s float32 matmul"
+    return text
+
+
 def describe() -> str:
-    """One line for logs: device, BLAS, default dtype."""
-    return f"device {device_name()}, BLAS {blas_in_use()}, default dtype {default_dtype_name()}"
+    """One line for logs: device, BLAS and its kernel, default dtype."""
+    return f"device {device_name()}, BLAS {describe_blas(blas_facts(measure=False))}, default dtype {default_dtype_name()}"

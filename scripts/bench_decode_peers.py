@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -178,7 +177,7 @@ def main() -> None:
               for name in medians}
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
+        "machine": runtime.machine_facts(),
         "setup": {"model": args.model, "export": args.export, "prompt_tokens": prompt_length,
                   "new_tokens": args.new_tokens, "rounds": args.rounds, "mlx_dtype": "float32",
                   "sampling": "greedy, except the (sampled) rows: temperature 0.7, top-p 0.95, top-k 64, "

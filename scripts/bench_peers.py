@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -190,7 +189,7 @@ def main() -> None:
     ratios = {f"mlx_bluey / {name}": ours / med(name, "trained_tokens_per_second") for name in chosen[1:]}
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "blas": runtime.blas_in_use()},
+        "machine": runtime.machine_facts(),
         "setup": {"model": "gemma-3-270m (embedded, float32)", **subset, "batch_size": args.batch_size,
                   "steps_per_run": args.steps, "rounds": args.rounds, "lora": "rank 8, scale 20, all linears, all 18 blocks"},
         "runs": results,

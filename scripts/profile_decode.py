@@ -78,7 +78,7 @@ def main() -> None:
     rows = [{"part": name, "ms": ms, "mb_read": read[name] / 1e6, "gb_per_s": read[name] / ms / 1e6}
             for name, ms in parts.items()]
     summary = {"command": " ".join(["python", *sys.argv]), "model": str(model_dir),
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS {runtime.blas_in_use()}",
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS {runtime.describe_blas(runtime.blas_facts())}",
                "dtype": str(weight.dtype), "repeats": args.repeats, "rows": rows}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "decode_profile.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -23,3 +23,94 @@ def _run(**extra) -> str:
 def test_reexec_sets_preload_and_timeout_keeping_the_users():
     assert _run() == "4 True"
     assert _run(OPENBLAS_THREAD_TIMEOUT="12") == "12 True"  # the user's value wins
+
+
+# ------------------------------------------------------------------ the OpenBLAS kernel
+
+from mlx_bluey import openblas  # noqa: E402
+
+SAPPHIRE = openblas.AVX512 | {"avx2", "fma", "avx512_bf16", "avx512_fp16"}
+SKYLAKE = openblas.AVX512 | {"avx2", "fma"}
+HASWELL = frozenset({"avx", "avx2", "fma", "sse4_2"})
+NEEDS_OPENBLAS = pytest.mark.skipif(sys.platform != "linux" or runtime.find_openblas() is None,
+                                    reason="Linux with OpenBLAS")
+
+
+def _passes(*bad):
+    return lambda kernel: openblas.KernelCheck(kernel, kernel not in bad, "bad" if kernel in bad else "ok")
+
+
+@pytest.mark.parametrize(("detected", "flags", "expected"), [
+    ("Prescott", SAPPHIRE, "Cooperlake"),  # the fallback seen on AVX-512 Xeons
+    ("Prescott", SKYLAKE, "SkylakeX"),  # no avx512_bf16: Cooperlake's code would not run
+    ("Core2", HASWELL, "Haswell"),
+    ("Sandybridge", HASWELL, "Haswell"),
+    ("Prescott", frozenset({"sse3", "avx"}), None),  # nothing better that this CPU can run
+    ("SkylakeX", SAPPHIRE, None),  # not a fallback: left as OpenBLAS chose
+    ("Zen", SAPPHIRE, None),
+    (None, SAPPHIRE, None),  # OpenBLAS without openblas_get_corename
+])
+def test_a_fallback_kernel_is_replaced_by_the_best_one_the_cpu_runs(detected, flags, expected):
+    assert openblas.choose_kernel(detected, flags, _passes()) == expected
+
+
+def test_a_kernel_that_fails_its_check_is_skipped_and_reported():
+    notes = []
+    assert openblas.choose_kernel("Prescott", SAPPHIRE, _passes("Cooperlake"), notes.append) == "SkylakeX"
+    assert notes == ["mlx_bluey: OpenBLAS kernel Cooperlake failed its check: bad"]
+    notes.clear()
+    assert openblas.choose_kernel("Prescott", SKYLAKE, _passes("SkylakeX", "Haswell"), notes.append) is None
+    assert notes[-1] == "mlx_bluey: keeping OpenBLAS's Prescott kernel (slow): no faster kernel passed its check"
+
+
+def test_cpu_flags_come_from_proc_cpuinfo_text():
+    text = "processor\t: 0\nflags\t\t: fpu sse3 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu\n"
+    assert openblas.cpu_flags(text) == {"fpu", "sse3", "avx2", "fma"}
+    assert openblas.cpu_flags("") == frozenset()
+
+
+def test_the_users_coretype_is_left_alone():
+    def never(_):
+        raise AssertionError("no kernel is checked when the user chose one")
+
+    env = {"OPENBLAS_CORETYPE": "Prescott", "LD_PRELOAD": "/x/libopenblas.so.0", "OPENBLAS_THREAD_TIMEOUT": "4"}
+    assert runtime.blas_environment(env, "/x/libopenblas.so.0", SAPPHIRE, never) == {}
+
+
+@NEEDS_OPENBLAS
+def test_the_check_reads_the_kernel_back_and_compares_with_numpy():
+    library = runtime.find_openblas()
+    result = openblas.check_kernel(library, "Haswell")
+    assert result.ok == ({"avx2", "fma"} <= openblas.cpu_flags()), result.detail
+    missing = openblas.check_kernel(library, "NoSuchKernel")
+    assert not missing.ok and missing.detail.startswith("this OpenBLAS does not have it (it loaded ")
+
+
+REEXEC = ("import ctypes, os, sys; from mlx_bluey import openblas, runtime; "
+          "openblas.loaded_kernel = lambda library: 'Prescott'; runtime.ensure_fast_blas(); "
+          "lib = ctypes.CDLL(runtime.find_openblas()); lib.openblas_get_corename.restype = ctypes.c_char_p; "
+          "print(os.environ.get('OPENBLAS_CORETYPE'), lib.openblas_get_corename().decode(), openblas.kernel_source())")
+
+
+@NEEDS_OPENBLAS
+def test_a_fallback_detected_at_start_up_is_replaced_in_the_re_executed_process():
+    """OpenBLAS's detection is stubbed to say Prescott; the re-exec must then run the best checked kernel."""
+    best = openblas.choose_kernel("Prescott", openblas.cpu_flags(), _passes())
+    if best is None:
+        pytest.skip("this CPU has no kernel better than Prescott")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "OPENBLAS_CORETYPE", "MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
+    out = subprocess.run([sys.executable, "-c", REEXEC], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"{best} {best} chosen by mlx_bluey: OpenBLAS fell back to Prescott on this CPU"
+
+
+@NEEDS_OPENBLAS
+def test_info_names_the_kernel_how_it_was_chosen_and_its_speed():
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
+    env["OPENBLAS_CORETYPE"] = "Haswell"
+    out = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "info"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert re.search(r"^BLAS: OpenBLAS, kernel Haswell \(OPENBLAS_CORETYPE set in the environment\), "
+                     r"\d+\.\d GFLOP/s float32 matmul$", out, re.M), out
