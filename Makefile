@@ -87,9 +87,16 @@ export: fuse $(EXPORT_STAMP)
 serve: $(STAMP) $(WEB_STAMP)
 	$(RUN)/mlx_bluey serve $(EXPORT)
 
+# The tests whose numbers come out of OpenBLAS matmuls (training, decoding, fusing, scoring).
+KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_head.py tests/test_fuse.py tests/test_evaluate.py
+# On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
+# CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here.
+KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
+
 # Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
 test: $(STAMP) $(EXPORT_STAMP) $(WEB_STAMP) browser
 	$(RUN)/python -m pytest -q $(PYTEST_ARGS)
+	$(KERNEL_RERUN)
 	$(EXPORT_VENV)/bin/python -m pytest -q tests/export_env
 
 clean-venv:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +27,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_flatten
 
 from . import runtime
 from .atomic import atomic_write_text
 from .checkpoints import (
+    ADAPTER_CONFIG,
+    ADAPTER_FILE,
     adapter_config,
     list_checkpoints,
     load_checkpoint,
@@ -42,8 +43,9 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .head_loss import make_two_pass_step, mlx_head_loss, numpy_head_applies, select_head_loss
-from .data import Batch, EncodedDataset, encode_dataset, epoch_batches, make_batch, read_jsonl
+from .data import EncodedDataset, encode_dataset, epoch_batches, make_batch, read_jsonl
 from .models import resolve_model
+from .trainer import Interrupted, LoopSettings, LoopState, ProgressBar, TrainingCallback, to_arrays, train_loop
 
 
 class TrainError(RuntimeError):
@@ -107,10 +109,6 @@ def make_loss(model, head_trainable: bool):
         return head_loss(model, hidden, targets.reshape(-1)[positions])
 
     return loss_sum
-
-
-def to_arrays(batch: Batch):
-    return mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.target_positions)
 
 
 def evaluate_loss(model, dataset: EncodedDataset, batch_size: int, loss_sum=None) -> float:
@@ -207,8 +205,33 @@ def run_differences(saved: dict, current: dict) -> list[str]:
             if old.get(k) != new.get(k)]
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> dict:
-    """Run (or resume) training. Everything is checked before the output directory is touched."""
+@dataclass
+class RunPlan:
+    """A run that passed every check; nothing has been written yet."""
+
+    config: TrainConfig
+    output: Path
+    train_path: Path
+    valid_path: Path | None
+    model_dir: Path
+    model: object
+    train_set: EncodedDataset
+    valid_set: EncodedDataset | None
+    schedule: Plan
+    optimizer: object
+    value_and_grad: object
+    loss_sum: object
+    n_layers: int
+    data_sha256: str
+    state: LoopState
+    start_step: int
+    resume_from: Path | None
+    complete: bool  # resumed a run that had already finished: there is nothing to do or write
+    overwrite: bool  # start_run clears the previous run's files first
+
+
+def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> RunPlan:
+    """Read the data and the model and check the whole run, resume identity included. Writes nothing."""
     output = Path(config.output)
     train_path, valid_path = data_files(config)
     train_rows = read_jsonl(train_path)
@@ -216,8 +239,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
     model_dir = resolve_model(config.model, log=log)
 
     checkpoints = list_checkpoints(output)
-    finished = output / "adapters.safetensors"
-    if (checkpoints or finished.exists()) and not (resume or overwrite):
+    if (checkpoints or (output / ADAPTER_FILE).exists()) and not (resume or overwrite):
         raise TrainError(
             f"{output} already holds a training run: pass --resume to continue it or --overwrite to start again"
         )
@@ -235,148 +257,146 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
 
     mx.random.seed(config.seed)
     n_layers = apply_adapters(model, config)
+    if config.two_pass and (config.fine_tune_type == "full" or not numpy_head_applies(model)):
+        raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
     if config.grad_checkpoint:
         from mlx_lm.tuner.trainer import grad_checkpoint
 
         grad_checkpoint(model.layers[0])
-    plan = plan_run(train_set, config)
-    optimizer = make_optimizer(config, plan.steps)
+    schedule = plan_run(train_set, config)
+    optimizer = make_optimizer(config, schedule.steps)
     optimizer.init(model.trainable_parameters())
+    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
+    value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
 
     data_hash = sha256_files([p for p in (train_path, valid_path) if p])
-    run_identity = {"config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL}, "data_sha256": data_hash}
-    state = {"best_val_loss": None, "best_step": None, "evals_since_best": 0, "finished": False, "run": run_identity}
-    start_step = 0
+    identity = {"config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL}, "data_sha256": data_hash}
+    state, start_step, resume_from = LoopState(extra={"run": identity}), 0, None
     if resume and checkpoints and not overwrite:
-        saved = json.loads((checkpoints[-1] / "state.json").read_text())
-        differences = run_differences(saved.get("run") or {}, run_identity)
+        resume_from = checkpoints[-1]
+        saved = json.loads((resume_from / "state.json").read_text())
+        differences = run_differences(saved.get("run") or {}, identity)
         if differences:
-            raise TrainError(f"{checkpoints[-1]} was made with a different config or data ({'; '.join(differences)}); "
+            raise TrainError(f"{resume_from} was made with a different config or data ({'; '.join(differences)}); "
                              "use --overwrite to start again")
-        state = load_checkpoint(checkpoints[-1], model, optimizer)
-        start_step = state["step"]
-        log(f"resuming from {checkpoints[-1]} (step {start_step} of {plan.steps})")
-    elif overwrite and output.exists():
-        import shutil
+        state = LoopState.from_dict(load_checkpoint(resume_from, model, optimizer))
+        start_step = saved["step"]
+    complete = resume_from is not None and (start_step >= schedule.steps or state.finished)
+    return RunPlan(config, output, train_path, valid_path, model_dir, model, train_set, valid_set, schedule,
+                   optimizer, value_and_grad, loss_sum, n_layers, data_hash, state, start_step, resume_from, complete,
+                   overwrite)
 
-        for old in checkpoints:
-            shutil.rmtree(old)
-        for name in ("metrics.jsonl", "adapters.safetensors", "adapter_config.json", "loss_curve.png"):
-            (output / name).unlink(missing_ok=True)
 
-    output.mkdir(parents=True, exist_ok=True)
-    cfg = adapter_config(config, n_layers)
-    manifest = {
+def manifest(run: RunPlan) -> dict:
+    """manifest.json: what the run was made from (base model and data with their hashes, config, machine)."""
+    config, train_set, valid_set = run.config, run.train_set, run.valid_set
+    return {
         "base_model": config.model or "gemma-3-270m-embedded",
-        "base_model_dir": str(model_dir),
-        "base_model_sha256": sha256_files(sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]),
-        "data": {"train": str(train_path), "valid": str(valid_path) if valid_path else None, "sha256": data_hash},
+        "base_model_dir": str(run.model_dir),
+        "base_model_sha256": sha256_files(sorted(run.model_dir.glob("*.safetensors")) + [run.model_dir / "config.json"]),
+        "data": {"train": str(run.train_path), "valid": str(run.valid_path) if run.valid_path else None,
+                 "sha256": run.data_sha256},
         "examples": {"train": len(train_set), "valid": len(valid_set) if valid_set else 0,
                      "skipped": len(train_set.skipped) + (len(valid_set.skipped) if valid_set else 0)},
         "tokens": {"train": train_set.n_tokens, "train_supervised": train_set.n_supervised},
-        "trainable_parameters": count_trainable(model),
-        "steps": plan.steps,
-        "steps_per_epoch": plan.steps_per_epoch,
+        "trainable_parameters": count_trainable(run.model),
+        "steps": run.schedule.steps,
+        "steps_per_epoch": run.schedule.steps_per_epoch,
         "config": config.to_dict(),
-        "runtime": {"device": runtime.device_name(), "blas": runtime.blas_in_use()},
+        "runtime": {"device": runtime.device_name(), **runtime.blas_facts()},
         "versions": versions(),
     }
-    atomic_write_text(output / "manifest.json", json.dumps(manifest, indent=2))
-    padded = sum(len(b) * (max(len(train_set.ids[i]) for i in b) - 1) for b in plan.micro_batches)
-    real = sum(len(train_set.ids[i]) - 1 for b in plan.micro_batches for i in b)
+
+
+def start_run(run: RunPlan, log=print) -> None:
+    """The first writes: clear what --overwrite replaces, then the manifest; forget metrics past the checkpoint."""
+    output = run.output
+    if run.overwrite and output.exists():
+        import shutil
+
+        for old in list_checkpoints(output):
+            shutil.rmtree(old)
+        for name in ("metrics.jsonl", ADAPTER_FILE, ADAPTER_CONFIG, "loss_curve.png"):
+            (output / name).unlink(missing_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "manifest.json", json.dumps(manifest(run), indent=2))
+    _truncate_metrics(output / "metrics.jsonl", run.start_step)
+    if run.resume_from is not None:
+        log(f"resuming from {run.resume_from} (step {run.start_step} of {run.schedule.steps})")
+    schedule, ids = run.schedule, run.train_set.ids
+    padded = sum(len(b) * (max(len(ids[i]) for i in b) - 1) for b in schedule.micro_batches)
+    real = sum(len(ids[i]) - 1 for b in schedule.micro_batches for i in b)
     log(
-        f"{len(train_set)} train / {manifest['examples']['valid']} valid conversations; "
-        f"{manifest['trainable_parameters']:,} trainable parameters; {plan.steps} steps "
-        f"({plan.steps_per_epoch} per epoch); padding {100 * (1 - real / max(padded, 1)):.1f}% of batch tokens"
+        f"{len(run.train_set)} train / {len(run.valid_set) if run.valid_set else 0} valid conversations; "
+        f"{count_trainable(run.model):,} trainable parameters; {schedule.steps} steps "
+        f"({schedule.steps_per_epoch} per epoch); padding {100 * (1 - real / max(padded, 1)):.1f}% of batch tokens"
     )
 
-    metrics_path = output / "metrics.jsonl"
-    _truncate_metrics(metrics_path, start_step)
-    if start_step >= plan.steps or state.get("finished"):
-        log(f"training already complete (step {start_step}); the adapter is {output / 'adapters.safetensors'}")
-        return state
 
-    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
-    value_and_grad = nn.value_and_grad(model, loss_sum)
-    if config.two_pass:
-        if config.fine_tune_type == "full" or not numpy_head_applies(model):
-            raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
-        value_and_grad = make_two_pass_step(model)
-    model.train()
-    mx.reset_peak_memory()
-    progress = _progress(plan.steps, start_step, config.progress)
-    interrupt = _StopOnInterrupt()
-    for step in range(start_step, plan.steps):
-        started = time.perf_counter()
-        mx.random.seed(config.seed * 1_000_003 + step)  # dropout: same noise on resume
-        micro = plan.micro_batches[step * config.grad_accumulation : (step + 1) * config.grad_accumulation]
-        batches = [make_batch(train_set, indices) for indices in micro]
-        n_targets = sum(len(b.target_positions) for b in batches)
-        grads, total = None, 0.0
-        for batch in batches:
-            loss, g = value_and_grad(model, *to_arrays(batch))
-            grads = g if grads is None else tree_map(mx.add, grads, g)
-            mx.eval(loss, grads)
-            total += loss.item()
-        grads = tree_map(lambda g: g / n_targets, grads)  # mean over every target token of the step
-        if config.max_grad_norm > 0:
-            grads, _ = optim.clip_grad_norm(grads, config.max_grad_norm)
-        learning_rate = float(optimizer.learning_rate)
-        optimizer.update(model, grads)
-        mx.eval(model.trainable_parameters(), optimizer.state)
-        seconds = time.perf_counter() - started
-        row = {
-            "step": step + 1,
-            "epoch": round((step + 1) / plan.steps_per_epoch, 3),
-            "train_loss": total / n_targets,
-            "learning_rate": learning_rate,
-            "trained_tokens": n_targets,
-            "trained_tokens_per_second": n_targets / seconds,
-            "input_tokens_per_second": sum(b.n_tokens for b in batches) / seconds,
-            "seconds": seconds,
-            "peak_memory_gb": mx.get_peak_memory() / 1e9,
-        }
-        last = step + 1 == plan.steps
-        if valid_set is not None and config.val_every > 0 and ((step + 1) % config.val_every == 0 or last):
-            model.eval()
-            row["val_loss"] = evaluate_loss(model, valid_set, config.batch_size, loss_sum)
-            model.train()
-            best = state["best_val_loss"]
-            if best is None or row["val_loss"] < best:
-                state.update(best_val_loss=row["val_loss"], best_step=step + 1, evals_since_best=0)
-                save_adapter(output, model, cfg)
-            else:
-                state["evals_since_best"] += 1
-        _append_metrics(metrics_path, row)
-        progress.update(1)
-        progress.set_postfix(loss=f"{row['train_loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
-        stop_early = config.early_stopping_patience > 0 and state["evals_since_best"] >= config.early_stopping_patience
-        state["finished"] = last or stop_early
-        if (step + 1) % config.save_every == 0 or last or stop_early or interrupt.requested:
-            if valid_set is None or config.val_every <= 0:
-                save_adapter(output, model, cfg)  # no validation: the latest adapter is the result
-            save_checkpoint(output, step + 1, model, optimizer, state, config.keep_checkpoints)
-        if stop_early:
-            log(f"early stop at step {step + 1}: no better validation loss for {config.early_stopping_patience} evaluations")
-            break
-        if interrupt.requested:
-            progress.close()
-            interrupt.restore()
-            raise TrainError(f"interrupted after step {step + 1}, checkpoint saved: run again with --resume to continue")
-    interrupt.restore()
-    progress.close()
+class RunFiles(TrainingCallback):
+    """Writes what the loop reports: a metrics row per step, the best adapter, checkpoints (all atomic)."""
+
+    def __init__(self, run: RunPlan):
+        self.run = run
+        self.adapter_config = adapter_config(run.config, run.n_layers)
+
+    def on_step(self, row: dict) -> None:
+        _append_metrics(self.run.output / "metrics.jsonl", row)
+
+    def on_best(self, step: int) -> None:
+        save_adapter(self.run.output, self.run.model, self.adapter_config)
+
+    def on_checkpoint(self, step: int, state: dict, adapter_is_result: bool) -> None:
+        if adapter_is_result:
+            save_adapter(self.run.output, self.run.model, self.adapter_config)
+        save_checkpoint(self.run.output, step, self.run.model, self.run.optimizer, state, self.run.config.keep_checkpoints)
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print,
+          callbacks: list[TrainingCallback] = (), validation_loss=None) -> dict:
+    """Run (or resume) training. Everything is checked before the output directory is touched.
+
+    `callbacks` observe the loop beside the run's own files; `validation_loss(step) -> float` replaces
+    the held-out loss of valid.jsonl (tests drive early stopping with it).
+    """
+    run = prepare_run(config, resume, overwrite, log)
+    if run.complete:
+        log(f"training already complete (step {run.start_step}); the adapter is {run.output / ADAPTER_FILE}")
+        return run.state.to_dict()
+    start_run(run, log)
+    if validation_loss is None and run.valid_set is not None:
+        def validation_loss(step: int) -> float:
+            return evaluate_loss(run.model, run.valid_set, config.batch_size, run.loss_sum)
+
+    settings = LoopSettings(config.seed, config.grad_accumulation, config.max_grad_norm, config.val_every,
+                            config.early_stopping_patience, config.save_every)
+    progress = ProgressBar(run.schedule.steps, run.start_step, config.progress)
+    try:
+        state = train_loop(run.model, run.optimizer, run.value_and_grad, run.train_set, run.schedule.micro_batches,
+                           run.schedule.steps, run.schedule.steps_per_epoch, settings, run.state, run.start_step,
+                           validation_loss, [RunFiles(run), progress, *callbacks])
+    except Interrupted as stop:
+        raise TrainError(f"interrupted after step {stop.step}, checkpoint saved: run again with --resume to continue") from None
+    finally:
+        progress.close()
+    return finish_run(run, state, log)
+
+
+def finish_run(run: RunPlan, state: LoopState, log=print) -> dict:
+    """The loss curve and the summary line, from metrics.jsonl."""
     from .plots import plot_loss_curve
 
-    plot_loss_curve(metrics_path, output / "loss_curve.png")
+    metrics_path = run.output / "metrics.jsonl"
+    plot_loss_curve(metrics_path, run.output / "loss_curve.png")
     summary = summarize(metrics_path)
     log(
         f"done: train loss {summary['first_train_loss']:.3f} -> {summary['last_train_loss']:.3f}"
-        + (f", best val loss {state['best_val_loss']:.3f} at step {state['best_step']}" if state["best_val_loss"] is not None else "")
+        + (f", best val loss {state.best_val_loss:.3f} at step {state.best_step}" if state.best_val_loss is not None else "")
         + f"; {summary['median_trained_tokens_per_second']:.0f} trained tokens/s (median), "
         f"{summary['median_seconds_per_step']:.2f} s/step, peak memory {summary['peak_memory_gb']:.2f} GB"
     )
-    log(f"adapter: {output / 'adapters.safetensors'}")
-    return {**state, **summary}
+    log(f"adapter: {run.output / ADAPTER_FILE}")
+    return {**state.to_dict(), **summary}
 
 
 def summarize(metrics_path: Path) -> dict:
@@ -404,33 +424,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
     keep = [line for line in lines if json.loads(line)["step"] <= step]
     if len(keep) < len(lines):
         atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-class _StopOnInterrupt:
-    """First Ctrl-C: finish the current step, checkpoint it, stop. A second one stops at once."""
-
-    def __init__(self):
-        import signal
-
-        self.requested = False
-        self._signal = signal
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
-
-    def _handle(self, *_):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self):
-        if self._previous is not None:
-            self._signal.signal(self._signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)

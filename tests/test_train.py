@@ -16,6 +16,7 @@ from mlx.utils import tree_flatten
 from mlx_bluey.config import TrainConfig
 from mlx_bluey.head_loss import make_numpy_head_loss, make_two_pass_step, mlx_head_loss
 from mlx_bluey.train import apply_adapters, count_trainable, load_base, make_loss, train
+from mlx_bluey.trainer import TrainingCallback
 
 REPLIES = ["Yes!", "Heaps of fun.", "Bingo and me played shops all arvo.", "No way!", "I reckon it's a game.",
            "Dad is a horsey and Mum laughs.", "Hooray!", "Let's play keepy uppy with the balloon."]
@@ -94,7 +95,6 @@ def test_training_writes_every_artifact_and_lowers_the_loss(tiny_model_dir, tiny
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["examples"] == {"train": 16, "valid": 4, "skipped": 0}
     assert len(manifest["base_model_sha256"]) == 64 and manifest["trainable_parameters"] == 4096
-    assert result["best_step"] in (3, 6, 9, 12)
     # The adapter is the best one by validation loss, and mlx-lm itself loads it.
     from mlx_lm.utils import load
 
@@ -189,25 +189,68 @@ def test_dora_and_full_fine_tuning_train_and_load_in_mlx_lm(tiny_model_dir, tiny
     assert model(mx.array([[2, 4, 30]])).shape == (1, 3, TINY_CONFIG["vocab_size"])
 
 
+# Validation losses injected by step: the best is step 4, then two evaluations without a new best.
+VAL_LOSSES = {1: 3.0, 2: 2.0, 3: 2.5, 4: 1.5, 5: 1.6, 6: 1.7, 7: 1.0, 8: 0.5}
+
+
+class AdapterAtEachStep(TrainingCallback):
+    """The bytes of adapters.safetensors after each step (RunFiles, called first, has written it by then)."""
+
+    def __init__(self, output):
+        self.output, self.by_step = output, {}
+
+    def on_step(self, row):
+        self.by_step[row["step"]] = (self.output / "adapters.safetensors").read_bytes()
+
+
 def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
-    # A learning rate of 0.9 without clipping makes the loss diverge, so validation stops improving.
-    result = train(_config(tiny_model_dir, tiny_data, output, iters=20, val_every=1, early_stopping_patience=2,
-                           learning_rate=0.9, warmup_steps=0, lr_schedule="constant", max_grad_norm=0),
-                   log=lambda _: None)
+    seen = AdapterAtEachStep(output)
+    result = train(_config(tiny_model_dir, tiny_data, output, iters=8, val_every=1, early_stopping_patience=2),
+                   log=lambda _: None, callbacks=[seen], validation_loss=VAL_LOSSES.__getitem__)
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    best = min(rows, key=lambda r: r["val_loss"])
-    assert len(rows) == best["step"] + 2  # stopped after two validations without a new best
-    assert result["best_step"] == best["step"]
-    from mlx_bluey.train import evaluate_loss, load_base
-    from mlx_bluey.data import encode_dataset, read_jsonl
+    assert [(r["step"], r["val_loss"]) for r in rows] == [(s, VAL_LOSSES[s]) for s in range(1, 7)]
+    assert (result["best_step"], result["best_val_loss"], result["evals_since_best"]) == (4, 1.5, 2)
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
+    assert (output / "adapters.safetensors").read_bytes() == seen.by_step[4] != seen.by_step[3]
+    assert seen.by_step[6] == seen.by_step[4]  # steps 5 and 6 were no improvement: not saved
 
-    model, tokenizer, _ = load_base(tiny_model_dir, "float32")
+
+def test_the_validation_loss_is_the_held_out_mean_loss_of_the_saved_adapter(tiny_model_dir, tiny_data, tmp_path):
+    output = tmp_path / "run"
+    result = train(_config(tiny_model_dir, tiny_data, output, iters=6, val_every=2), log=lambda _: None)
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in rows if "val_loss" in r), key=lambda r: r["val_loss"])
+    assert result["best_step"] == best["step"]
     from mlx_lm.tuner.utils import load_adapters
 
+    from mlx_bluey.data import encode_dataset, read_jsonl
+    from mlx_bluey.train import evaluate_loss
+
+    model, tokenizer, _ = load_base(tiny_model_dir, "float32")
     load_adapters(model, str(output))
     valid = encode_dataset(read_jsonl(tiny_data / "valid.jsonl"), tokenizer, 1024)
     assert evaluate_loss(model, valid, 4) == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_a_run_that_cannot_work_fails_before_it_writes(tiny_model_dir, tiny_data, tmp_path):
+    from mlx_bluey.train import TrainError
+
+    output = tmp_path / "run"
+    with pytest.raises(TrainError, match="two_pass needs the NumPy head"):
+        train(_config(tiny_model_dir, tiny_data, output, fine_tune_type="full", two_pass=True), log=lambda _: None)
+    assert not output.exists()
+
+
+def test_ctrl_c_handling_is_given_back_when_training_raises(tiny_model_dir, tiny_data, tmp_path):
+    def broken(step):
+        raise RuntimeError("validation failed")
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError, match="validation failed"):
+        train(_config(tiny_model_dir, tiny_data, tmp_path / "run", val_every=1), log=lambda _: None,
+              validation_loss=broken)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
@@ -282,12 +325,10 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tiny_model_
 
 def test_resuming_a_finished_or_early_stopped_run_changes_nothing(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
-    config = _config(tiny_model_dir, tiny_data, output, iters=20, val_every=1, early_stopping_patience=2,
-                     learning_rate=0.9, warmup_steps=0, lr_schedule="constant", max_grad_norm=0)
-    train(config, log=lambda _: None)
-    before = {p.name: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file()}
+    config = _config(tiny_model_dir, tiny_data, output, iters=8, val_every=1, early_stopping_patience=2)
+    train(config, log=lambda _: None, validation_loss=VAL_LOSSES.__getitem__)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in output.rglob("*") if p.is_file()}
     messages = []
-    train(config, resume=True, log=messages.append)
-    assert any(m.startswith("training already complete") for m in messages)
-    after = {p.name: p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file() and p.name != "manifest.json"}
-    assert after == {k: v for k, v in before.items() if k != "manifest.json"}
+    train(config, resume=True, log=messages.append, validation_loss=VAL_LOSSES.__getitem__)
+    assert any(m.startswith("training already complete (step 6)") for m in messages)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in output.rglob("*") if p.is_file()} == before

@@ -1,0 +1,195 @@
+"""The optimizer-step loop, apart from everything that sets a run up or writes its files.
+
+`train_loop` receives all it uses (model, optimizer, the step's gradient function, the data and its
+schedule, a validation function) and writes nothing: it reports through `TrainingCallback`s, as
+mlx-lm's trainer does. The files of a run (metrics, best adapter, checkpoints) are one such callback
+(`train.RunFiles`); a progress bar, a test or a benchmark are others. A new objective is a new
+`value_and_grad`, a new observer a new callback, and the loop stays one loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+from .data import Batch, EncodedDataset, make_batch
+
+
+class TrainingCallback:
+    """Observers of the loop; override what you need. Called in the order the callbacks were given."""
+
+    def on_step(self, row: dict) -> None:
+        """After every optimizer step: the metrics row (`val_loss` in it when validation ran)."""
+
+    def on_best(self, step: int) -> None:
+        """The adapter in the model now has the lowest validation loss so far."""
+
+    def on_checkpoint(self, step: int, state: dict, adapter_is_result: bool) -> None:
+        """Time for a resumable checkpoint; `adapter_is_result` when no validation picks the best adapter."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during the loop: the step in progress was finished and checkpointed."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+
+
+@dataclass
+class LoopSettings:
+    """The config values the loop itself reads (TrainConfig documents each)."""
+
+    seed: int
+    grad_accumulation: int
+    max_grad_norm: float
+    val_every: int
+    early_stopping_patience: int
+    save_every: int
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must carry for the loop to continue exactly where it stopped."""
+
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    finished: bool = False
+    extra: dict = field(default_factory=dict)  # saved and restored untouched (the run's identity)
+
+    def to_dict(self) -> dict:
+        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step,
+                "evals_since_best": self.evals_since_best, "finished": self.finished, **self.extra}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> LoopState:
+        own = ("best_val_loss", "best_step", "evals_since_best", "finished")
+        return cls(**{k: saved[k] for k in own if k in saved},
+                   extra={k: v for k, v in saved.items() if k not in own and k != "step"})
+
+
+def to_arrays(batch: Batch):
+    return mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.target_positions)
+
+
+def train_loop(model, optimizer, value_and_grad, train_set: EncodedDataset, micro_batches: list[list[int]],
+               steps: int, steps_per_epoch: int, settings: LoopSettings, state: LoopState, start_step: int,
+               validate: Callable[[int], float] | None, callbacks: Sequence[TrainingCallback] = ()) -> LoopState:
+    """Optimizer steps start_step+1 .. steps (or an early stop); raises Interrupted after a Ctrl-C."""
+    interrupt = _StopOnInterrupt()
+    model.train()
+    mx.reset_peak_memory()
+    try:
+        for step in range(start_step, steps):
+            micro = micro_batches[step * settings.grad_accumulation : (step + 1) * settings.grad_accumulation]
+            row = _optimizer_step(model, optimizer, value_and_grad, train_set, micro, step, settings)
+            row["epoch"] = round((step + 1) / steps_per_epoch, 3)
+            last = step + 1 == steps
+            if validate is not None and settings.val_every > 0 and ((step + 1) % settings.val_every == 0 or last):
+                model.eval()
+                row["val_loss"] = validate(step + 1)
+                model.train()
+                if state.best_val_loss is None or row["val_loss"] < state.best_val_loss:
+                    state.best_val_loss, state.best_step, state.evals_since_best = row["val_loss"], step + 1, 0
+                    _each(callbacks, "on_best", step + 1)
+                else:
+                    state.evals_since_best += 1
+            _each(callbacks, "on_step", row)
+            patience = settings.early_stopping_patience
+            stop_early = patience > 0 and state.evals_since_best >= patience
+            state.finished = last or stop_early
+            if (step + 1) % settings.save_every == 0 or state.finished or interrupt.requested:
+                adapter_is_result = validate is None or settings.val_every <= 0
+                _each(callbacks, "on_checkpoint", step + 1, state.to_dict(), adapter_is_result)
+            if stop_early:
+                break
+            if interrupt.requested:
+                raise Interrupted(step + 1)
+    finally:
+        interrupt.restore()
+    return state
+
+
+def _optimizer_step(model, optimizer, value_and_grad, train_set, micro, step, settings) -> dict:
+    """One optimizer step over `micro` (grad_accumulation micro-batches): the metrics row."""
+    started = time.perf_counter()
+    mx.random.seed(settings.seed * 1_000_003 + step)  # dropout: same noise on resume
+    batches = [make_batch(train_set, indices) for indices in micro]
+    n_targets = sum(len(b.target_positions) for b in batches)
+    grads, total = None, 0.0
+    for batch in batches:
+        loss, g = value_and_grad(model, *to_arrays(batch))
+        grads = g if grads is None else tree_map(mx.add, grads, g)
+        mx.eval(loss, grads)
+        total += loss.item()
+    grads = tree_map(lambda g: g / n_targets, grads)  # mean over every target token of the step
+    if settings.max_grad_norm > 0:
+        grads, _ = optim.clip_grad_norm(grads, settings.max_grad_norm)
+    learning_rate = float(optimizer.learning_rate)
+    optimizer.update(model, grads)
+    mx.eval(model.trainable_parameters(), optimizer.state)
+    seconds = time.perf_counter() - started
+    return {
+        "step": step + 1,
+        "train_loss": total / n_targets,
+        "learning_rate": learning_rate,
+        "trained_tokens": n_targets,
+        "trained_tokens_per_second": n_targets / seconds,
+        "input_tokens_per_second": sum(b.n_tokens for b in batches) / seconds,
+        "seconds": seconds,
+        "peak_memory_gb": mx.get_peak_memory() / 1e9,
+    }
+
+
+def _each(callbacks, method: str, *args) -> None:
+    for callback in callbacks:
+        getattr(callback, method)(*args)
+
+
+class ProgressBar(TrainingCallback):
+    """tqdm over the steps, with the latest losses; close() it whatever happens."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+    def on_step(self, row: dict) -> None:
+        self.bar.update(1)
+        shown = {"loss": f"{row['train_loss']:.3f}"}
+        if "val_loss" in row:
+            shown["val"] = f"{row['val_loss']:.3f}"
+        self.bar.set_postfix(**shown)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: finish the current step, checkpoint it, stop. A second one stops at once."""
+
+    def __init__(self):
+        import signal
+
+        self.requested = False
+        self._signal = signal
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+
+    def _handle(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            self._signal.signal(self._signal.SIGINT, self._previous)
+            self._previous = None
