@@ -21,7 +21,6 @@ REGISTRY = {
 }
 # The embedded package holds exactly this repo's weights, so it can stand in when offline.
 EMBEDDED_EQUIVALENT = "google/gemma-3-270m"
-DEFAULT_MODEL = EMBEDDED_NAME
 _PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja"]
 
 
@@ -50,12 +49,16 @@ def _download(repo: str, log) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
 
     try:
         return Path(snapshot_download(repo, allow_patterns=_PATTERNS))
+    except HFValidationError as error:
+        raise ModelError(f"{repo!r} is not a Hugging Face id (owner/name): {error}") from error
     except GatedRepoError as error:
         raise ModelError(
             f"{repo} is gated: accept the Gemma licence on https://huggingface.co/{repo} and log in "
@@ -65,12 +68,48 @@ def _download(repo: str, log) -> Path:
         raise ModelError(
             f"model {repo!r} not found on Hugging Face (or it is private: log in with `hf auth login`)"
         ) from error
+    except HfHubHTTPError as error:  # the Hub answered (so not "no network"), e.g. 401 for an invalid token
+        status = getattr(error.response, "status_code", None)
+        detail = f": {error.server_message}" if error.server_message else ""
+        advice = "check your token (`hf auth login` or HF_TOKEN)" if status in (401, 403) else "try again later"
+        raise ModelError(f"Hugging Face refused {repo} (HTTP {status}{detail}); {advice}") from error
     except (LocalEntryNotFoundError, OSError) as error:
         if repo == EMBEDDED_EQUIVALENT:
             log(f"cannot reach Hugging Face for {repo}; using the embedded copy of the same model")
             return ensure_embedded_model(log=log)
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        raise ModelError(
-            f"cannot download {repo} ({'HF_HUB_OFFLINE=1' if offline else 'no network?'}) and it is "
-            f"not in the local cache; the embedded default ({EMBEDDED_NAME}) works offline"
-        ) from error
+        reason = _offline_reason() or "no network?"
+        snapshot = getattr(error, "snapshot_path", None)  # IncompleteSnapshotError, huggingface_hub >= 2
+        if snapshot is None:
+            problem = f"cannot download {repo} ({reason}) and it is not in the local cache"
+        else:
+            missing = ", ".join(_missing_files(repo, Path(snapshot))) or "some files"
+            problem = (f"the cached copy of {repo} is incomplete ({missing} missing: an interrupted download?) "
+                       f"and cannot be completed ({reason}); run once with network access to finish it")
+        raise ModelError(f"{problem}; the embedded default ({EMBEDDED_NAME}) works offline") from error
+
+
+def _offline_reason() -> str | None:
+    """The variable that put huggingface_hub offline ("HF_HUB_OFFLINE=1"), or None when it is online.
+
+    The hub reads it once, at import, and accepts 1/true/yes/on in either variable; its own parsed value decides.
+    """
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{name}={os.environ[name]}"
+    return "offline mode"
+
+
+def _missing_files(repo: str, snapshot: Path) -> list[str]:
+    """Files the cached listing of `repo` promises (after _PATTERNS) that `snapshot` lacks; [] if unknown."""
+    try:
+        from huggingface_hub import get_cached_repo_tree
+        from huggingface_hub.utils import filter_repo_objects
+
+        wanted = filter_repo_objects([f.path for f in get_cached_repo_tree(repo)], allow_patterns=_PATTERNS)
+        return sorted(p for p in wanted if not (snapshot / p).is_file())
+    except Exception:  # an older huggingface_hub, or no listing: the message does without the names
+        return []
