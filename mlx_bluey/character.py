@@ -11,10 +11,11 @@ evaluation reads the marker lists from it.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .yaml_files import read_yaml_mapping
+from .yaml_files import read_yaml_mapping, short_repr, wrong_type
 
 CARD_FILE = "character.yaml"
 
@@ -41,6 +42,9 @@ def load_card(path: str | Path) -> CharacterCard:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise CardError(f"{path}:{key}: must be a list of non-empty strings")
+    for key, hint in typing.get_type_hints(CharacterCard).items():
+        if key in data and (expected := wrong_type(hint, data[key])):
+            raise CardError(f"{path}:{key}: must be {expected}, not {short_repr(data[key])}")
     return CharacterCard(**data)
 
 

@@ -10,14 +10,44 @@ Every shipped YAML under configs/ is loaded by a test, so none can rot.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .yaml_files import read_yaml_mapping
+from .yaml_files import read_yaml_mapping, short_repr, wrong_type
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the file and key."""
+
+
+INT_LIMIT = 2**31 - 1  # MLX shapes are 32-bit, and the dropout seed is seed * 1_000_003 + step < 2**64
+
+CHOICES = {
+    "fine_tune_type": ("lora", "dora", "full"),
+    "lr_schedule": ("cosine", "constant"),
+    "on_too_long": ("error", "skip"),
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+
+AT_LEAST = {  # key: (smallest value, what the smallest means)
+    "lora_rank": (1, ""),
+    "batch_size": (1, ""),
+    "grad_accumulation": (1, ""),
+    "max_seq_length": (1, ""),
+    "save_every": (1, "optimizer steps between checkpoints"),
+    "keep_checkpoints": (1, ""),
+    "epochs": (0, "ignored when iters > 0"),
+    "iters": (0, "0 = use epochs"),
+    "warmup_steps": (0, "0 = no warm-up"),
+    "val_every": (0, "0 = never validate"),
+    "early_stopping_patience": (0, "0 = never stop early"),
+    "seed": (0, ""),
+    "weight_decay": (0, "0 = no decay"),
+    "max_grad_norm": (0, "0 = no clipping"),
+}
 
 
 @dataclass
@@ -84,28 +114,85 @@ class TrainConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        choices = {
-            "fine_tune_type": ("lora", "dora", "full"),
-            "lr_schedule": ("cosine", "constant"),
-            "on_too_long": ("error", "skip"),
-            "dtype": ("auto", "float32", "bfloat16", "float16"),
-        }
-        for key, allowed in choices.items():
+        self._check_types()
+        self._check_numbers()
+        self._check_choices()
+        self._check_ranges()
+        self._check_names()
+
+    def _check_types(self) -> None:
+        for key, hint in _field_types().items():
+            value = getattr(self, key)
+            if expected := wrong_type(hint, value):
+                raise ConfigError(f"{key} must be {expected}, not {short_repr(value)}")
+
+    def _check_numbers(self) -> None:
+        """Float fields hold finite floats (YAML `lora_scale: 20` is an int); int fields fit 32 bits."""
+        for key, hint in _field_types().items():
+            value = getattr(self, key)
+            if hint is float:
+                try:
+                    number = float(value)
+                except OverflowError:  # an int beyond 1.8e308
+                    number = math.inf
+                if not math.isfinite(number):
+                    raise ConfigError(f"{key} must be a finite number, not {short_repr(value)}")
+                setattr(self, key, number)
+            elif hint is int and value > INT_LIMIT:
+                raise ConfigError(f"{key} must be at most {INT_LIMIT}, not {short_repr(value)}")
+
+    def _check_choices(self) -> None:
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        positive = ("lora_rank", "batch_size", "grad_accumulation", "max_seq_length", "keep_checkpoints")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {short_repr(getattr(self, key))}")
+
+    def _check_ranges(self) -> None:
+        for key, (least, meaning) in AT_LEAST.items():
+            if getattr(self, key) < least:
+                note = f" ({meaning})" if meaning else ""
+                raise ConfigError(f"{key} must be at least {least}{note}, not {short_repr(getattr(self, key))}")
+        if self.num_layers != -1 and self.num_layers < 1:
+            raise ConfigError(f"num_layers must be -1 (every block) or at least 1, not {short_repr(self.num_layers)}")
         if self.epochs < 1 and self.iters < 1:
             raise ConfigError("set epochs >= 1 or iters >= 1")
         if not 0 < self.learning_rate < 1:
-            raise ConfigError(f"learning_rate must be in (0, 1), not {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be in (0, 1), not {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
+            raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(
+                f"min_lr_ratio must be in [0, 1] (a fraction of learning_rate), not {self.min_lr_ratio!r}"
+            )
+        if self.lora_scale <= 0:
+            raise ConfigError(f"lora_scale must be above 0 (0 switches the adapters off), not {self.lora_scale!r}")
+        # AdamW multiplies every weight by 1 - learning_rate * weight_decay each step
+        if self.learning_rate * self.weight_decay >= 1:
+            raise ConfigError(
+                f"weight_decay must be below 1 / learning_rate = {1 / self.learning_rate:g} (each step scales the "
+                f"weights by 1 - learning_rate * weight_decay), not {self.weight_decay!r}"
+            )
+
+    def _check_names(self) -> None:
+        for key in ("data", "output"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key} must name a directory, not {short_repr(getattr(self, key))}")
+        if self.lora_keys is not None:
+            if not self.lora_keys:
+                raise ConfigError("lora_keys must name at least one module, or be null (every linear layer)")
+            for i, name in enumerate(self.lora_keys):
+                if not name.strip():
+                    raise ConfigError(
+                        f"lora_keys[{i}] must name a module, like self_attn.q_proj, not {short_repr(name)}"
+                    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@functools.cache
+def _field_types() -> dict:
+    """Each field's annotation as a type (the source holds strings: `from __future__ import annotations`)."""
+    return typing.get_type_hints(TrainConfig)
 
 
 def config_keys() -> list[str]:

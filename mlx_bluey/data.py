@@ -16,6 +16,7 @@ bucketed padding share is printed by `mlx_bluey train` (typically a few percent)
 
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,15 @@ class Conversation:
     source: str  # "file:line"
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why a string is not text the tokenizer can take (a lone surrogate from a JSON "\\ud800"), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"contains a lone surrogate \\u{ord(text[error.start]):04x} (not valid Unicode)"
+    return None
+
+
 def check_messages(row, where: str) -> list[dict]:
     """Validate one parsed JSONL row; return its messages or raise DataError."""
     if not isinstance(row, dict):
@@ -61,6 +71,8 @@ def check_messages(row, where: str) -> list[dict]:
         content = message.get("content")
         if not isinstance(content, str):
             raise DataError(f"{field}.content", "must be a string")
+        if problem := unicode_problem(content):
+            raise DataError(f"{field}.content", problem)
         if not content.strip():
             raise DataError(f"{field}.content", "is empty")
     turns = messages[1:] if messages[0]["role"] == "system" else messages
@@ -78,33 +90,68 @@ def check_messages(row, where: str) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def scan_jsonl(path: str | Path):
-    """Yield a Conversation or a DataError for every non-blank line: validation reports them all."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     if not path.exists():
-        yield DataError(str(path), "file not found")
-        return
-    empty = True
-    for number, line_bytes in enumerate(path.read_bytes().split(b"\n"), 1):
+        raise DataError(str(path), "file not found")
+    if not path.is_file():
+        raise DataError(str(path), "not a file")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(str(path), f"cannot read: {error.strerror or error}") from error
+
+
+def _parse_json(line: str, where: str):
+    """One line's JSON value, or DataError (never RecursionError or a bare ValueError)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(where, f"malformed JSON: {error.msg} at column {error.colno}") from error
+    except ValueError as error:  # an integer of more than 4300 digits
+        raise DataError(where, f"malformed JSON: {str(error).split(';')[0]}") from error
+    except RecursionError as error:
+        raise DataError(where, "malformed JSON: nested too deeply") from error
+
+
+def json_lines(path: Path):
+    """(file:line, value or DataError) for every non-blank line; a missing or unreadable file raises DataError.
+
+    Lines end at newline bytes only: a JSON string may hold U+2028 or NEL, which str.splitlines splits on.
+    A UTF-8 byte order mark (Windows editors write one) is allowed before the first line.
+    """
+    data = _read_bytes(path).removeprefix(codecs.BOM_UTF8)
+    for number, line_bytes in enumerate(data.split(b"\n"), 1):
         where = f"{path}:{number}"
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as error:
-            yield DataError(where, f"not valid UTF-8 (byte {error.start} of the line)")
+            yield where, DataError(where, f"not valid UTF-8 (byte {error.start} of the line)")
             continue
         if not line.strip():
             continue
-        empty = False
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield DataError(where, f"malformed JSON: {error.msg} at column {error.colno}")
+            yield where, _parse_json(line, where)
+        except DataError as error:
+            yield where, error
+
+
+def scan_jsonl(path: str | Path):
+    """Yield a Conversation or a DataError for every non-blank line: validation reports them all."""
+    path = Path(path)
+    try:
+        rows = list(json_lines(path))
+    except DataError as error:
+        yield error
+        return
+    for where, row in rows:
+        if isinstance(row, DataError):
+            yield row
             continue
         try:
             yield Conversation(check_messages(row, where), where)
         except DataError as error:
             yield error
-    if empty:
+    if not rows:
         yield DataError(str(path), "no conversations in file")
 
 

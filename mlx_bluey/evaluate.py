@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import metrics
 from .atomic import atomic_write_text
-from .data import DataError, check_messages, read_jsonl
+from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
 from .data_stats import LONG_WORDS, SHORT_WORDS
 from .generate import GenerationSettings, generate_reply
 
@@ -39,24 +39,21 @@ class EvalPrompt:
 def read_prompts(path: str | Path) -> list[EvalPrompt]:
     """Prompts end on a user message (the model answers it); errors name file, line and field."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(str(path), "file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(str(path), f"not valid UTF-8 (byte {error.start} of the file)") from error
-    prompts = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(where, f"malformed JSON: {error.msg} at column {error.colno}") from error
+    prompts, lines_by_id = [], {}
+    for where, row in json_lines(path):
+        if isinstance(row, DataError):
+            raise row
+        if not isinstance(row, dict):
+            raise DataError(where, "expected a JSON object with id, kind and messages")
         for key in ("id", "kind"):
-            if not isinstance(row.get(key), str) or not row[key]:
+            if not isinstance(row.get(key), str) or not row[key].strip():
                 raise DataError(f"{where}:{key}", "required, a non-empty string")
+            if problem := unicode_problem(row[key]):
+                raise DataError(f"{where}:{key}", problem)
+        # replies are grouped by id, so a repeated id would merge two prompts' samples
+        if row["id"] in lines_by_id:
+            raise DataError(f"{where}:id", f"{row['id']!r} is already used by {lines_by_id[row['id']]}")
+        lines_by_id[row["id"]] = where
         if row.get("expect") not in (None, "short", "long"):
             raise DataError(f"{where}:expect", f"must be short or long, not {row['expect']!r}")
         messages = row.get("messages")
