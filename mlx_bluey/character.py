@@ -1,11 +1,11 @@
 """Character cards: what is specific to one persona, kept beside its dataset.
 
     data/bluey/character.yaml     name, description, default_system_prompt,
-                                  voice_markers, break_character_markers
+                                  voice_markers, break_character_markers, facts
 
 The commands are persona-agnostic: `mlx_bluey generate` takes the speaker's name (and, with
 --system-from-card, the system prompt) from the card of the data an adapter was trained on;
-evaluation reads the marker lists from it.
+evaluation reads the marker lists and the facts (questions it asks, answers it accepts) from it.
 """
 
 from __future__ import annotations
@@ -25,12 +25,21 @@ class CardError(ValueError):
 
 
 @dataclass
+class CardFact:
+    id: str  # names the fact in reports, e.g. sister_age
+    questions: list[str]  # asked by `mlx_bluey evaluate`, held out from the training data
+    accept: list[str]  # a right reply names one of these (whole words, any case)
+    reject: list[str] = field(default_factory=list)  # ... and none of these (wrong answers, guesses)
+
+
+@dataclass
 class CharacterCard:
     name: str  # the speaker's name in chat
     description: str = ""  # one line about who this is
     default_system_prompt: str | None = None  # used with --system-from-card
     voice_markers: list[str] = field(default_factory=list)  # words that mark the voice
     break_character_markers: list[str] = field(default_factory=list)  # phrases of a generic assistant
+    facts: list[CardFact] = field(default_factory=list)  # what the character never gets wrong
 
 
 def load_card(path: str | Path) -> CharacterCard:
@@ -42,10 +51,41 @@ def load_card(path: str | Path) -> CharacterCard:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise CardError(f"{path}:{key}: must be a list of non-empty strings")
-    for key, hint in typing.get_type_hints(CharacterCard).items():
-        if key in data and (expected := wrong_type(hint, data[key])):
+    hints = typing.get_type_hints(CharacterCard)
+    for key, hint in hints.items():
+        if key != "facts" and key in data and (expected := wrong_type(hint, data[key])):
             raise CardError(f"{path}:{key}: must be {expected}, not {short_repr(data[key])}")
+    data["facts"] = _facts(path, data.get("facts", []))
     return CharacterCard(**data)
+
+
+def _facts(path: Path, value) -> list[CardFact]:
+    if not isinstance(value, list):
+        raise CardError(f"{path}:facts: must be a list of facts (id, questions, accept, reject), not {short_repr(value)}")
+    facts, seen = [], set()
+    hints = typing.get_type_hints(CardFact)
+    for i, item in enumerate(value):
+        where = f"{path}:facts[{i}]"
+        if not isinstance(item, dict):
+            raise CardError(f"{where}: must be a mapping with id, questions, accept and reject")
+        unknown = sorted(set(map(str, item)) - set(hints))
+        if unknown:
+            raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(hints)}")
+        for key, hint in hints.items():
+            if key not in item and key != "reject":
+                raise CardError(f"{where}.{key}: required")
+            if key in item and (expected := wrong_type(hint, item[key])):
+                raise CardError(f"{where}.{key}: must be {expected}, not {short_repr(item[key])}")
+        for key in ("questions", "accept", "reject"):
+            if any(not text.strip() for text in item.get(key, [])):
+                raise CardError(f"{where}.{key}: must not hold empty strings")
+        if not item["questions"] or not item["accept"]:
+            raise CardError(f"{where}: needs at least one question and one accepted answer")
+        if not item["id"].strip() or item["id"] in seen:
+            raise CardError(f"{where}.id: must be a non-empty name used once, not {item['id']!r}")
+        seen.add(item["id"])
+        facts.append(CardFact(**item))
+    return facts
 
 
 def data_dir_for_adapter(adapter: str | Path | None) -> Path | None:

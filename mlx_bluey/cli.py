@@ -158,10 +158,15 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option("--top-k", type=int, default=64, show_default=True)
 @click.option("--min-p", type=float, default=0.0, show_default=True)
 @click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
-def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output, **settings) -> None:
+@click.option("--few-shot", type=int, default=0, show_default=True,
+              help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).")
+@click.option("--long-reply-tokens", type=int, default=None,
+              help="max_new_tokens for prompts that ask for a long answer [default: evaluate.LONG_REPLY_TOKENS].")
+def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output,
+             few_shot, long_reply_tokens, **settings) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
     from .character import CardError, load_card
-    from .evaluate import reference_files
+    from .evaluate import LONG_REPLY_TOKENS, reference_files
     from .evaluate import run as run_evaluation
 
     reference, train_data, character_path = reference_files(adapter, reference, train_data, character_path)
@@ -169,8 +174,25 @@ def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, trai
     try:
         run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,
                        reference=reference, train_data=train_data, card=load_card(character_path),
-                       base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo)
+                       base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo,
+                       few_shot=few_shot, long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS)
     except (*_user_errors(), CardError) as error:
+        _fail(error)
+
+
+@cli.command()
+@click.argument("reports", nargs=-1, required=True, type=click.Path())
+@click.option("--output", required=True, type=click.Path(), help="Directory for compare.md, compare.json, compare.png.")
+def compare(reports, output) -> None:
+    """Evaluations side by side: each figure's difference from the first report, with its 95% interval."""
+    from .compare import CompareError
+    from .compare import run as run_compare
+
+    if len(reports) < 2:
+        _fail(click.UsageError("give at least two report directories"))
+    try:
+        click.echo(run_compare(list(reports), output), nl=False)
+    except CompareError as error:
         _fail(error)
 
 

@@ -23,7 +23,12 @@ NEAR_DUPLICATE_JACCARD = 0.5
 
 
 def shingles(conversation: Conversation, n: int = 3) -> frozenset:
-    words = re.findall(r"[a-z0-9']+", " ".join(m["content"] for m in conversation.messages).lower())
+    return text_shingles(" ".join(m["content"] for m in conversation.messages), n)
+
+
+def text_shingles(text: str, n: int = 3) -> frozenset:
+    """The word n-grams of a text (one shorter tuple when it has fewer than n words)."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
     return frozenset(tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1)))
 
 

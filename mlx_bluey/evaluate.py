@@ -19,13 +19,17 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import metrics
+from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
-from .data_stats import LONG_WORDS, SHORT_WORDS
+from .data_stats import LONG_WORDS, SHORT_WORDS, count_markers
 from .generate import GenerationSettings, generate_reply
 
 OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
+# Token budget of prompts that ask for a long answer. A long reply is over 120 words (LONG_WORDS), about
+# 160 Gemma tokens; the longest training replies (~250 words) take ~330. At 200 tokens 31 of 36 long
+# replies of the 2026-11 report were cut by the limit (reports/eval-270m-bluey); 512 lets them finish.
+LONG_REPLY_TOKENS = 512
 
 
 @dataclass
@@ -34,6 +38,24 @@ class EvalPrompt:
     kind: str
     messages: list[dict]
     expect: str | None = None  # "short" or "long" when the prompt asks for a length
+    fact: str | None = None  # the character card's fact this prompt asks about (kind "facts")
+
+
+def all_prompts(prompts_file: str | Path, card) -> list[EvalPrompt]:
+    """The prompt file's prompts, then one per question of the card's facts."""
+    prompts = read_prompts(prompts_file)
+    taken = {p.id for p in prompts}
+    for prompt in fact_prompts(card):
+        if prompt.id in taken:
+            raise DataError(str(prompts_file), f"id {prompt.id!r} is also a fact prompt of the character card")
+        prompts.append(prompt)
+    return prompts
+
+
+def fact_prompts(card) -> list[EvalPrompt]:
+    """One prompt per question of the card's facts: another persona's card brings its own."""
+    return [EvalPrompt(f"facts-{fact.id}-{i + 1}", "facts", [{"role": "user", "content": question}], "short", fact.id)
+            for fact in card.facts for i, question in enumerate(fact.questions)]
 
 
 def read_prompts(path: str | Path) -> list[EvalPrompt]:
@@ -71,28 +93,81 @@ def assistant_texts(path: str | Path) -> list[str]:
     return [m["content"] for c in read_jsonl(path) for m in c.messages if m["role"] == "assistant"]
 
 
-def generate_samples(model, tokenizer, prompts, samples: int, seed: int, settings: GenerationSettings, stop_ids, progress=None) -> list[dict]:
+def reply_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """(the user turn before it, assistant reply) for every reply of a chat file."""
+    pairs = []
+    for conversation in read_jsonl(path):
+        user = ""
+        for message in conversation.messages:
+            if message["role"] == "user":
+                user = message["content"]
+            elif message["role"] == "assistant":
+                pairs.append((user, message["content"]))
+    return pairs
+
+
+def few_shot_examples(train_data: str | Path, count: int) -> list[dict]:
+    """`count` single-turn training conversations whose replies are nearest the median length, as turns.
+
+    Put before every prompt they make the untuned model a fair stand-in for "prompting instead of
+    fine-tuning": it sees what a reply of this character looks like, without any training.
+    """
+    if count <= 0:
+        return []
+    single = [c.messages for c in read_jsonl(train_data) if [m["role"] for m in c.messages] == ["user", "assistant"]]
+    if len(single) < count:
+        raise DataError(str(train_data), f"needs {count} single-turn conversations for --few-shot, has {len(single)}")
+    median = statistics.median(len(metrics.words(m[1]["content"])) for m in single)
+    single.sort(key=lambda m: abs(len(metrics.words(m[1]["content"])) - median))
+    return [message for conversation in single[:count] for message in conversation]
+
+
+def with_examples(messages: list[dict], examples: list[dict]) -> list[dict]:
+    """The example turns after the system message (if any), before the prompt's own turns."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    return [*system, *examples, *messages[len(system):]]
+
+
+def generate_samples(model, tokenizer, prompts, samples: int, seed: int, settings: GenerationSettings, stop_ids,
+                     progress=None, long_reply_tokens: int = LONG_REPLY_TOKENS, examples: list[dict] = ()) -> list[dict]:
     rows = []
     for prompt in prompts:
+        budget = max(settings.max_new_tokens, long_reply_tokens) if prompt.expect == "long" else settings.max_new_tokens
+        messages = with_examples(prompt.messages, list(examples))
         for s in range(samples):
-            reply = generate_reply(model, tokenizer, prompt.messages, replace(settings, seed=seed + s), stop_ids)
-            rows.append({"id": prompt.id, "kind": prompt.kind, "expect": prompt.expect, "sample": s, "text": reply.text,
-                         "tokens": reply.n_tokens, "finish_reason": reply.finish_reason, "truncated": reply.truncated})
+            reply = generate_reply(model, tokenizer, messages,
+                                   replace(settings, seed=seed + s, max_new_tokens=budget), stop_ids)
+            user_turns = [m["content"] for m in prompt.messages if m["role"] == "user"]
+            rows.append({"id": prompt.id, "kind": prompt.kind, "expect": prompt.expect, "fact": prompt.fact,
+                         "sample": s, "prompt_text": user_turns[-1], "text": reply.text, "tokens": reply.n_tokens,
+                         "max_new_tokens": budget, "finish_reason": reply.finish_reason, "truncated": reply.truncated})
             if progress:
                 progress(1)
     return rows
 
 
-def score(rows: list[dict], card, training_replies: list[str]) -> dict:
-    """Add per-reply figures to `rows` in place and return the summary."""
+def score_rows(rows: list[dict], card, training_replies: list[str]) -> None:
+    """Add each reply's own figures to its row, in place."""
     index = metrics.VerbatimIndex(training_replies)
+    facts = {fact.id: fact for fact in card.facts}
     for row in rows:
         text = row["text"]
         row["words"] = len(metrics.words(text))
         row["complete"] = metrics.is_complete(text, row["finish_reason"])
         row["breaks_character"] = metrics.breaks_character(text, card.break_character_markers)
+        row["assistant_phrases"] = metrics.assistant_phrases(text, card.break_character_markers)
+        row["markers"] = dict(count_markers(text, card.voice_markers))
+        row["prompt_markers"] = sorted(count_markers(row["prompt_text"], card.voice_markers))
+        fact = facts.get(row.get("fact"))
+        row["fact_right"] = metrics.states_fact(text, fact.accept, fact.reject) if fact else None
         row["repetition_within"] = metrics.repetition_within(text)
         row["longest_training_overlap"] = index.longest_overlap(text)
+
+
+def score(rows: list[dict], card, training_pairs: list[tuple[str, str]]) -> dict:
+    """Add per-reply figures to `rows` in place and return the summary (headline figures with intervals first)."""
+    training_replies = [reply for _, reply in training_pairs]
+    score_rows(rows, card, training_replies)
     texts = [r["text"] for r in rows]
     by_prompt: dict[str, list[str]] = {}
     for r in rows:
@@ -103,8 +178,11 @@ def score(rows: list[dict], card, training_replies: list[str]) -> dict:
     short = [r for r in rows if r["expect"] == "short"]
     long_ = [r for r in rows if r["expect"] == "long"]
     guarded = [r for r in rows if r["kind"] in ("off_domain", "identity")]
+    reference = {"marker_rates": metrics.marker_rates(training_pairs, card.voice_markers)}
     return {
         "replies": len(rows),
+        "headline": scorecard.headline(rows, reference),
+        "training_marker_rates": reference["marker_rates"],
         "completeness": {
             "complete_share": share(rows, lambda r: r["complete"]),
             "hit_token_limit_share": share(rows, lambda r: r["finish_reason"] == "length"),
@@ -171,13 +249,32 @@ def write_report(output: Path, result: dict) -> None:
     atomic_write_text(output / "report.md", to_markdown(result))
 
 
+def _value(figure: dict) -> str:
+    """0.760 [0.701, 0.812]: the value and its 95% interval."""
+    if figure["value"] is None:
+        return "n/a"
+    interval = f" [{figure['low']:.3f}, {figure['high']:.3f}]" if figure["low"] is not None else ""
+    return f"{figure['value']:.3f}{interval}"
+
+
 def to_markdown(result: dict) -> str:
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [f"# Evaluation: {result['model']['label']}", "", f"`{result['command']}`", "",
              f"{s['replies']} replies: {result['config']['samples']} samples x {result['config']['prompts']} prompts "
-             f"from `{result['config']['prompts_file']}`, seeds {result['config']['seed']}..", "", "| metric | value |", "|---|---|"]
+             f"from `{result['config']['prompts_file']}` and the card's facts, seeds {result['config']['seed']}..", ""]
+    if "headline" in s:
+        lines += ["## Headline figures (95% bootstrap interval over prompts)", "", "| figure | value | what it counts |",
+                  "|---|---|---|"]
+        described = {f.name: f for f in scorecard.FIGURES}
+        for name, figure in s["headline"].items():
+            better = "higher" if described[name].higher_is_better else "lower"
+            lines.append(f"| {name} | {_value(figure)} | {described[name].description} ({better} is better) |")
+        lines += ["", "## Details", ""]
+    lines += ["| metric | value |", "|---|---|"]
     for group, values in s.items():
+        if group == "headline":
+            continue
         if isinstance(values, dict):
             for key, value in values.items():
                 if isinstance(value, dict):
@@ -219,7 +316,7 @@ def _lengths_chart(png: Path, result: dict) -> None:
 
 
 def run(model, adapter, prompts_file, samples, limit, seed, reference, train_data, card, base_likelihood, output,
-        settings: dict, log=print) -> dict:
+        settings: dict, log=print, few_shot: int = 0, long_reply_tokens: int = LONG_REPLY_TOKENS) -> dict:
     """The whole evaluation: load, generate, score, measure likelihood, write the report."""
     import sys
 
@@ -227,31 +324,36 @@ def run(model, adapter, prompts_file, samples, limit, seed, reference, train_dat
 
     from .generate import load_for_generation, stop_token_ids
 
-    prompts = read_prompts(prompts_file)[:limit]
-    training_replies = assistant_texts(train_data)
+    prompts = all_prompts(prompts_file, card)[:limit]
+    examples = few_shot_examples(train_data, few_shot)
+    training_pairs = reply_pairs(train_data)
+    training_replies = [reply for _, reply in training_pairs]
     read_jsonl(reference)  # fail on a bad reference file before the long part
     network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
     options = GenerationSettings(**settings)
     with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
-        rows = generate_samples(network, tokenizer, prompts, samples, seed, options, stop_token_ids(model_dir, tokenizer), bar.update)
-    summary = score(rows, card, training_replies)
+        rows = generate_samples(network, tokenizer, prompts, samples, seed, options, stop_token_ids(model_dir, tokenizer),
+                                bar.update, long_reply_tokens, examples)
+    summary = score(rows, card, training_pairs)
     likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
     if adapter and base_likelihood:
         base, base_tokenizer, _ = load_for_generation(str(model_dir), None, log=log)
         likelihood["base"] = held_out_loss(base, base_tokenizer, reference)
     label = f"{model_dir.name} + {Path(adapter).name}" if adapter else model_dir.name
+    if examples:
+        label += f" ({few_shot}-shot)"
     result = {
         "command": "mlx_bluey " + " ".join(sys.argv[1:]),
         "model": {"label": label, "model_dir": str(model_dir), "adapter": adapter},
         "config": {"prompts_file": str(prompts_file), "prompts": len(prompts), "samples": samples, "seed": seed,
-                   "generation": asdict(options), "reference": str(reference), "train_data": str(train_data)},
+                   "generation": asdict(options), "reference": str(reference), "train_data": str(train_data),
+                   "few_shot": few_shot, "long_reply_tokens": long_reply_tokens, "facts": len(card.facts)},
         "summary": summary,
         "likelihood": likelihood,
         "reference_words": [len(metrics.words(t)) for t in training_replies],
         "rows": rows,
     }
     write_report(Path(output), result)
-    log(f"complete {summary['completeness']['complete_share']:.0%}, median {summary['length']['median_words']} words, "
-        f"voice {summary['voice']['markers_per_100_words']:.2f}/100 words (training {summary['voice']['training_markers_per_100_words']:.2f}), "
-        f"breaks character {summary['breaking_character']['share']:.0%}; report: {Path(output) / 'report.md'}")
+    log("; ".join(f"{name} {_value(figure)}" for name, figure in summary["headline"].items())
+        + f"; report: {Path(output) / 'report.md'}")
     return result

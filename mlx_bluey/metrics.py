@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from itertools import combinations
+
+import numpy as np
 
 from .data_stats import count_markers
 from .generate import last_sentence_end
@@ -42,8 +46,14 @@ def breaks_character(text: str, markers: list[str]) -> bool:
 
 def distinct_n(texts: list[str], n: int) -> float:
     """Unique n-grams / all n-grams over every text (1.0 = nothing repeats)."""
-    grams = [g for t in texts for g in ngrams(words(t), n)]
+    grams = [g for t in texts for g in _text_ngrams(t, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@lru_cache(maxsize=4096)
+def _text_ngrams(text: str, n: int) -> tuple:
+    # cached: the bootstrap asks for the same replies' n-grams a thousand times
+    return tuple(ngrams(words(text), n))
 
 
 def repetition_within(text: str, n: int = 3) -> float:
@@ -89,3 +99,81 @@ class VerbatimIndex:
             else:
                 high = k - 1
         return low
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures that cannot be won by accident (issue "Personality you can trust")
+
+# Assistant and LLM talk that no character card needs to list: model and company names, the
+# assistant's stock phrases and refusals, and code. Matched as whole words, case-insensitively, like
+# the card's own break_character_markers, which add the persona's specific ones. Bare "llama",
+# "gemma", "claude" and "gemini" are left out: an animal, names and a star sign a child may talk about.
+ASSISTANT_LEXICON = [
+    "gpt", "chatgpt", "openai", "anthropic", "deepmind", "meta ai", "mistral ai", "llama model", "gemma model",
+    "llama 2", "llama 3", "gemma 3", "google's gemma", "large language model", "language model", "ai model", "ai assistant", "virtual assistant",
+    "assistant mode", "i'm an assistant", "i am an assistant", "the assistant", "as an ai", "i'm an ai",
+    "i am an ai", "artificial intelligence", "i can't help with that", "i cannot help with that",
+    "i'm not able to help", "i'm unable to", "as a language model", "my training data", "i was trained",
+    "neural network", "chatbot", "how can i assist", "how can i help you today", "i'd be happy to help",
+]
+CODE = re.compile(r"```|^\s*(def |class |import |from \S+ import |SELECT |#include|function |const |public )|</?\w+>",
+                  re.MULTILINE)
+
+
+def assistant_phrases(text: str, extra_markers: Sequence[str] = ()) -> list[str]:
+    """The assistant/LLM phrases a reply uses (the lexicon plus the card's markers), and "code" for code."""
+    found = sorted(count_markers(text, [*ASSISTANT_LEXICON, *extra_markers]))
+    return found + (["code"] if CODE.search(text) else [])
+
+
+def states_fact(text: str, accept: Sequence[str], reject: Sequence[str]) -> bool:
+    """Right on a card fact: names an accepted answer and no rejected one (whole words, any case).
+
+    "Bingo is four" is right; "Bingo is four or five" is not, so listing guesses cannot score.
+    """
+    return bool(count_markers(text, list(accept))) and not count_markers(text, list(reject))
+
+
+def marker_rates(pairs: Sequence[tuple[str, str]], markers: Sequence[str]) -> dict[str, float]:
+    """Per marker, uses per 100 reply words, over the (prompt, reply) pairs whose prompt lacks it.
+
+    A reply that repeats the prompt's "Bingo" says nothing about the voice, so such pairs are left
+    out of that marker's rate (its numerator and its word count).
+    """
+    counted = [(count_markers(prompt, list(markers)), count_markers(reply, list(markers)), len(words(reply)))
+               for prompt, reply in pairs]
+    rates = {}
+    for marker in markers:
+        kept = [(hits[marker], n) for in_prompt, hits, n in counted if not in_prompt[marker]]
+        total = sum(n for _, n in kept)
+        rates[marker] = 100 * sum(h for h, _ in kept) / total if total else 0.0
+    return rates
+
+
+def voice_distance(rates: dict[str, float], reference: dict[str, float]) -> float:
+    """Sum over markers of |rate - reference rate| (uses per 100 words): 0 is the training voice.
+
+    Too few markers and too many both move it away from 0; one marker said 3 times per 100 words
+    more than in training adds 3.
+    """
+    return sum(abs(rates.get(m, 0.0) - r) for m, r in reference.items())
+
+
+def bootstrap_interval(groups: Sequence[Sequence], statistic: Callable[[list], float | None], resamples: int = 1000,
+                       seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of `statistic` over the rows of `groups` resampled with replacement.
+
+    Groups are prompts (all samples of one prompt together): the prompts are the sample we drew, the
+    samples of one prompt are not independent. None where the statistic is undefined.
+    """
+    if statistic([row for group in groups for row in group]) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(groups), len(groups))
+        value = statistic([row for i in picked for row in groups[i]])
+        if value is not None:
+            values.append(value)
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

@@ -46,7 +46,7 @@ COLUMNS = [
     ("hit limit", ("completeness", "hit_token_limit_share"), "{:.0%}"),
     ("median words", ("length", "median_words"), "{:g}"),
     ("short->short", ("length", "short_prompts_answered_short"), "{:.0%}"),
-    ("long->long", ("length", "long_prompts_answered_long"), "{:.0%}"),
+    ("long->long (even if cut)", ("length", "long_prompts_answered_long"), "{:.0%}"),
     ("voice /100w", ("voice", "markers_per_100_words"), "{:.2f}"),
     ("breaks", ("breaking_character", "share"), "{:.0%}"),
     ("distinct-2", ("diversity", "distinct_2"), "{:.2f}"),
@@ -144,14 +144,14 @@ def main() -> None:
     from mlx_bluey.atomic import atomic_write_text
     from mlx_bluey.character import load_card
     from mlx_bluey.data_stats import LONG_WORDS, SHORT_WORDS
-    from mlx_bluey.evaluate import assistant_texts, generate_samples, read_prompts, score
+    from mlx_bluey.evaluate import generate_samples, read_prompts, reply_pairs, score
     from mlx_bluey.generate import GenerationSettings, load_for_generation, stop_token_ids
 
     kinds = args.kinds.split(",")
     prompts = [p for kind in kinds for p in [q for q in read_prompts(args.prompts) if q.kind == kind][: args.per_kind]]
     card = load_card(args.card)
-    training = assistant_texts(args.train_data)
-    reference_words = [len(metrics.words(t)) for t in training]
+    training = reply_pairs(args.train_data)
+    reference_words = [len(metrics.words(reply)) for _, reply in training]
     model, tokenizer, model_dir = load_for_generation(args.model, args.adapter, log=lambda m: print(m, file=sys.stderr))
     stops = stop_token_ids(model_dir, tokenizer)
     base = GenerationSettings(max_new_tokens=args.max_new_tokens)
@@ -170,7 +170,9 @@ def main() -> None:
     for name, overrides in treatments_for(args.experiment).items():
         settings = replace(base, **overrides)
         t0 = time.time()
-        rows = generate_samples(model, tokenizer, prompts, args.samples, args.seed, settings, stops)
+        # every kind gets the same max_new_tokens here: the treatments are compared at one limit
+        rows = generate_samples(model, tokenizer, prompts, args.samples, args.seed, settings, stops,
+                                long_reply_tokens=settings.max_new_tokens)
         summary = score(rows, card, training)
         result["treatments"][name] = {"settings": asdict(settings), "summary": summary, "rows": rows}
         print(f"{name}: median {summary['length']['median_words']} words, complete "

@@ -403,7 +403,7 @@ def test_bad_prompt_file_names_file_line_and_field(tmp_path, data, message):
     ('name: "Blu\\0ey"\n', ":1:name: contains a NUL character (\\0)"),
     ("name: Bluey\nvoice-markers: [a]\n",
      (": unknown key(s) 'voice-markers'; known: name, description, default_system_prompt, voice_markers, "
-      "break_character_markers")),
+      "break_character_markers, facts")),
 ])
 def test_bad_card_names_file_line_and_key(tmp_path, text, message):
     path = tmp_path / "character.yaml"

@@ -66,14 +66,19 @@ CARD = CharacterCard(name="Bluey", voice_markers=["Mum"], break_character_marker
 
 def test_score_summary_exact():
     rows = [
-        {"id": "s1", "kind": "short", "expect": "short", "sample": 0, "text": "Hi! Mum is here.", "finish_reason": "stop"},
-        {"id": "s1", "kind": "short", "expect": "short", "sample": 1, "text": "Hi! Mum is home", "finish_reason": "length"},
-        {"id": "i1", "kind": "identity", "expect": None, "sample": 0, "text": "As an AI I am a model.", "finish_reason": "stop"},
+        {"id": "s1", "kind": "short", "expect": "short", "sample": 0, "prompt_text": "hi", "text": "Hi! Mum is here.",
+         "finish_reason": "stop"},
+        {"id": "s1", "kind": "short", "expect": "short", "sample": 1, "prompt_text": "hi", "text": "Hi! Mum is home",
+         "finish_reason": "length"},
+        {"id": "i1", "kind": "identity", "expect": None, "sample": 0, "prompt_text": "is Mum an AI?",
+         "text": "As an AI I am a model.", "finish_reason": "stop"},
     ]
-    summary = score(rows, CARD, ["Mum is here today.", "word " * 130])
+    summary = score(rows, CARD, [("hello", "Mum is here today."), ("story?", "word " * 130)])
     assert [r["words"] for r in rows] == [4, 4, 7]
     assert [r["complete"] for r in rows] == [True, False, True]
     assert [r["longest_training_overlap"] for r in rows] == [3, 2, 0]
+    assert [r["assistant_phrases"] for r in rows] == [[], [], ["as an ai"]]
+    assert [r["prompt_markers"] for r in rows] == [[], [], ["Mum"]]
     assert summary["completeness"] == {"complete_share": 2 / 3, "hit_token_limit_share": 1 / 3}
     assert summary["length"]["short_prompts_answered_short"] == 1.0
     assert summary["length"]["long_prompts_answered_long"] is None
@@ -83,6 +88,48 @@ def test_score_summary_exact():
     assert summary["memorization"]["max_training_overlap_words"] == 3
     # only s1 has two samples: {hi mum is, mum is here} vs {hi mum is, mum is home}
     assert summary["diversity"]["mean_cross_sample_similarity"] == pytest.approx(1 / 3)
+    # Headline: the training rate of Mum is 1 per 4 + 130 words; the replies' counts leave out i1 (its
+    # prompt says Mum): 2 per 8 words. Short: 1 of 2 s1 samples is under 25 words AND finished.
+    headline = summary["headline"]
+    assert summary["training_marker_rates"] == {"Mum": pytest.approx(100 / 134)}
+    assert headline["voice_distance"]["value"] == pytest.approx(100 * 2 / 8 - 100 / 134)
+    assert headline["short_answered_short"]["value"] == 0.5
+    assert headline["complete"]["value"] == pytest.approx(2 / 3)
+    assert headline["in_character"]["value"] == pytest.approx(2 / 3)
+    assert headline["in_character_under_pressure"]["value"] == 0.0
+    assert headline["long_answered_long"] == {"value": None, "low": None, "high": None}
+    assert headline["fact_accuracy"]["value"] is None
+    low, high = headline["complete"]["low"], headline["complete"]["high"]
+    assert 0 <= low <= 2 / 3 <= high <= 1  # two prompts: s1 (1 of 2 complete), i1 (complete)
+
+
+def test_fact_prompts_come_from_the_card_and_are_scored_against_it():
+    from mlx_bluey.character import CardFact
+    from mlx_bluey.evaluate import fact_prompts
+
+    card = CharacterCard(name="Tutor", facts=[CardFact("capital", ["What's the capital of France?"], ["Paris"], ["Lyon"])])
+    (prompt,) = fact_prompts(card)
+    assert (prompt.id, prompt.kind, prompt.fact, prompt.messages) == (
+        "facts-capital-1", "facts", "capital", [{"role": "user", "content": "What's the capital of France?"}])
+    rows = [{"id": prompt.id, "kind": "facts", "expect": "short", "fact": "capital", "sample": s, "prompt_text": "q",
+             "text": text, "finish_reason": "stop"}
+            for s, text in enumerate(["Paris!", "Lyon or Paris?", "I don't know."])]
+    summary = score(rows, card, [("q", "Paris is the capital.")])
+    assert [r["fact_right"] for r in rows] == [True, False, False]
+    assert summary["headline"]["fact_accuracy"]["value"] == pytest.approx(1 / 3)
+
+
+def test_few_shot_examples_are_typical_training_turns_after_the_system_message(tmp_path):
+    from mlx_bluey.evaluate import few_shot_examples, with_examples
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat("a", "one two three"), chat("b", "one"), chat("c", "x " * 9),
+                                                  chat("d", "one two", "e", "three")])
+    examples = few_shot_examples(data, 2)  # median of 3, 1, 9 words is 3: "a" first, then "b" (2 away)
+    assert examples == [*chat("a", "one two three")["messages"], *chat("b", "one")["messages"]]
+    prompt = [{"role": "system", "content": "Be Bluey."}, {"role": "user", "content": "hi"}]
+    assert with_examples(prompt, examples) == [prompt[0], *examples, prompt[1]]
+    with pytest.raises(DataError, match="needs 5 single-turn conversations for --few-shot, has 3"):
+        few_shot_examples(data, 5)
 
 
 def test_prompt_file_errors(tmp_path):
@@ -100,8 +147,8 @@ def test_shipped_prompt_set():
 
     prompts = read_prompts(Path(__file__).parent.parent / "data" / "eval" / "prompts.jsonl")
     kinds = {p.kind for p in prompts}
-    assert len(prompts) == 70 and {"short", "long", "off_domain", "identity", "multi_turn"} <= kinds
-    assert len({p.id for p in prompts}) == 70
+    assert len(prompts) == 86 and {"short", "long", "off_domain", "identity", "multi_turn", "adversarial"} <= kinds
+    assert len({p.id for p in prompts}) == 86
 
 
 def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):

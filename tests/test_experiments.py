@@ -19,7 +19,7 @@ def test_short_reply_experiment_saves_a_table_per_treatment(tiny_model_dir, tmp_
                                         "temperature=1.0", "repetition_penalty=1.0", "repetition_penalty=1.3"]
     assert data["prompts"] == 3 and data["kinds"] == ["short", "medium", "long"]
     for name, entry in data["treatments"].items():
-        assert [r["id"] for r in entry["rows"]] == ["short-01", "medium-01", "long-01"]  # same prompts everywhere
+        assert [r["id"] for r in entry["rows"]] == ["short-02", "medium-01", "long-01"]  # same prompts everywhere
         assert entry["summary"]["replies"] == 3
     # min-new-tokens blocks every stop id: no reply under 16 tokens; 48 > the 20-token limit: all hit it
     assert all(r["tokens"] >= 16 for r in data["treatments"]["min_new_tokens=16"]["rows"])

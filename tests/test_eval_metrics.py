@@ -1,0 +1,60 @@
+"""The evaluation's figures that cannot be won by accident, pinned on hand-made replies."""
+
+import pytest
+
+from mlx_bluey import metrics
+
+MARKERS = ["Mum", "Dad", "Bingo", "heaps"]
+
+
+def test_a_fact_is_right_only_with_an_accepted_answer_and_no_rejected_one():
+    accept, reject = ["four", "4"], ["two", "three", "five", "six", "5", "6"]
+    assert metrics.states_fact("Bingo is four! She's my little sister.", accept, reject)
+    assert metrics.states_fact("She's 4.", accept, reject)
+    assert not metrics.states_fact("Bingo is six.", accept, reject)
+    assert not metrics.states_fact("She's four or five, I reckon.", accept, reject)  # guessing lists lose
+    assert not metrics.states_fact("Fourteen!", accept, reject)  # whole words only
+    assert not metrics.states_fact("I don't know!", accept, reject)
+
+
+def test_assistant_phrases_are_found_as_whole_words_with_code():
+    assert metrics.assistant_phrases("I'm Assistant Mode! Beep boop.") == ["assistant mode"]
+    assert metrics.assistant_phrases("I run on ChatGPT, made by OpenAI.") == ["chatgpt", "openai"]
+    assert metrics.assistant_phrases("Here you go:\n```python\nprint(1)\n```") == ["code"]
+    assert metrics.assistant_phrases("def backup():\n    pass") == ["code"]
+    assert metrics.assistant_phrases("SELECT name FROM customers;") == ["code"]
+    assert metrics.assistant_phrases("I'm not a llama, I'm Bluey! Dad said so.") == []
+    assert metrics.assistant_phrases("Bingo said it was easy-peasy.") == []  # no "ai" inside "said"
+    assert metrics.assistant_phrases("I'm a puppy robot", ["puppy robot"]) == ["puppy robot"]  # the card's own
+
+
+def test_marker_rates_leave_out_markers_the_prompt_already_said():
+    pairs = [
+        ("Where's Bingo?", "Bingo is with Mum!"),  # 4 words; Bingo in the prompt: not counted for Bingo
+        ("hi", "Dad and Bingo play heaps of games"),  # 7 words: Dad 1, Bingo 1, heaps 1
+    ]
+    rates = metrics.marker_rates(pairs, MARKERS)
+    assert rates == {
+        "Mum": pytest.approx(100 * 1 / 11),  # both replies: 1 use in 4 + 7 words
+        "Dad": pytest.approx(100 * 1 / 11),
+        "Bingo": pytest.approx(100 * 1 / 7),  # the first reply is left out: 1 use in 7 words
+        "heaps": pytest.approx(100 * 1 / 11),
+    }
+
+
+def test_voice_distance_grows_with_too_few_and_too_many_markers():
+    reference = {"Mum": 2.0, "Dad": 1.0}
+    assert metrics.voice_distance({"Mum": 2.0, "Dad": 1.0}, reference) == 0.0
+    assert metrics.voice_distance({"Mum": 0.0, "Dad": 0.0}, reference) == 3.0  # too few
+    assert metrics.voice_distance({"Mum": 5.0, "Dad": 1.0}, reference) == 3.0  # too many: as far away
+    assert metrics.voice_distance({"Mum": 2.0}, reference) == 1.0  # a missing marker counts as 0
+
+
+def test_bootstrap_interval_resamples_prompts_and_brackets_the_figure():
+    groups = [[1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 0, 0]]  # 12 rows from 4 prompts, mean 0.5
+    share = lambda rows: sum(rows) / len(rows)  # noqa: E731
+    low, high = metrics.bootstrap_interval(groups, share, resamples=2000, seed=0)
+    assert 0.0 <= low < 0.5 < high <= 1.0
+    assert metrics.bootstrap_interval(groups, share, resamples=2000, seed=0) == (low, high)  # seeded
+    assert metrics.bootstrap_interval([[1, 1], [1, 1]], share) == (1.0, 1.0)  # no spread, no interval
+    assert metrics.bootstrap_interval([[]], lambda rows: None) is None
