@@ -47,7 +47,8 @@ def run(data: Path, output: Path, steps: int, flags: list[str]) -> dict:
     return {"peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
             "seconds_per_step": statistics.median(r["seconds"] for r in rows[1:]),
             "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows[1:]),
-            "losses": [r["train_loss"] for r in rows]}
+            "losses": [r["train_loss"] for r in rows],
+            "runtime": json.loads((output / "manifest.json").read_text())["runtime"]}  # device, BLAS, kernel, GFLOP/s
 
 
 def main() -> None:
@@ -68,6 +69,7 @@ def main() -> None:
                   f"{figures['seconds_per_step']:.2f} s/step, {figures['trained_tokens_per_second']:.1f} trained tok/s",
                   flush=True)
     summary = {"command": " ".join(["python", *sys.argv]), "examples": args.examples,
+               "machine": results[next(iter(results))][0]["runtime"],
                "characters_per_conversation": chars, "runs": results,
                "peak_memory_gb": {k: max(r["peak_memory_gb"] for r in v) for k, v in results.items()},
                "trained_tokens_per_second": {k: statistics.median(r["trained_tokens_per_second"] for r in v)
