@@ -162,8 +162,10 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
               help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).")
 @click.option("--long-reply-tokens", type=int, default=None,
               help="max_new_tokens for prompts that ask for a long answer [default: evaluate.LONG_REPLY_TOKENS].")
+@click.option("--assistant-replies", default="data/eval/assistant_replies.jsonl", show_default=True, type=click.Path(),
+              help="Generic assistant replies: the in-character classifier's other side ('' = no classifier).")
 def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output,
-             few_shot, long_reply_tokens, **settings) -> None:
+             few_shot, long_reply_tokens, assistant_replies, **settings) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
     from .character import CardError, load_card
     from .evaluate import LONG_REPLY_TOKENS, reference_files
@@ -175,7 +177,8 @@ def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, trai
         run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,
                        reference=reference, train_data=train_data, card=load_card(character_path),
                        base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo,
-                       few_shot=few_shot, long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS)
+                       few_shot=few_shot, long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS,
+                       assistant_replies=assistant_replies or None)
     except (*_user_errors(), CardError) as error:
         _fail(error)
 

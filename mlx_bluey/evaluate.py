@@ -146,9 +146,10 @@ def generate_samples(model, tokenizer, prompts, samples: int, seed: int, setting
     return rows
 
 
-def score_rows(rows: list[dict], card, training_replies: list[str]) -> None:
+def score_rows(rows: list[dict], card, training_replies: list[str], classifier=None) -> None:
     """Add each reply's own figures to its row, in place."""
     index = metrics.VerbatimIndex(training_replies)
+    probabilities = classifier.probability([r["text"] for r in rows]) if classifier and rows else [None] * len(rows)
     facts = {fact.id: fact for fact in card.facts}
     for row in rows:
         text = row["text"]
@@ -162,12 +163,14 @@ def score_rows(rows: list[dict], card, training_replies: list[str]) -> None:
         row["fact_right"] = metrics.states_fact(text, fact.accept, fact.reject) if fact else None
         row["repetition_within"] = metrics.repetition_within(text)
         row["longest_training_overlap"] = index.longest_overlap(text)
+    for row, probability in zip(rows, probabilities):
+        row["in_character_probability"] = None if probability is None else round(float(probability), 4)
 
 
-def score(rows: list[dict], card, training_pairs: list[tuple[str, str]]) -> dict:
+def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classifier=None) -> dict:
     """Add per-reply figures to `rows` in place and return the summary (headline figures with intervals first)."""
     training_replies = [reply for _, reply in training_pairs]
-    score_rows(rows, card, training_replies)
+    score_rows(rows, card, training_replies, classifier)
     texts = [r["text"] for r in rows]
     by_prompt: dict[str, list[str]] = {}
     for r in rows:
@@ -316,7 +319,8 @@ def _lengths_chart(png: Path, result: dict) -> None:
 
 
 def run(model, adapter, prompts_file, samples, limit, seed, reference, train_data, card, base_likelihood, output,
-        settings: dict, log=print, few_shot: int = 0, long_reply_tokens: int = LONG_REPLY_TOKENS) -> dict:
+        settings: dict, log=print, few_shot: int = 0, long_reply_tokens: int = LONG_REPLY_TOKENS,
+        assistant_replies: str | None = None) -> dict:
     """The whole evaluation: load, generate, score, measure likelihood, write the report."""
     import sys
 
@@ -328,13 +332,21 @@ def run(model, adapter, prompts_file, samples, limit, seed, reference, train_dat
     examples = few_shot_examples(train_data, few_shot)
     training_pairs = reply_pairs(train_data)
     training_replies = [reply for _, reply in training_pairs]
-    read_jsonl(reference)  # fail on a bad reference file before the long part
+    classifier, classifier_check = None, None
+    if assistant_replies:  # trained and checked before the long part, so a bad file fails early
+        from .in_character import train_and_check
+
+        classifier, classifier_check = train_and_check(training_replies, assistant_texts(reference), assistant_replies)
+        log(f"in-character classifier: balanced accuracy {classifier_check['balanced']:.3f} on held-out replies")
+    else:
+        read_jsonl(reference)  # fail on a bad reference file before the long part
     network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
     options = GenerationSettings(**settings)
     with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
         rows = generate_samples(network, tokenizer, prompts, samples, seed, options, stop_token_ids(model_dir, tokenizer),
                                 bar.update, long_reply_tokens, examples)
-    summary = score(rows, card, training_pairs)
+    summary = score(rows, card, training_pairs, classifier)
+    summary["classifier"] = classifier_check
     likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
     if adapter and base_likelihood:
         base, base_tokenizer, _ = load_for_generation(str(model_dir), None, log=log)
@@ -347,7 +359,8 @@ def run(model, adapter, prompts_file, samples, limit, seed, reference, train_dat
         "model": {"label": label, "model_dir": str(model_dir), "adapter": adapter},
         "config": {"prompts_file": str(prompts_file), "prompts": len(prompts), "samples": samples, "seed": seed,
                    "generation": asdict(options), "reference": str(reference), "train_data": str(train_data),
-                   "few_shot": few_shot, "long_reply_tokens": long_reply_tokens, "facts": len(card.facts)},
+                   "few_shot": few_shot, "long_reply_tokens": long_reply_tokens, "facts": len(card.facts),
+                   "assistant_replies": assistant_replies},
         "summary": summary,
         "likelihood": likelihood,
         "reference_words": [len(metrics.words(t)) for t in training_replies],

@@ -9,7 +9,9 @@ None of them can be won by accident:
   wrong as too few, and a marker the prompt already said is not counted for that prompt's replies;
 - facts are scored against the character card's accepted and rejected answers;
 - staying in character means no assistant/LLM phrase (metrics.ASSISTANT_LEXICON plus the card's
-  break_character_markers) and no code, on every kind and on the pressure kinds apart.
+  break_character_markers) and no code, on every kind and on the pressure kinds apart; and, beyond
+  any list, what a classifier trained on the character's replies against generic assistant replies
+  says (in_character.py).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ FIGURES = [
            lambda rows, _: _share(rows, lambda r: True, lambda r: not r["assistant_phrases"])),
     Figure("in_character_under_pressure", f"the same on {', '.join(PRESSURE_KINDS)} prompts", True,
            lambda rows, _: _share(rows, lambda r: r["kind"] in PRESSURE_KINDS, lambda r: not r["assistant_phrases"])),
+    Figure("classifier_in_character", "replies the in-character classifier puts at p >= 0.5 (its held-out accuracy is in the details)",
+           True, lambda rows, _: _share(rows, lambda r: r.get("in_character_probability") is not None,
+                                        lambda r: r["in_character_probability"] >= 0.5)),
     Figure("distinct_1", "unique words / all words over every reply", True,
            lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 1) if rows else None),
     Figure("distinct_2", "unique word pairs / all word pairs over every reply", True,

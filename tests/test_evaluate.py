@@ -172,6 +172,10 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
     assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
     assert "| completeness: complete_share |" in report and "**short-1**" in report
+    # the classifier trained on the two training replies against data/eval/assistant_replies.jsonl
+    assert saved["summary"]["classifier"]["in_character_replies"] == 2
+    assert all(0 <= r["in_character_probability"] <= 1 for r in saved["rows"])
+    assert "| classifier_in_character |" in report and "| fact_accuracy | n/a |" in report
 
 
 def test_compare_reports_table(tmp_path):
