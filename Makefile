@@ -6,7 +6,7 @@
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
-#   make test                         the test suite (under 15 minutes on 2 CPU cores)
+#   make test                         ruff, then the test suite (under 15 minutes on 2 CPU cores)
 #
 # The export stage has its own environment (.venv-export: torch CPU + optimum-onnx), the page its own
 # JavaScript (mlx_bluey/web/node_modules, from npm), and the browser test Debian's chromium: each is
@@ -95,6 +95,8 @@ KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),OPENBL
 
 # Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
 test: $(STAMP) $(EXPORT_STAMP) $(WEB_STAMP) browser
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 	$(RUN)/python -m pytest -q $(PYTEST_ARGS)
 	$(KERNEL_RERUN)
 	$(EXPORT_VENV)/bin/python -m pytest -q tests/export_env

@@ -31,10 +31,20 @@ from .decode_head import decoding_model
 
 # google/gemma-3-1b-pt's config.json, the fields mlx-lm's gemma3_text reads.
 GEMMA3_1B_CONFIG = {
-    "model_type": "gemma3_text", "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
-    "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "rms_norm_eps": 1e-6,
-    "vocab_size": 262144, "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
-    "query_pre_attn_scalar": 256, "sliding_window": 512, "sliding_window_pattern": 6,
+    "model_type": "gemma3_text",
+    "hidden_size": 1152,
+    "intermediate_size": 6912,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": 262144,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 512,
+    "sliding_window_pattern": 6,
     "max_position_embeddings": 32768,
 }
 ONE_B_SHAPED = "1b-shaped"
@@ -47,7 +57,7 @@ class Spread:
     high: float
 
     @classmethod
-    def of(cls, values: list[float]) -> "Spread":
+    def of(cls, values: list[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values))
 
 
@@ -186,8 +196,17 @@ def _train_speed(model, batch: int, length: int, repeats: int) -> Spread:
     return Spread.of([batch * length / t for t in _timed(run, repeats)])
 
 
-def bench_model(name: str, dtype: str, ceilings: dict, repeats: int = 3, prompt_tokens: int = 128,
-                new_tokens: int = 32, train_batch: int = 1, train_length: int = 128, log=print) -> ModelResult:
+def bench_model(
+    name: str,
+    dtype: str,
+    ceilings: dict,
+    repeats: int = 3,
+    prompt_tokens: int = 128,
+    new_tokens: int = 32,
+    train_batch: int = 1,
+    train_length: int = 128,
+    log=print,
+) -> ModelResult:
     mx.reset_peak_memory()
     model, load_seconds = load_bench_model(name, dtype, log)
     parameters = sum(v.size for _, v in tree_flatten(model.parameters()))
@@ -211,25 +230,32 @@ def bench_model(name: str, dtype: str, ceilings: dict, repeats: int = 3, prompt_
 
 
 def to_markdown(ceilings: dict, results: list[ModelResult]) -> str:
-    spread = lambda s: "n/a" if s is None else f"{s.median:.1f} ({s.low:.1f}-{s.high:.1f})"  # noqa: E731
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    spread = lambda s: "n/a" if s is None else f"{s.median:.1f} ({s.low:.1f}-{s.high:.1f})"  # noqa: E731 (a one-line helper local to this function)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731 (a one-line helper local to this function)
+    blas = {k: v for k, v in ceilings.items() if k != "matmul_gflops"}  # the GFLOP/s follows, measured at 2048^3
     lines = [
-        f"Machine: {ceilings['device']}, BLAS {runtime.describe_blas({k: v for k, v in ceilings.items() if k != 'matmul_gflops'})}; float32 matmul {ceilings['matmul_gflops']:.1f} GFLOP/s, "
-        f"memory {ceilings['memory_gb_per_second']:.1f} GB/s (matrix x vector: MLX {ceilings['mlx_gemv_gb_per_second']:.1f}, "
+        f"Machine: {ceilings['device']}, BLAS {runtime.describe_blas(blas)}; "
+        f"float32 matmul {ceilings['matmul_gflops']:.1f} GFLOP/s, memory {ceilings['memory_gb_per_second']:.1f} GB/s "
+        f"(matrix x vector: MLX {ceilings['mlx_gemv_gb_per_second']:.1f}, "
         f"NumPy/BLAS {ceilings['numpy_gemv_gb_per_second']:.1f}; measured now).",
         "",
-        "| model | dtype | params | load s | prompt tok/s | decode tok/s | train tok/s | peak GB (gen/train) | train FLOP util | decode BW util |",
+        "| model | dtype | params | load s | prompt tok/s | decode tok/s | train tok/s | peak GB (gen/train) "
+        "| train FLOP util | decode BW util |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         peak = f"{r.peak_memory_gb['generate']:.2f}/{r.peak_memory_gb.get('train', float('nan')):.2f}"
         lines.append(
-            f"| {r.model} | {r.dtype} | {r.parameters / 1e6:.0f}M | {r.load_seconds:.1f} | {spread(r.prompt_tokens_per_second)} | "
+            f"| {r.model} | {r.dtype} | {r.parameters / 1e6:.0f}M | {r.load_seconds:.1f} "
+            f"| {spread(r.prompt_tokens_per_second)} | "
             f"{spread(r.decode_tokens_per_second)} | {spread(r.train_tokens_per_second)} | {peak} | "
             f"{pct(r.training_flop_utilisation)} | {pct(r.decode_bandwidth_utilisation)} |"
         )
-    lines += ["", "Figures: median (min-max) over the repeats, warm-up excluded. Train = LoRA rank 8 on every linear, "
-              "loss at every position; FLOP utilisation counts 6 x params per token."]
+    lines += [
+        "",
+        "Figures: median (min-max) over the repeats, warm-up excluded. Train = LoRA rank 8 on every linear, "
+        "loss at every position; FLOP utilisation counts 6 x params per token.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -253,8 +279,11 @@ def _chart(png: Path, results: list[ModelResult]) -> None:
 
     labels = [f"{r.model}\n{r.dtype}" for r in results]
     figure, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for axis, title, key in zip(axes, ["prompt tok/s", "decode tok/s", "train tok/s"],
-                                ["prompt_tokens_per_second", "decode_tokens_per_second", "train_tokens_per_second"]):
+    for axis, title, key in zip(
+        axes,
+        ["prompt tok/s", "decode tok/s", "train tok/s"],
+        ["prompt_tokens_per_second", "decode_tokens_per_second", "train_tokens_per_second"],
+    ):
         values = [getattr(r, key).median if getattr(r, key) else 0 for r in results]
         axis.bar(range(len(results)), values, color="#3b7dd8")
         axis.set_xticks(range(len(results)), labels, fontsize=7)

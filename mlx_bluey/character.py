@@ -61,7 +61,9 @@ def load_card(path: str | Path) -> CharacterCard:
 
 def _facts(path: Path, value) -> list[CardFact]:
     if not isinstance(value, list):
-        raise CardError(f"{path}:facts: must be a list of facts (id, questions, accept, reject), not {short_repr(value)}")
+        raise CardError(
+            f"{path}:facts: must be a list of facts (id, questions, accept, reject), not {short_repr(value)}"
+        )
     facts, seen = [], set()
     hints = typing.get_type_hints(CardFact)
     for i, item in enumerate(value):

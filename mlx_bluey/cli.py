@@ -1,14 +1,14 @@
 """The `mlx_bluey` command. This module only parses arguments; each verb lives in its own module.
 
-    mlx_bluey info                       device, BLAS, dtype, the embedded model
-    mlx_bluey train [--config FILE] ...  fine-tune (train.py)
-    mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
-    mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
-    mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
-    mlx_bluey fuse --adapter DIR --output DIR   adapter merged into a Hugging Face model (fuse.py)
-    mlx_bluey export FUSED --output DIR   ONNX q8/q4/fp16 for the browser, in the export environment (export.py)
-    mlx_bluey serve EXPORT               the chat page on localhost with an exported model (serve.py, web/)
-    mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
+mlx_bluey info                       device, BLAS, dtype, the embedded model
+mlx_bluey train [--config FILE] ...  fine-tune (train.py)
+mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
+mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
+mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
+mlx_bluey fuse --adapter DIR --output DIR   adapter merged into a Hugging Face model (fuse.py)
+mlx_bluey export FUSED --output DIR   ONNX q8/q4/fp16 for the browser, in the export environment (export.py)
+mlx_bluey serve EXPORT               the chat page on localhost with an exported model (serve.py, web/)
+mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
 """
 
 from __future__ import annotations
@@ -104,7 +104,12 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train`.")
 @click.option("--prompt", help="One message; print the reply and exit (default: interactive chat).")
 @click.option("--system", help="System prompt for the conversation.")
-@click.option("--character", "character_path", type=click.Path(), help="Character card (default: the one beside the adapter's training data).")
+@click.option(
+    "--character",
+    "character_path",
+    type=click.Path(),
+    help="Character card (default: the one beside the adapter's training data).",
+)
 @click.option("--system-from-card", is_flag=True, help="Use the character card's default system prompt.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--min-new-tokens", type=int, default=0, show_default=True, help="Block every stop id until N tokens.")
@@ -123,7 +128,9 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 
     try:
         card = load_card(character_path) if character_path else card_for_adapter(adapter)
-        network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=lambda m: click.echo(m, err=True))
+        network, tokenizer, model_dir = load_for_generation(
+            model, adapter, dtype, log=lambda m: click.echo(m, err=True)
+        )
     except (*_user_errors(), CardError) as error:
         _fail(error)
     if system_from_card:
@@ -141,15 +148,32 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 
 @cli.command()
 @click.option("--model", help="Base model (default: the adapter's base, else the embedded 270M).")
-@click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train` (omit for the base model).")
+@click.option(
+    "--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train` (omit for the base model)."
+)
 @click.option("--prompts", "prompts_file", default="data/eval/prompts.jsonl", show_default=True, type=click.Path())
 @click.option("--samples", type=int, default=3, show_default=True, help="Replies per prompt.")
 @click.option("--limit", type=int, help="Only the first N prompts (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sample s of every prompt uses seed + s.")
-@click.option("--reference", type=click.Path(), help="Held-out replies for the loss [default: test.jsonl of the adapter's data, else data/bluey].")
-@click.option("--train-data", type=click.Path(), help="Training replies: length, voice and overlap references [default: train.jsonl beside it].")
-@click.option("--character", "character_path", type=click.Path(), help="Character card: voice and break-character markers [default: character.yaml beside it].")
-@click.option("--base-likelihood/--no-base-likelihood", default=True, help="Also measure the held-out loss without the adapter.")
+@click.option(
+    "--reference",
+    type=click.Path(),
+    help="Held-out replies for the loss [default: test.jsonl of the adapter's data, else data/bluey].",
+)
+@click.option(
+    "--train-data",
+    type=click.Path(),
+    help="Training replies: length, voice and overlap references [default: train.jsonl beside it].",
+)
+@click.option(
+    "--character",
+    "character_path",
+    type=click.Path(),
+    help="Character card: voice and break-character markers [default: character.yaml beside it].",
+)
+@click.option(
+    "--base-likelihood/--no-base-likelihood", default=True, help="Also measure the held-out loss without the adapter."
+)
 @click.option("--output", required=True, type=click.Path(), help="Directory for results.json, report.md, lengths.png.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--min-new-tokens", type=int, default=0, show_default=True)
@@ -158,27 +182,71 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option("--top-k", type=int, default=64, show_default=True)
 @click.option("--min-p", type=float, default=0.0, show_default=True)
 @click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
-@click.option("--few-shot", type=int, default=0, show_default=True,
-              help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).")
-@click.option("--long-reply-tokens", type=int, default=None,
-              help="max_new_tokens for prompts that ask for a long answer [default: evaluate.LONG_REPLY_TOKENS].")
-@click.option("--assistant-replies", default="data/eval/assistant_replies.jsonl", show_default=True, type=click.Path(),
-              help="Generic assistant replies: the in-character classifier's other side ('' = no classifier).")
-def evaluate(model, adapter, prompts_file, samples, limit, seed, reference, train_data, character_path, base_likelihood, output,
-             few_shot, long_reply_tokens, assistant_replies, **settings) -> None:
+@click.option(
+    "--few-shot",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).",
+)
+@click.option(
+    "--long-reply-tokens",
+    type=int,
+    default=None,
+    help="max_new_tokens for prompts that ask for a long answer [default: evaluate.LONG_REPLY_TOKENS].",
+)
+@click.option(
+    "--assistant-replies",
+    default="data/eval/assistant_replies.jsonl",
+    show_default=True,
+    type=click.Path(),
+    help="Generic assistant replies: the in-character classifier's other side ('' = no classifier).",
+)
+def evaluate(
+    model,
+    adapter,
+    prompts_file,
+    samples,
+    limit,
+    seed,
+    reference,
+    train_data,
+    character_path,
+    base_likelihood,
+    output,
+    few_shot,
+    long_reply_tokens,
+    assistant_replies,
+    **settings,
+) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
     from .character import CardError, load_card
     from .evaluate import LONG_REPLY_TOKENS, reference_files
     from .evaluate import run as run_evaluation
 
     reference, train_data, character_path = reference_files(adapter, reference, train_data, character_path)
-    click.echo(f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)", err=True)
+    click.echo(
+        f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)", err=True
+    )
     try:
-        run_evaluation(model=model, adapter=adapter, prompts_file=prompts_file, samples=samples, limit=limit, seed=seed,
-                       reference=reference, train_data=train_data, card=load_card(character_path),
-                       base_likelihood=base_likelihood, output=output, settings=settings, log=click.echo,
-                       few_shot=few_shot, long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS,
-                       assistant_replies=assistant_replies or None)
+        run_evaluation(
+            model=model,
+            adapter=adapter,
+            prompts_file=prompts_file,
+            samples=samples,
+            limit=limit,
+            seed=seed,
+            reference=reference,
+            train_data=train_data,
+            card=load_card(character_path),
+            base_likelihood=base_likelihood,
+            output=output,
+            settings=settings,
+            log=click.echo,
+            few_shot=few_shot,
+            long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS,
+            assistant_replies=assistant_replies or None,
+        )
     except (*_user_errors(), CardError) as error:
         _fail(error)
 
@@ -200,9 +268,16 @@ def compare(reports, output) -> None:
 
 
 @cli.command()
-@click.option("--model", "models", multiple=True, help="Model to measure (repeatable); default: embedded 270M and 1b-shaped.")
-@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["auto", "float32", "bfloat16", "float16", "4bit"]),
-              help="Weight dtype (repeatable); default: auto (float32 on a CPU, bfloat16 on Metal).")
+@click.option(
+    "--model", "models", multiple=True, help="Model to measure (repeatable); default: embedded 270M and 1b-shaped."
+)
+@click.option(
+    "--dtype",
+    "dtypes",
+    multiple=True,
+    type=click.Choice(["auto", "float32", "bfloat16", "float16", "4bit"]),
+    help="Weight dtype (repeatable); default: auto (float32 on a CPU, bfloat16 on Metal).",
+)
 @click.option("--repeats", type=int, default=3, show_default=True)
 @click.option("--prompt-tokens", type=int, default=128, show_default=True)
 @click.option("--new-tokens", type=int, default=32, show_default=True)
@@ -219,8 +294,18 @@ def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, outp
         for dtype in dtypes or ("auto",):
             click.echo(f"measuring {name} ({dtype}) ...", err=True)
             try:
-                results.append(bench_model(name, dtype, ceilings, repeats, prompt_tokens, new_tokens,
-                                           train_length=train_length, log=lambda m: click.echo(m, err=True)))
+                results.append(
+                    bench_model(
+                        name,
+                        dtype,
+                        ceilings,
+                        repeats,
+                        prompt_tokens,
+                        new_tokens,
+                        train_length=train_length,
+                        log=lambda m: click.echo(m, err=True),
+                    )
+                )
             except _user_errors() as error:
                 _fail(error)
     click.echo(to_markdown(ceilings, results), nl=False)
@@ -246,7 +331,9 @@ def fuse(adapter, model, output) -> None:
 @click.option("--output", required=True, type=click.Path(), help="Export directory (Transformers.js layout).")
 @click.option("--variants", default="q8,q4,fp16", show_default=True, help="Comma-separated: q8, q4, fp16, fp32.")
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
-@click.option("--parity-texts", type=int, default=8, show_default=True, help="Conversations compared position by position.")
+@click.option(
+    "--parity-texts", type=int, default=8, show_default=True, help="Conversations compared position by position."
+)
 @click.option("--greedy-prompts", type=int, default=4, show_default=True, help="Prompts decoded greedily by both.")
 @click.option("--greedy-tokens", type=int, default=32, show_default=True, help="New tokens per greedy prompt.")
 @click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
@@ -255,19 +342,30 @@ def export(fused, output, variants, parity_data, parity_texts, greedy_prompts, g
     from .export import ExportError, run_export
 
     try:
-        run_export(Path(fused), Path(output), variants, Path(parity_data) if parity_data else None, parity_texts,
-                   greedy_prompts, greedy_tokens, keep_fp32)
+        run_export(
+            Path(fused),
+            Path(output),
+            variants,
+            Path(parity_data) if parity_data else None,
+            parity_texts,
+            greedy_prompts,
+            greedy_tokens,
+            keep_fp32,
+        )
     except ExportError as error:
         _fail(error)
 
 
 @cli.command()
 @click.argument("exports", nargs=-1, type=click.Path())
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default)."
+)
 @click.option("--port", type=int, default=8000, show_default=True)
 def serve(exports, host, port) -> None:
     """Serve the chat page with exported models (directories written by `mlx_bluey export`)."""
-    from .serve import ServeError, serve as run_serve
+    from .serve import ServeError
+    from .serve import serve as run_serve
 
     try:
         run_serve([Path(e) for e in exports], host, port, log=click.echo)
@@ -330,7 +428,12 @@ def data_validate(inputs, model, max_seq_length) -> None:
 @data.command("stats")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--model", help="Tokenizer to count tokens with (default: the embedded Gemma 3).")
-@click.option("--character", "character_path", type=click.Path(), help="Card with voice markers (default: character.yaml beside the first file).")
+@click.option(
+    "--character",
+    "character_path",
+    type=click.Path(),
+    help="Card with voice markers (default: character.yaml beside the first file).",
+)
 @click.option("--png", type=click.Path(), help="Also write a words-per-reply histogram here.")
 def data_stats(inputs, model, character_path, png) -> None:
     """Counts, lengths, voice markers and openings of chat JSONL files, as Markdown."""

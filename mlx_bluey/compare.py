@@ -40,28 +40,51 @@ def compare(directories: list[Path], resamples: int = scorecard.RESAMPLES) -> di
     for directory, result in zip(directories[1:], results[1:]):
         if result["summary"]["training_marker_rates"] != reference["marker_rates"]:
             raise CompareError(f"{directory}: scored against other training data than {directories[0]}")
-        differences = {figure.name: scorecard.paired_difference(results[0]["rows"], result["rows"], figure, reference,
-                                                                resamples)
-                       for figure in scorecard.FIGURES}
+        differences = {
+            figure.name: scorecard.paired_difference(results[0]["rows"], result["rows"], figure, reference, resamples)
+            for figure in scorecard.FIGURES
+        }
         comparisons.append({"run": str(directory), "differences": differences})
-    return {"runs": [{"directory": str(d), "label": r["model"]["label"], "command": r["command"],
-                      "headline": r["summary"]["headline"]} for d, r in zip(directories, results)],
-            "comparisons": comparisons}
+    return {
+        "runs": [
+            {
+                "directory": str(d),
+                "label": r["model"]["label"],
+                "command": r["command"],
+                "headline": r["summary"]["headline"],
+            }
+            for d, r in zip(directories, results)
+        ],
+        "comparisons": comparisons,
+    }
 
 
 def to_markdown(report: dict) -> str:
     runs = report["runs"]
     lines = ["# Evaluations compared", "", "Runs (the first is the baseline of every difference):", ""]
     lines += [f"{i + 1}. **{run['label']}** (`{run['directory']}`): `{run['command']}`" for i, run in enumerate(runs)]
-    lines += ["", "Value [95% interval over prompts] per run:", "",
-              "| figure | " + " | ".join(f"{i + 1}" for i in range(len(runs))) + " |", "|---|" + "---|" * len(runs)]
+    lines += [
+        "",
+        "Value [95% interval over prompts] per run:",
+        "",
+        "| figure | " + " | ".join(f"{i + 1}" for i in range(len(runs))) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
     for figure in scorecard.FIGURES:
         cells = [_cell(run["headline"][figure.name]) for run in runs]
-        lines.append(f"| {figure.name} ({'higher' if figure.higher_is_better else 'lower'} is better) | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {figure.name} ({'higher' if figure.higher_is_better else 'lower'} is better) | "
+            + " | ".join(cells)
+            + " |"
+        )
     for i, comparison in enumerate(report["comparisons"]):
-        lines += ["", f"## Run {i + 2} minus run 1 (paired, the prompts both answered)", "",
-                  "| figure | difference [95% interval] | outside the noise | better |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Run {i + 2} minus run 1 (paired, the prompts both answered)",
+            "",
+            "| figure | difference [95% interval] | outside the noise | better |",
+            "|---|---|---|---|",
+        ]
         for figure in scorecard.FIGURES:
             d = comparison["differences"][figure.name]
             if d["difference"] is None:
@@ -69,8 +92,10 @@ def to_markdown(report: dict) -> str:
                 continue
             later_is_better = (d["difference"] > 0) == figure.higher_is_better
             verdict = (f"run {i + 2}" if later_is_better else "run 1") if d["outside_noise"] else "neither"
-            lines.append(f"| {figure.name} | {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
-                         f"{'yes' if d['outside_noise'] else 'no'} | {verdict} |")
+            lines.append(
+                f"| {figure.name} | {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
+                f"{'yes' if d['outside_noise'] else 'no'} | {verdict} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -95,8 +120,11 @@ def chart(report: dict, png: Path) -> None:
             value = run["headline"][figure.name]
             if value["value"] is None:
                 continue
-            error = ([[value["value"] - value["low"]], [value["high"] - value["value"]]]
-                     if value["low"] is not None else None)
+            error = (
+                [[value["value"] - value["low"]], [value["high"] - value["value"]]]
+                if value["low"] is not None
+                else None
+            )
             axis.bar(i, value["value"], yerr=error, capsize=3, color=f"C{i}", label=run["label"])
         axis.set_title(figure.name.replace("_", " "), fontsize=8)
         axis.set_xticks([])

@@ -75,7 +75,9 @@ class TrainConfig:
     iters: int = 0
     """Optimizer steps to run instead of epochs; 0 = use epochs."""
     batch_size: int = 1
-    """Conversations per micro-batch; larger ones are bucketed by length. On a CPU 1 is as fast per token and needs least memory."""
+    """Conversations per micro-batch; larger ones are bucketed by length.
+
+    On a CPU 1 is as fast per token and needs least memory."""
     grad_accumulation: int = 4
     """Micro-batches per optimizer step: effective batch = batch_size * grad_accumulation."""
     learning_rate: float = 1e-4

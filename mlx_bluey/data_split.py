@@ -36,7 +36,9 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def near_duplicate_groups(conversations: list[Conversation], threshold: float = NEAR_DUPLICATE_JACCARD) -> list[list[int]]:
+def near_duplicate_groups(
+    conversations: list[Conversation], threshold: float = NEAR_DUPLICATE_JACCARD
+) -> list[list[int]]:
     """Connected groups of conversations linked by Jaccard >= threshold (union-find)."""
     sets = [shingles(c) for c in conversations]
     parent = list(range(len(sets)))
@@ -67,7 +69,9 @@ def near_duplicate_groups(conversations: list[Conversation], threshold: float = 
     return sorted(groups.values())
 
 
-def split_conversations(conversations: list[Conversation], valid: float, test: float, seed: int) -> dict[str, list[int]]:
+def split_conversations(
+    conversations: list[Conversation], valid: float, test: float, seed: int
+) -> dict[str, list[int]]:
     """Indices per split. Groups are shuffled with the seed, then test and valid are filled first."""
     groups = near_duplicate_groups(conversations)
     order = np.random.default_rng(seed).permutation(len(groups))
@@ -84,7 +88,9 @@ def split_conversations(conversations: list[Conversation], valid: float, test: f
     return {k: sorted(v) for k, v in result.items()}
 
 
-def write_split(inputs: list[Path], output: Path, valid: float = 0.1, test: float = 0.1, seed: int = 0) -> dict[str, int]:
+def write_split(
+    inputs: list[Path], output: Path, valid: float = 0.1, test: float = 0.1, seed: int = 0
+) -> dict[str, int]:
     conversations = [c for path in inputs for c in read_jsonl(path)]
     splits = split_conversations(conversations, valid, test, seed)
     for name, indices in splits.items():

@@ -97,7 +97,7 @@ def _summary(values: list[int]) -> str:
 
 
 def to_markdown(stats: Stats, top: int = 10) -> str:
-    pct = lambda part, whole: f"{100 * part / whole:.1f}%"  # noqa: E731
+    pct = lambda part, whole: f"{100 * part / whole:.1f}%"  # noqa: E731 (a one-line helper local to this function)
     lines = ["| measure | value |", "|---|---|"]
     for name, count in stats.files.items():
         lines.append(f"| conversations in `{name}` | {count} |")
@@ -127,11 +127,23 @@ def to_markdown(stats: Stats, top: int = 10) -> str:
         label = f"{low}-{high}" if high is not None else f"{low}+"
         lines.append(f"| {label} | {n} | {'#' * round(40 * n / stats.replies)} {pct(n, stats.replies)} |")
     if stats.marker_counts:
-        lines += ["", "Voice markers (replies' words, case-insensitive):", "", "| marker | count | per 100 words |", "|---|---|---|"]
+        lines += [
+            "",
+            "Voice markers (replies' words, case-insensitive):",
+            "",
+            "| marker | count | per 100 words |",
+            "|---|---|---|",
+        ]
         total_words = sum(stats.reply_words)
         for marker, count in stats.marker_counts.most_common():
             lines.append(f"| {marker} | {count} | {100 * count / total_words:.2f} |")
-    lines += ["", f"Most common openings (first three words of a reply, top {top}):", "", "| opening | replies |", "|---|---|"]
+    lines += [
+        "",
+        f"Most common openings (first three words of a reply, top {top}):",
+        "",
+        "| opening | replies |",
+        "|---|---|",
+    ]
     for text, count in stats.openings.most_common(top):
         lines.append(f"| {text} | {count} |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,9 @@ WHITESPACE = re.compile(r"\s+")
 
 
 def _normalised(conversation: Conversation) -> str:
-    return "\n".join(m["role"] + ": " + WHITESPACE.sub(" ", m["content"].strip().lower()) for m in conversation.messages)
+    return "\n".join(
+        m["role"] + ": " + WHITESPACE.sub(" ", m["content"].strip().lower()) for m in conversation.messages
+    )
 
 
 def validate_files(paths: list[Path], tokenizer=None, max_seq_length: int | None = None) -> Report:
@@ -59,16 +61,21 @@ def validate_files(paths: list[Path], tokenizer=None, max_seq_length: int | None
         members = [conversations[i] for i in group if conversations[i].source not in exact]
         for other in members[1:]:
             similarity = jaccard(shingles(members[0]), shingles(other))
-            problems.append(DataError(
-                f"{other.source}:messages",
-                f"near-duplicate of {members[0].source} (word 3-gram Jaccard {similarity:.2f})",
-            ))
+            problems.append(
+                DataError(
+                    f"{other.source}:messages",
+                    f"near-duplicate of {members[0].source} (word 3-gram Jaccard {similarity:.2f})",
+                )
+            )
 
     if tokenizer is not None and max_seq_length is not None:
         for conversation in conversations:
             n = len(encode_conversation(tokenizer, conversation.messages).ids)
             if n > max_seq_length:
-                problems.append(DataError(
-                    f"{conversation.source}:messages", f"{n} tokens, over the training limit max_seq_length={max_seq_length}"
-                ))
+                problems.append(
+                    DataError(
+                        f"{conversation.source}:messages",
+                        f"{n} tokens, over the training limit max_seq_length={max_seq_length}",
+                    )
+                )
     return Report(len(conversations), problems)

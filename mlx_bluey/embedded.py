@@ -87,8 +87,7 @@ def _gemma3_config(reader) -> dict:
     # 10,000, and queries are scaled by 1/sqrt(256) (query_pre_attn_scalar).
     sliding_window_pattern = 6
     layer_types = [
-        "full_attention" if (i + 1) % sliding_window_pattern == 0 else "sliding_attention"
-        for i in range(n_layers)
+        "full_attention" if (i + 1) % sliding_window_pattern == 0 else "sliding_attention" for i in range(n_layers)
     ]
     return {
         "architectures": ["Gemma3ForCausalLM"],

@@ -54,8 +54,11 @@ def all_prompts(prompts_file: str | Path, card) -> list[EvalPrompt]:
 
 def fact_prompts(card) -> list[EvalPrompt]:
     """One prompt per question of the card's facts: another persona's card brings its own."""
-    return [EvalPrompt(f"facts-{fact.id}-{i + 1}", "facts", [{"role": "user", "content": question}], "short", fact.id)
-            for fact in card.facts for i, question in enumerate(fact.questions)]
+    return [
+        EvalPrompt(f"facts-{fact.id}-{i + 1}", "facts", [{"role": "user", "content": question}], "short", fact.id)
+        for fact in card.facts
+        for i, question in enumerate(fact.questions)
+    ]
 
 
 def read_prompts(path: str | Path) -> list[EvalPrompt]:
@@ -79,7 +82,12 @@ def read_prompts(path: str | Path) -> list[EvalPrompt]:
         if row.get("expect") not in (None, "short", "long"):
             raise DataError(f"{where}:expect", f"must be short or long, not {row['expect']!r}")
         messages = row.get("messages")
-        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not isinstance(messages[-1], dict)
+            or messages[-1].get("role") != "user"
+        ):
             raise DataError(f"{where}:messages", "must be a list ending with a user message")
         # the same checks as training data, on the conversation plus a stand-in reply
         check_messages({"messages": [*messages, {"role": "assistant", "content": "-"}]}, where)
@@ -125,22 +133,45 @@ def few_shot_examples(train_data: str | Path, count: int) -> list[dict]:
 def with_examples(messages: list[dict], examples: list[dict]) -> list[dict]:
     """The example turns after the system message (if any), before the prompt's own turns."""
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
-    return [*system, *examples, *messages[len(system):]]
+    return [*system, *examples, *messages[len(system) :]]
 
 
-def generate_samples(model, tokenizer, prompts, samples: int, seed: int, settings: GenerationSettings, stop_ids,
-                     progress=None, long_reply_tokens: int = LONG_REPLY_TOKENS, examples: list[dict] = ()) -> list[dict]:
+def generate_samples(
+    model,
+    tokenizer,
+    prompts,
+    samples: int,
+    seed: int,
+    settings: GenerationSettings,
+    stop_ids,
+    progress=None,
+    long_reply_tokens: int = LONG_REPLY_TOKENS,
+    examples: list[dict] = (),
+) -> list[dict]:
     rows = []
     for prompt in prompts:
         budget = max(settings.max_new_tokens, long_reply_tokens) if prompt.expect == "long" else settings.max_new_tokens
         messages = with_examples(prompt.messages, list(examples))
         for s in range(samples):
-            reply = generate_reply(model, tokenizer, messages,
-                                   replace(settings, seed=seed + s, max_new_tokens=budget), stop_ids)
+            reply = generate_reply(
+                model, tokenizer, messages, replace(settings, seed=seed + s, max_new_tokens=budget), stop_ids
+            )
             user_turns = [m["content"] for m in prompt.messages if m["role"] == "user"]
-            rows.append({"id": prompt.id, "kind": prompt.kind, "expect": prompt.expect, "fact": prompt.fact,
-                         "sample": s, "prompt_text": user_turns[-1], "text": reply.text, "tokens": reply.n_tokens,
-                         "max_new_tokens": budget, "finish_reason": reply.finish_reason, "truncated": reply.truncated})
+            rows.append(
+                {
+                    "id": prompt.id,
+                    "kind": prompt.kind,
+                    "expect": prompt.expect,
+                    "fact": prompt.fact,
+                    "sample": s,
+                    "prompt_text": user_turns[-1],
+                    "text": reply.text,
+                    "tokens": reply.n_tokens,
+                    "max_new_tokens": budget,
+                    "finish_reason": reply.finish_reason,
+                    "truncated": reply.truncated,
+                }
+            )
             if progress:
                 progress(1)
     return rows
@@ -177,7 +208,7 @@ def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classif
         by_prompt.setdefault(r["id"], []).append(r["text"])
     kinds = sorted({r["kind"] for r in rows})
     reference_words = [len(metrics.words(t)) for t in training_replies]
-    share = lambda items, test: sum(map(test, items)) / len(items) if items else None  # noqa: E731
+    share = lambda items, test: sum(map(test, items)) / len(items) if items else None  # noqa: E731 (a one-line helper local to this function)
     short = [r for r in rows if r["expect"] == "short"]
     long_ = [r for r in rows if r["expect"] == "long"]
     guarded = [r for r in rows if r["kind"] in ("off_domain", "identity")]
@@ -214,13 +245,16 @@ def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classif
             "mean_repetition_within": statistics.mean(r["repetition_within"] for r in rows),
             "mean_cross_sample_similarity": (
                 statistics.mean(metrics.cross_sample_similarity(v) for v in by_prompt.values() if len(v) > 1)
-                if any(len(v) > 1 for v in by_prompt.values()) else None
+                if any(len(v) > 1 for v in by_prompt.values())
+                else None
             ),
         },
         "memorization": {
             "max_training_overlap_words": max(r["longest_training_overlap"] for r in rows),
             "mean_training_overlap_words": statistics.mean(r["longest_training_overlap"] for r in rows),
-            f"share_overlap_at_least_{OVERLAP_ALARM_WORDS}_words": share(rows, lambda r: r["longest_training_overlap"] >= OVERLAP_ALARM_WORDS),
+            f"share_overlap_at_least_{OVERLAP_ALARM_WORDS}_words": share(
+                rows, lambda r: r["longest_training_overlap"] >= OVERLAP_ALARM_WORDS
+            ),
         },
     }
 
@@ -231,8 +265,11 @@ def reference_files(adapter, reference, train_data, character) -> tuple[str, str
     from .character import CARD_FILE, data_dir_for_adapter
 
     data_dir = data_dir_for_adapter(adapter) or Path("data/bluey")
-    return (reference or str(data_dir / "test.jsonl"), train_data or str(data_dir / "train.jsonl"),
-            character or str(data_dir / CARD_FILE))
+    return (
+        reference or str(data_dir / "test.jsonl"),
+        train_data or str(data_dir / "train.jsonl"),
+        character or str(data_dir / CARD_FILE),
+    )
 
 
 def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int = 2048) -> dict:
@@ -262,13 +299,23 @@ def _value(figure: dict) -> str:
 
 def to_markdown(result: dict) -> str:
     s = result["summary"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"# Evaluation: {result['model']['label']}", "", f"`{result['command']}`", "",
-             f"{s['replies']} replies: {result['config']['samples']} samples x {result['config']['prompts']} prompts "
-             f"from `{result['config']['prompts_file']}` and the card's facts, seeds {result['config']['seed']}..", ""]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731 (a one-line helper local to this function)
+    lines = [
+        f"# Evaluation: {result['model']['label']}",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"{s['replies']} replies: {result['config']['samples']} samples x {result['config']['prompts']} prompts "
+        f"from `{result['config']['prompts_file']}` and the card's facts, seeds {result['config']['seed']}..",
+        "",
+    ]
     if "headline" in s:
-        lines += ["## Headline figures (95% bootstrap interval over prompts)", "", "| figure | value | what it counts |",
-                  "|---|---|---|"]
+        lines += [
+            "## Headline figures (95% bootstrap interval over prompts)",
+            "",
+            "| figure | value | what it counts |",
+            "|---|---|---|",
+        ]
         described = {f.name: f for f in scorecard.FIGURES}
         for name, figure in s["headline"].items():
             better = "higher" if described[name].higher_is_better else "lower"
@@ -286,7 +333,10 @@ def to_markdown(result: dict) -> str:
     for name in ("tuned", "base", "model"):
         if result.get("likelihood", {}).get(name):
             lk = result["likelihood"][name]
-            lines.append(f"| held-out loss ({name}) | {lk['loss']:.3f} (perplexity {lk['perplexity']:.1f}, {lk['tokens']} tokens) |")
+            lines.append(
+                f"| held-out loss ({name}) | {lk['loss']:.3f} "
+                f"(perplexity {lk['perplexity']:.1f}, {lk['tokens']} tokens) |"
+            )
     lines += ["", "![words per reply by prompt kind](lengths.png)", "", "## One reply per prompt (sample 0)", ""]
     for row in result["rows"]:
         if row["sample"] == 0:
@@ -318,9 +368,24 @@ def _lengths_chart(png: Path, result: dict) -> None:
     tmp.replace(png)
 
 
-def run(model, adapter, prompts_file, samples, limit, seed, reference, train_data, card, base_likelihood, output,
-        settings: dict, log=print, few_shot: int = 0, long_reply_tokens: int = LONG_REPLY_TOKENS,
-        assistant_replies: str | None = None) -> dict:
+def run(
+    model,
+    adapter,
+    prompts_file,
+    samples,
+    limit,
+    seed,
+    reference,
+    train_data,
+    card,
+    base_likelihood,
+    output,
+    settings: dict,
+    log=print,
+    few_shot: int = 0,
+    long_reply_tokens: int = LONG_REPLY_TOKENS,
+    assistant_replies: str | None = None,
+) -> dict:
     """The whole evaluation: load, generate, score, measure likelihood, write the report."""
     import sys
 
@@ -343,8 +408,18 @@ def run(model, adapter, prompts_file, samples, limit, seed, reference, train_dat
     network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
     options = GenerationSettings(**settings)
     with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
-        rows = generate_samples(network, tokenizer, prompts, samples, seed, options, stop_token_ids(model_dir, tokenizer),
-                                bar.update, long_reply_tokens, examples)
+        rows = generate_samples(
+            network,
+            tokenizer,
+            prompts,
+            samples,
+            seed,
+            options,
+            stop_token_ids(model_dir, tokenizer),
+            bar.update,
+            long_reply_tokens,
+            examples,
+        )
     summary = score(rows, card, training_pairs, classifier)
     summary["classifier"] = classifier_check
     likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
@@ -357,16 +432,27 @@ def run(model, adapter, prompts_file, samples, limit, seed, reference, train_dat
     result = {
         "command": "mlx_bluey " + " ".join(sys.argv[1:]),
         "model": {"label": label, "model_dir": str(model_dir), "adapter": adapter},
-        "config": {"prompts_file": str(prompts_file), "prompts": len(prompts), "samples": samples, "seed": seed,
-                   "generation": asdict(options), "reference": str(reference), "train_data": str(train_data),
-                   "few_shot": few_shot, "long_reply_tokens": long_reply_tokens, "facts": len(card.facts),
-                   "assistant_replies": assistant_replies},
+        "config": {
+            "prompts_file": str(prompts_file),
+            "prompts": len(prompts),
+            "samples": samples,
+            "seed": seed,
+            "generation": asdict(options),
+            "reference": str(reference),
+            "train_data": str(train_data),
+            "few_shot": few_shot,
+            "long_reply_tokens": long_reply_tokens,
+            "facts": len(card.facts),
+            "assistant_replies": assistant_replies,
+        },
         "summary": summary,
         "likelihood": likelihood,
         "reference_words": [len(metrics.words(t)) for t in training_replies],
         "rows": rows,
     }
     write_report(Path(output), result)
-    log("; ".join(f"{name} {_value(figure)}" for name, figure in summary["headline"].items())
-        + f"; report: {Path(output) / 'report.md'}")
+    log(
+        "; ".join(f"{name} {_value(figure)}" for name, figure in summary["headline"].items())
+        + f"; report: {Path(output) / 'report.md'}"
+    )
     return result

@@ -35,8 +35,9 @@ def fuse_model(model) -> int:
     return len(fused)
 
 
-def write_hf_directory(model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32,
-                       character: dict | None = None) -> Path:
+def write_hf_directory(
+    model, model_dir: Path, output: Path, stop_ids: list[int], dtype=mx.float32, character: dict | None = None
+) -> Path:
     from transformers import AutoTokenizer
 
     with atomic_directory(output) as work:
@@ -82,8 +83,13 @@ def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)
     count = fuse_model(network)
     card = card_for_adapter(adapter)
-    character = {"name": card.name, "description": card.description,
-                 "default_system_prompt": card.default_system_prompt} if card else None
-    path = write_hf_directory(network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer), character=character)
+    character = (
+        {"name": card.name, "description": card.description, "default_system_prompt": card.default_system_prompt}
+        if card
+        else None
+    )
+    path = write_hf_directory(
+        network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer), character=character
+    )
     log(f"fused {count} adapter layers of {adapter} into {model_dir.name}: {path}")
     return path

@@ -155,7 +155,10 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     shown = 0  # characters of the decoded text already passed to on_text
     finish = "length"
     for token, _ in generate_step(
-        mx.array(prompt), decoding_model(model), max_tokens=settings.max_new_tokens, sampler=sampler,
+        mx.array(prompt),
+        decoding_model(model),
+        max_tokens=settings.max_new_tokens,
+        sampler=sampler,
         logits_processors=processors,
     ):
         if token in stops:

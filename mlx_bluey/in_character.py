@@ -49,10 +49,21 @@ def fit(in_character: list[str], assistant: list[str], seed: int = 0) -> Classif
     from sklearn.linear_model import LogisticRegression
 
     vectorizers = [
-        HashingVectorizer(n_features=N_FEATURES, ngram_range=(1, 2), alternate_sign=False, norm="l2",
-                          token_pattern=r"(?u)\b\w[\w']*\b|[^\w\s]"),
-        HashingVectorizer(n_features=N_FEATURES, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False,
-                          norm="l2", lowercase=False),
+        HashingVectorizer(
+            n_features=N_FEATURES,
+            ngram_range=(1, 2),
+            alternate_sign=False,
+            norm="l2",
+            token_pattern=r"(?u)\b\w[\w']*\b|[^\w\s]",
+        ),
+        HashingVectorizer(
+            n_features=N_FEATURES,
+            analyzer="char_wb",
+            ngram_range=(2, 4),
+            alternate_sign=False,
+            norm="l2",
+            lowercase=False,
+        ),
     ]
     texts = [*in_character, *assistant]
     labels = np.array([1] * len(in_character) + [0] * len(assistant))
@@ -68,8 +79,13 @@ def accuracy(classifier: Classifier, in_character: list[str], assistant: list[st
     p_in = classifier.probability(in_character) if in_character else np.array([])
     p_out = classifier.probability(assistant) if assistant else np.array([])
     right_in, right_out = float(np.mean(p_in >= THRESHOLD)), float(np.mean(p_out < THRESHOLD))
-    return {"in_character_right": right_in, "assistant_right": right_out, "balanced": (right_in + right_out) / 2,
-            "in_character_replies": len(in_character), "assistant_replies": len(assistant)}
+    return {
+        "in_character_right": right_in,
+        "assistant_right": right_out,
+        "balanced": (right_in + right_out) / 2,
+        "in_character_replies": len(in_character),
+        "assistant_replies": len(assistant),
+    }
 
 
 def assistant_replies(path: str | Path) -> dict[str, list[str]]:
@@ -84,7 +100,9 @@ def assistant_replies(path: str | Path) -> dict[str, list[str]]:
     return split
 
 
-def train_and_check(train_replies: list[str], test_replies: list[str], assistant_file: str | Path) -> tuple[Classifier, dict]:
+def train_and_check(
+    train_replies: list[str], test_replies: list[str], assistant_file: str | Path
+) -> tuple[Classifier, dict]:
     """The classifier fitted on the training sides, and its accuracy on the held-out sides."""
     negatives = assistant_replies(assistant_file)
     classifier = fit(train_replies, negatives["train"])

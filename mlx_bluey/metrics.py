@@ -109,15 +109,48 @@ class VerbatimIndex:
 # the card's own break_character_markers, which add the persona's specific ones. Bare "llama",
 # "gemma", "claude" and "gemini" are left out: an animal, names and a star sign a child may talk about.
 ASSISTANT_LEXICON = [
-    "gpt", "chatgpt", "openai", "anthropic", "deepmind", "meta ai", "mistral ai", "llama model", "gemma model",
-    "llama 2", "llama 3", "gemma 3", "google's gemma", "large language model", "language model", "ai model", "ai assistant", "virtual assistant",
-    "assistant mode", "i'm an assistant", "i am an assistant", "the assistant", "as an ai", "i'm an ai",
-    "i am an ai", "artificial intelligence", "i can't help with that", "i cannot help with that",
-    "i'm not able to help", "i'm unable to", "as a language model", "my training data", "i was trained",
-    "neural network", "chatbot", "how can i assist", "how can i help you today", "i'd be happy to help",
+    "gpt",
+    "chatgpt",
+    "openai",
+    "anthropic",
+    "deepmind",
+    "meta ai",
+    "mistral ai",
+    "llama model",
+    "gemma model",
+    "llama 2",
+    "llama 3",
+    "gemma 3",
+    "google's gemma",
+    "large language model",
+    "language model",
+    "ai model",
+    "ai assistant",
+    "virtual assistant",
+    "assistant mode",
+    "i'm an assistant",
+    "i am an assistant",
+    "the assistant",
+    "as an ai",
+    "i'm an ai",
+    "i am an ai",
+    "artificial intelligence",
+    "i can't help with that",
+    "i cannot help with that",
+    "i'm not able to help",
+    "i'm unable to",
+    "as a language model",
+    "my training data",
+    "i was trained",
+    "neural network",
+    "chatbot",
+    "how can i assist",
+    "how can i help you today",
+    "i'd be happy to help",
 ]
-CODE = re.compile(r"```|^\s*(def |class |import |from \S+ import |SELECT |#include|function |const |public )|</?\w+>",
-                  re.MULTILINE)
+CODE = re.compile(
+    r"```|^\s*(def |class |import |from \S+ import |SELECT |#include|function |const |public )|</?\w+>", re.MULTILINE
+)
 
 
 def assistant_phrases(text: str, extra_markers: Sequence[str] = ()) -> list[str]:
@@ -140,8 +173,10 @@ def marker_rates(pairs: Sequence[tuple[str, str]], markers: Sequence[str]) -> di
     A reply that repeats the prompt's "Bingo" says nothing about the voice, so such pairs are left
     out of that marker's rate (its numerator and its word count).
     """
-    counted = [(count_markers(prompt, list(markers)), count_markers(reply, list(markers)), len(words(reply)))
-               for prompt, reply in pairs]
+    counted = [
+        (count_markers(prompt, list(markers)), count_markers(reply, list(markers)), len(words(reply)))
+        for prompt, reply in pairs
+    ]
     rates = {}
     for marker in markers:
         kept = [(hits[marker], n) for in_prompt, hits, n in counted if not in_prompt[marker]]
@@ -159,8 +194,13 @@ def voice_distance(rates: dict[str, float], reference: dict[str, float]) -> floa
     return sum(abs(rates.get(m, 0.0) - r) for m, r in reference.items())
 
 
-def bootstrap_interval(groups: Sequence[Sequence], statistic: Callable[[list], float | None], resamples: int = 1000,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+def bootstrap_interval(
+    groups: Sequence[Sequence],
+    statistic: Callable[[list], float | None],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
     """Percentile interval of `statistic` over the rows of `groups` resampled with replacement.
 
     Groups are prompts (all samples of one prompt together): the prompts are the sample we drew, the

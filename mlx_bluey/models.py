@@ -1,8 +1,8 @@
 """Which model to load: registry names, Hugging Face ids, local directories, the embedded default.
 
-    resolve_model(None)            -> the embedded google/gemma-3-270m (converted once, cached)
-    resolve_model("gemma-3-1b-it") -> google/gemma-3-1b-it via huggingface_hub
-    resolve_model("./my-model")    -> that directory
+resolve_model(None)            -> the embedded google/gemma-3-270m (converted once, cached)
+resolve_model("gemma-3-1b-it") -> google/gemma-3-1b-it via huggingface_hub
+resolve_model("./my-model")    -> that directory
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ def _download(repo: str, log) -> Path:
             problem = f"cannot download {repo} ({reason}) and it is not in the local cache"
         else:
             missing = ", ".join(_missing_files(repo, Path(snapshot))) or "some files"
-            problem = (f"the cached copy of {repo} is incomplete ({missing} missing: an interrupted download?) "
-                       f"and cannot be completed ({reason}); run once with network access to finish it")
+            problem = (
+                f"the cached copy of {repo} is incomplete ({missing} missing: an interrupted download?) "
+                f"and cannot be completed ({reason}); run once with network access to finish it"
+            )
         raise ModelError(f"{problem}; the embedded default ({EMBEDDED_NAME}) works offline") from error
 
 

@@ -60,8 +60,19 @@ VARIANTS = {
     "fp32": Variant("fp32", "model.onnx", "fp32"),
 }
 DEFAULT_VARIANTS = ("q8", "q4", "fp16")
-COPIED = ("character.json", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-          "special_tokens_map.json", "GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
+COPIED = (
+    "character.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "GEMMA_TERMS.html",
+    "NOTICE.md",
+    "LICENSE",
+    "USE_POLICY.md",
+)
 
 
 def log(message: str) -> None:
@@ -97,9 +108,15 @@ def export_fp32(fused: Path, work: Path) -> Path:
     """Optimum's `text-generation-with-past` export (fp32, opset 18); returns the model.onnx path."""
     from optimum.exporters.onnx import main_export
 
-    main_export(str(fused), output=str(work), task="text-generation-with-past", opset=18, device="cpu",
-                do_validation=False,  # parity is measured below, against the fused model itself
-                no_post_process=True)  # its tied-weight clean-up fails over 2 GB (1B); onnx_graph ties instead
+    main_export(
+        str(fused),
+        output=str(work),
+        task="text-generation-with-past",
+        opset=18,
+        device="cpu",
+        do_validation=False,  # parity is measured below, against the fused model itself
+        no_post_process=True,
+    )  # its tied-weight clean-up fails over 2 GB (1B); onnx_graph ties instead
     return work / "model.onnx"
 
 
@@ -108,8 +125,14 @@ def save(model, path: Path) -> None:
 
     weights = sum(len(init.raw_data) for init in model.graph.initializer)
     if weights > TWO_GB - 2**26:  # leave room for the graph itself
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + "_data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + "_data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
 
@@ -118,8 +141,13 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
     """Symmetric block-wise weight-only quantization of MatMuls (onnxruntime's MatMulNBits)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, bits=bits,
-                                          accuracy_level=accuracy_level or None, op_types_to_quantize=("MatMul",))
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block_size,
+        is_symmetric=True,
+        bits=bits,
+        accuracy_level=accuracy_level or None,
+        op_types_to_quantize=("MatMul",),
+    )
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
     quantizer.process()
     return quantizer.model.model
@@ -140,7 +168,9 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
             # the head is now the only MatMul left with a constant weight (the others are MatMulNBits).
             # 8 bits needs accuracy_level 4 (int8 compute) to be fast: at level 0 onnxruntime's CPU decode fell
             # from 77 to 2.85 tok/s with this head.
-            model = quantize_nbits(model, variant.head_bits, 128, 4 if variant.head_bits == 8 else variant.accuracy_level)
+            model = quantize_nbits(
+                model, variant.head_bits, 128, 4 if variant.head_bits == 8 else variant.accuracy_level
+            )
         else:
             model = quantize_nbits(model, variant.bits, variant.block_size, variant.accuracy_level)
         saved = tie_nbits(model)
@@ -155,10 +185,16 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
     path = out_dir / variant.file
     save(model, path)
     size = sum(p.stat().st_size for p in out_dir.glob(variant.file + "*"))
-    return {"variant": variant.name, "file": f"onnx/{variant.file}", "bytes": size, "mb": round(size / 1e6, 1),
-            "external_data": (out_dir / (variant.file + "_data")).exists(), "tied_bytes_saved": saved,
-            "seconds": round(time.perf_counter() - started, 1), **{k: v for k, v in asdict(variant).items()
-                                                                  if k in ("bits", "block_size", "accuracy_level", "head_bits")}}
+    return {
+        "variant": variant.name,
+        "file": f"onnx/{variant.file}",
+        "bytes": size,
+        "mb": round(size / 1e6, 1),
+        "external_data": (out_dir / (variant.file + "_data")).exists(),
+        "tied_bytes_saved": saved,
+        "seconds": round(time.perf_counter() - started, 1),
+        **{k: v for k, v in asdict(variant).items() if k in ("bits", "block_size", "accuracy_level", "head_bits")},
+    }
 
 
 # ---------------------------------------------------------------------------------------------- parity
@@ -192,12 +228,17 @@ class OrtDecoder:
         return {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=self.float) for i in self.past}
 
     def step(self, ids: list[int], past: dict, seen: int):
-        feeds = {"input_ids": np.array([ids], dtype=np.int64),
-                 "attention_mask": np.ones((1, seen + len(ids)), dtype=np.int64), **past}
+        feeds = {
+            "input_ids": np.array([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, seen + len(ids)), dtype=np.int64),
+            **past,
+        }
         outputs = self.session.run(None, feeds)
         names = [o.name for o in self.session.get_outputs()]
         logits = outputs[names.index("logits")][0].astype(np.float32)
-        present = {n.replace("present", "past_key_values"): v for n, v in zip(names, outputs) if n.startswith("present")}
+        present = {
+            n.replace("present", "past_key_values"): v for n, v in zip(names, outputs) if n.startswith("present")
+        }
         return logits, present
 
     def greedy(self, prompt: list[int], new_tokens: int, stops: set[int]) -> tuple[list[int], float]:
@@ -226,13 +267,18 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab]."""
     p, q = log_softmax(reference), log_softmax(candidate)
     kl = (np.exp(p) * (p - q)).sum(-1)
-    return {"positions": int(len(reference)), "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-            "kl_mean": float(kl.mean()), "kl_max": float(kl.max()),
-            "max_abs_logit_diff": float(np.abs(reference - candidate).max())}
+    return {
+        "positions": int(len(reference)),
+        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+    }
 
 
-def reference_outputs(fused: Path, texts: list[list[int]], prompts: list[list[int]], new_tokens: int,
-                      stops: set[int]) -> dict:
+def reference_outputs(
+    fused: Path, texts: list[list[int]], prompts: list[list[int]], new_tokens: int, stops: set[int]
+) -> dict:
     """Logits (full sequences) and greedy continuations of the fused model loaded by transformers (fp32)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -243,9 +289,15 @@ def reference_outputs(fused: Path, texts: list[list[int]], prompts: list[list[in
         logits = [model(torch.tensor([ids])).logits[0].numpy() for ids in texts]
         greedy = []
         for prompt in prompts:
-            out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                 max_new_tokens=new_tokens, do_sample=False, eos_token_id=sorted(stops), pad_token_id=0)
-            greedy.append(out[0, len(prompt):].tolist())
+            out = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=sorted(stops),
+                pad_token_id=0,
+            )
+            greedy.append(out[0, len(prompt) :].tolist())
     return {"logits": logits, "greedy": greedy}
 
 
@@ -283,23 +335,40 @@ def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int,
 
 def write_report(out: Path, report: dict) -> None:
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"# ONNX export of `{report['fused']}`", "", f"Command: `{report['command']}`", "",
-             f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
-             "variant (onnxruntime, CPU) against the fused model loaded by transformers in fp32; greedy: "
-             f"{report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens with the KV cache.", "",
-             "| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | ORT decode tok/s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# ONNX export of `{report['fused']}`",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
+        "variant (onnxruntime, CPU) against the fused model loaded by transformers in fp32; greedy: "
+        f"{report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens with the KV cache.",
+        "",
+        "| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | ORT decode tok/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for v in report["variants"]:
         p = v.get("parity", {})
-        lines.append(f"| {v['variant']} | {v['file']} | {v['mb']} | {p.get('top1_agreement', '-')} | "
-                     f"{p.get('kl_mean', '-')} | {p.get('kl_max', '-')} | {p.get('greedy_identical_share', '-')} | "
-                     f"{p.get('ort_decode_tokens_per_s', '-')} |")
+        lines.append(
+            f"| {v['variant']} | {v['file']} | {v['mb']} | {p.get('top1_agreement', '-')} | "
+            f"{p.get('kl_mean', '-')} | {p.get('kl_max', '-')} | {p.get('greedy_identical_share', '-')} | "
+            f"{p.get('ort_decode_tokens_per_s', '-')} |"
+        )
     lines += ["", f"Export (fp32 ONNX): {report['export_seconds']} s. Machine: {report['machine']}.", ""]
     (out / "export.md").write_text("\n".join(lines))
 
 
-def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None, parity_texts: int,
-        greedy_prompts: int, greedy_tokens: int, keep_fp32: bool, command: str) -> dict:
+def run(
+    fused: Path,
+    output: Path,
+    variants: list[str],
+    parity_data: Path | None,
+    parity_texts: int,
+    greedy_prompts: int,
+    greedy_tokens: int,
+    keep_fp32: bool,
+    command: str,
+) -> dict:
     import platform
 
     from transformers import AutoTokenizer
@@ -309,8 +378,13 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
     if not (fused / "config.json").exists():
         raise SystemExit(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
-    report = {"fused": str(fused), "command": command, "variants": [], "machine": f"{platform.machine()}, "
-              f"{__import__('os').cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}"}
+    report = {
+        "fused": str(fused),
+        "command": command,
+        "variants": [],
+        "machine": f"{platform.machine()}, "
+        f"{__import__('os').cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}",
+    }
     with atomic_directory(output) as out:
         onnx_dir = out / "onnx"
         onnx_dir.mkdir()
@@ -327,8 +401,11 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
         for i, name in enumerate(variants):
             log(f"[2/3] variant {name} ({i + 1}/{len(variants)})...")
             with ticking(f"variant {name}"):
-                result = subprocess.run([sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name,
-                                         str(fp32), str(onnx_dir)], capture_output=True, text=True)
+                result = subprocess.run(
+                    [sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name, str(fp32), str(onnx_dir)],
+                    capture_output=True,
+                    text=True,
+                )
             if result.returncode:
                 raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
             entry = json.loads(result.stdout.strip().splitlines()[-1])
@@ -338,7 +415,11 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
             log("[3/3] parity against the fused model (transformers, fp32)...")
             tokenizer = AutoTokenizer.from_pretrained(str(fused))
             generation = json.loads((fused / "generation_config.json").read_text())
-            stops = set(generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [generation["eos_token_id"]])
+            stops = set(
+                generation["eos_token_id"]
+                if isinstance(generation["eos_token_id"], list)
+                else [generation["eos_token_id"]]
+            )
             texts = held_out_texts(parity_data, tokenizer, parity_texts, max_tokens=512)
             prompts = []
             for line in parity_data.read_text(encoding="utf-8").splitlines()[:greedy_prompts]:
@@ -349,14 +430,22 @@ def run(fused: Path, output: Path, variants: list[str], parity_data: Path | None
             with ticking("reference logits and greedy tokens (transformers)"):
                 reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
             for entry in report["variants"]:
-                entry["parity"] = variant_parity(onnx_dir / VARIANTS[entry["variant"]].file, reference, texts,
-                                                 prompts, greedy_tokens, stops)
-                log(f"      {entry['variant']}: top-1 {entry['parity']['top1_agreement']}, KL {entry['parity']['kl_mean']}, "
+                entry["parity"] = variant_parity(
+                    onnx_dir / VARIANTS[entry["variant"]].file, reference, texts, prompts, greedy_tokens, stops
+                )
+                log(
+                    f"      {entry['variant']}: top-1 {entry['parity']['top1_agreement']}, "
+                    f"KL {entry['parity']['kl_mean']}, "
                     f"greedy identical {entry['parity']['greedy_identical_share']}, "
-                    f"ORT decode {entry['parity']['ort_decode_tokens_per_s']} tok/s")
+                    f"ORT decode {entry['parity']['ort_decode_tokens_per_s']} tok/s"
+                )
                 gc.collect()
-        report.update(parity_source=str(parity_data), parity_texts=parity_texts, greedy_prompts=greedy_prompts,
-                      greedy_tokens=greedy_tokens)
+        report.update(
+            parity_source=str(parity_data),
+            parity_texts=parity_texts,
+            greedy_prompts=greedy_prompts,
+            greedy_tokens=greedy_tokens,
+        )
         if keep_fp32 and "fp32" not in variants:
             shutil.copy(fp32, onnx_dir / "model.onnx")
             for data in fp32_dir.glob("model.onnx_data"):
@@ -383,8 +472,17 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(entry))
         return
     command = " ".join(["python -m mlx_bluey.onnx_export", *(argv if argv is not None else sys.argv[1:])])
-    run(args.fused, args.output, args.variants.split(","), args.parity_data, args.parity_texts, args.greedy_prompts,
-        args.greedy_tokens, args.keep_fp32, command)
+    run(
+        args.fused,
+        args.output,
+        args.variants.split(","),
+        args.parity_data,
+        args.parity_texts,
+        args.greedy_prompts,
+        args.greedy_tokens,
+        args.keep_fp32,
+        command,
+    )
 
 
 if __name__ == "__main__":

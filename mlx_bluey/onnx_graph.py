@@ -47,7 +47,9 @@ def _producer(model: onnx.ModelProto, output: str) -> onnx.NodeProto:
 def find_tied(model: onnx.ModelProto) -> Tied:
     """The embedding Gather and the logits head; raises when the graph is not a tied decoder."""
     inits = _initializers(model)
-    gathers = [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and n.input[1] == "input_ids"]
+    gathers = [
+        n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and n.input[1] == "input_ids"
+    ]
     if len(gathers) != 1:
         raise ValueError(f"expected one embedding Gather on input_ids, found {len(gathers)}")
     head = _producer(model, "logits")
@@ -79,7 +81,9 @@ def tie_float(model: onnx.ModelProto) -> int:
     out = tied.gather.output[0]
     columns = out + "/tied_columns"
     nodes = [
-        helper.make_node("Gather", [tied.head.input[1], "input_ids"], [columns], axis=1, name="tied/gather"),  # [H, b, s]
+        helper.make_node(
+            "Gather", [tied.head.input[1], "input_ids"], [columns], axis=1, name="tied/gather"
+        ),  # [H, b, s]
         helper.make_node("Transpose", [columns], [out], perm=[1, 2, 0], name="tied/transpose"),  # [b, s, H]
     ]
     saved = int(np.prod(table.dims)) * (2 if table.data_type == TensorProto.FLOAT16 else 4)
@@ -116,7 +120,9 @@ def tie_nbits(model: onnx.ModelProto) -> int:
         consts.update({p + "starts": np.array([0], dtype=np.int64), p + "ends": np.array([hidden], dtype=np.int64)})
     model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     nodes = [
-        helper.make_node("Gather", [head.input[1], "input_ids"], [p + "packed"], name=p + "gather"),  # [b,s,blocks,blob]
+        helper.make_node(
+            "Gather", [head.input[1], "input_ids"], [p + "packed"], name=p + "gather"
+        ),  # [b,s,blocks,blob]
         # the head's own scales seen as [V, blocks, 1] (a view, not a second copy in the file)
         helper.make_node("Reshape", [head.input[2], p + "scales_shape"], [p + "scales"], name=p + "scales_3d"),
     ]
@@ -138,15 +144,19 @@ def tie_nbits(model: onnx.ModelProto) -> int:
         helper.make_node("Reshape", [values, p + "block_shape"], [p + "q"], name=p + "q"),  # [b, s, blocks, block]
         helper.make_node("Cast", [p + "q"], [p + "qf"], to=TensorProto.FLOAT, name=p + "cast"),
         helper.make_node("Sub", [p + "qf", p + "zero"], [p + "centred"], name=p + "centre"),
-        helper.make_node("Gather", [p + "scales", "input_ids"], [p + "row_scales"], name=p + "scales"),  # [b,s,blocks,1]
+        helper.make_node(
+            "Gather", [p + "scales", "input_ids"], [p + "row_scales"], name=p + "scales"
+        ),  # [b,s,blocks,1]
         helper.make_node("Mul", [p + "centred", p + "row_scales"], [p + "deq"], name=p + "scale"),
         helper.make_node("Concat", [p + "ids_shape", p + "padded"], [p + "out_shape"], axis=0, name=p + "oshape"),
     ]
     if blocks * block == hidden:
         nodes.append(helper.make_node("Reshape", [p + "deq", p + "out_shape"], [out], name=p + "rows"))  # [b, s, H]
     else:
-        nodes += [helper.make_node("Reshape", [p + "deq", p + "out_shape"], [p + "rows"], name=p + "rows"),
-                  helper.make_node("Slice", [p + "rows", p + "starts", p + "ends", p + "last"], [out], name=p + "unpad")]
+        nodes += [
+            helper.make_node("Reshape", [p + "deq", p + "out_shape"], [p + "rows"], name=p + "rows"),
+            helper.make_node("Slice", [p + "rows", p + "starts", p + "ends", p + "last"], [out], name=p + "unpad"),
+        ]
     saved = int(np.prod(table.dims)) * 4
     _replace_gather(model, tied, nodes, drop=tied.table)
     return saved

@@ -33,11 +33,29 @@ KERNELS: list[tuple[str, frozenset[str]]] = [
     ("Haswell", frozenset({"avx2", "fma"})),
 ]
 # OpenBLAS's x86 kernels for CPUs without AVX2: on a CPU with AVX2 one of these is a fallback.
-PRE_AVX2_KERNELS = frozenset({
-    "Katmai", "Coppermine", "Northwood", "Prescott", "Banias", "Atom", "Core2", "Penryn", "Dunnington",
-    "Nehalem", "Sandybridge", "Athlon", "Opteron", "Opteron_SSE3", "Barcelona", "Nano", "Bobcat",
-    "Bulldozer", "Piledriver",
-})
+PRE_AVX2_KERNELS = frozenset(
+    {
+        "Katmai",
+        "Coppermine",
+        "Northwood",
+        "Prescott",
+        "Banias",
+        "Atom",
+        "Core2",
+        "Penryn",
+        "Dunnington",
+        "Nehalem",
+        "Sandybridge",
+        "Athlon",
+        "Opteron",
+        "Opteron_SSE3",
+        "Barcelona",
+        "Nano",
+        "Bobcat",
+        "Bulldozer",
+        "Piledriver",
+    }
+)
 # Set by ensure_fast_blas when it chose the kernel, so the re-executed process (and its children) can
 # tell "mlx_bluey replaced OpenBLAS's fallback X" from "the user set OPENBLAS_CORETYPE".
 CHOSEN_FROM_ENV = "MLX_BLUEY_BLAS_REPLACED_KERNEL"
@@ -109,8 +127,13 @@ def check_kernel(library: str, kernel: str, timeout: float = 60.0) -> KernelChec
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env["OPENBLAS_CORETYPE"] = kernel
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE, library, str(CHECK_SIZE)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, library, str(CHECK_SIZE)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return KernelCheck(kernel, False, f"no answer in {timeout:.0f} s")
     if done.returncode != 0:

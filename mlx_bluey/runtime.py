@@ -145,8 +145,7 @@ def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
 def blas_facts(measure: bool = True) -> dict:
     """BLAS, its kernel and how it was chosen, and a float32 matmul measured now: for info, manifests, benchmarks."""
     kernel = blas_kernel()
-    facts = {"blas": blas_in_use(), "kernel": kernel,
-             "kernel_source": openblas.kernel_source() if kernel else None}
+    facts = {"blas": blas_in_use(), "kernel": kernel, "kernel_source": openblas.kernel_source() if kernel else None}
     if measure:
         facts["matmul_gflops"] = round(matmul_gflops(), 1)
     return facts
@@ -169,4 +168,6 @@ def describe_blas(facts: dict) -> str:
 
 def describe() -> str:
     """One line for logs: device, BLAS and its kernel, default dtype."""
-    return f"device {device_name()}, BLAS {describe_blas(blas_facts(measure=False))}, default dtype {default_dtype_name()}"
+    return (
+        f"device {device_name()}, BLAS {describe_blas(blas_facts(measure=False))}, default dtype {default_dtype_name()}"
+    )

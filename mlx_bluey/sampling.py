@@ -11,7 +11,7 @@ k candidates first is an argpartition (2.0 ms), and top-p then sorts 64 values: 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 

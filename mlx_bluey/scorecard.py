@@ -54,27 +54,74 @@ def _voice(rows: list[dict], reference: dict) -> float | None:
 
 
 FIGURES = [
-    Figure("complete", "ended its turn itself, on a finished sentence", True,
-           lambda rows, _: _share(rows, lambda r: True, lambda r: r["complete"])),
-    Figure("short_answered_short", f"prompts asking for a short answer: under {SHORT_WORDS} words and finished", True,
-           lambda rows, _: _share(rows, lambda r: r["expect"] == "short", lambda r: r["complete"] and r["words"] < SHORT_WORDS)),
-    Figure("long_answered_long", f"prompts asking for a long answer: over {LONG_WORDS} words and finished", True,
-           lambda rows, _: _share(rows, lambda r: r["expect"] == "long", lambda r: r["complete"] and r["words"] > LONG_WORDS)),
-    Figure("voice_distance", "sum over markers of |uses per 100 words - training's| (prompt's markers left out; 0 = training)",
-           False, _voice),
-    Figure("fact_accuracy", "card fact questions answered right (an accepted answer, no rejected one)", True,
-           lambda rows, _: _share(rows, lambda r: r.get("fact_right") is not None, lambda r: r["fact_right"])),
-    Figure("in_character", "replies with no assistant/LLM phrase and no code", True,
-           lambda rows, _: _share(rows, lambda r: True, lambda r: not r["assistant_phrases"])),
-    Figure("in_character_under_pressure", f"the same on {', '.join(PRESSURE_KINDS)} prompts", True,
-           lambda rows, _: _share(rows, lambda r: r["kind"] in PRESSURE_KINDS, lambda r: not r["assistant_phrases"])),
-    Figure("classifier_in_character", "replies the in-character classifier puts at p >= 0.5 (its held-out accuracy is in the details)",
-           True, lambda rows, _: _share(rows, lambda r: r.get("in_character_probability") is not None,
-                                        lambda r: r["in_character_probability"] >= 0.5)),
-    Figure("distinct_1", "unique words / all words over every reply", True,
-           lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 1) if rows else None),
-    Figure("distinct_2", "unique word pairs / all word pairs over every reply", True,
-           lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 2) if rows else None),
+    Figure(
+        "complete",
+        "ended its turn itself, on a finished sentence",
+        True,
+        lambda rows, _: _share(rows, lambda r: True, lambda r: r["complete"]),
+    ),
+    Figure(
+        "short_answered_short",
+        f"prompts asking for a short answer: under {SHORT_WORDS} words and finished",
+        True,
+        lambda rows, _: _share(
+            rows, lambda r: r["expect"] == "short", lambda r: r["complete"] and r["words"] < SHORT_WORDS
+        ),
+    ),
+    Figure(
+        "long_answered_long",
+        f"prompts asking for a long answer: over {LONG_WORDS} words and finished",
+        True,
+        lambda rows, _: _share(
+            rows, lambda r: r["expect"] == "long", lambda r: r["complete"] and r["words"] > LONG_WORDS
+        ),
+    ),
+    Figure(
+        "voice_distance",
+        "sum over markers of |uses per 100 words - training's| (prompt's markers left out; 0 = training)",
+        False,
+        _voice,
+    ),
+    Figure(
+        "fact_accuracy",
+        "card fact questions answered right (an accepted answer, no rejected one)",
+        True,
+        lambda rows, _: _share(rows, lambda r: r.get("fact_right") is not None, lambda r: r["fact_right"]),
+    ),
+    Figure(
+        "in_character",
+        "replies with no assistant/LLM phrase and no code",
+        True,
+        lambda rows, _: _share(rows, lambda r: True, lambda r: not r["assistant_phrases"]),
+    ),
+    Figure(
+        "in_character_under_pressure",
+        f"the same on {', '.join(PRESSURE_KINDS)} prompts",
+        True,
+        lambda rows, _: _share(rows, lambda r: r["kind"] in PRESSURE_KINDS, lambda r: not r["assistant_phrases"]),
+    ),
+    Figure(
+        "classifier_in_character",
+        "replies the in-character classifier puts at p >= 0.5 (its held-out accuracy is in the details)",
+        True,
+        lambda rows, _: _share(
+            rows,
+            lambda r: r.get("in_character_probability") is not None,
+            lambda r: r["in_character_probability"] >= 0.5,
+        ),
+    ),
+    Figure(
+        "distinct_1",
+        "unique words / all words over every reply",
+        True,
+        lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 1) if rows else None,
+    ),
+    Figure(
+        "distinct_2",
+        "unique word pairs / all word pairs over every reply",
+        True,
+        lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 2) if rows else None,
+    ),
 ]
 
 
@@ -91,14 +138,20 @@ def headline(rows: list[dict], reference: dict, resamples: int = RESAMPLES, seed
     result = {}
     for figure in FIGURES:
         value = figure.compute(rows, reference)
-        interval = metrics.bootstrap_interval(groups, lambda chosen: figure.compute(chosen, reference), resamples, seed)
-        result[figure.name] = {"value": value, "low": interval[0] if interval else None,
-                               "high": interval[1] if interval else None}
+        interval = metrics.bootstrap_interval(
+            groups, lambda chosen, figure=figure: figure.compute(chosen, reference), resamples, seed
+        )
+        result[figure.name] = {
+            "value": value,
+            "low": interval[0] if interval else None,
+            "high": interval[1] if interval else None,
+        }
     return result
 
 
-def paired_difference(rows_a: list[dict], rows_b: list[dict], figure: Figure, reference: dict,
-                      resamples: int = RESAMPLES, seed: int = 0) -> dict:
+def paired_difference(
+    rows_a: list[dict], rows_b: list[dict], figure: Figure, reference: dict, resamples: int = RESAMPLES, seed: int = 0
+) -> dict:
     """B - A on the prompts both runs answered, with the 95% interval of the difference.
 
     Both runs are resampled with the same prompt draw, so what is compared is the models, not two
@@ -109,8 +162,15 @@ def paired_difference(rows_a: list[dict], rows_b: list[dict], figure: Figure, re
     value_a = figure.compute([r for p in shared for r in a[p]], reference)
     value_b = figure.compute([r for p in shared for r in b[p]], reference)
     if value_a is None or value_b is None:
-        return {"a": value_a, "b": value_b, "difference": None, "low": None, "high": None, "outside_noise": False,
-                "prompts": len(shared)}
+        return {
+            "a": value_a,
+            "b": value_b,
+            "difference": None,
+            "low": None,
+            "high": None,
+            "outside_noise": False,
+            "prompts": len(shared),
+        }
     rng = np.random.default_rng(seed)
     differences = []
     for _ in range(resamples):
@@ -120,5 +180,12 @@ def paired_difference(rows_a: list[dict], rows_b: list[dict], figure: Figure, re
         if x is not None and y is not None:
             differences.append(y - x)
     low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
-    return {"a": value_a, "b": value_b, "difference": value_b - value_a, "low": low, "high": high,
-            "outside_noise": low > 0 or high < 0, "prompts": len(shared)}
+    return {
+        "a": value_a,
+        "b": value_b,
+        "difference": value_b - value_a,
+        "low": low,
+        "high": high,
+        "outside_noise": low > 0 or high < 0,
+        "prompts": len(shared),
+    }

@@ -51,8 +51,11 @@ def describe_export(path: Path) -> dict:
         raise ServeError(f"{path}: no export.json; make it with `mlx_bluey export`")
     report = json.loads(report_path.read_text())
     character = json.loads((path / "character.json").read_text()) if (path / "character.json").exists() else {}
-    variants = [{"variant": v["variant"], "file": v["file"], "mb": v["mb"], "external_data": v.get("external_data", False)}
-                for v in report["variants"] if v["variant"] != "fp32"]  # fp32 does not fit a browser tab
+    variants = [
+        {"variant": v["variant"], "file": v["file"], "mb": v["mb"], "external_data": v.get("external_data", False)}
+        for v in report["variants"]
+        if v["variant"] != "fp32"
+    ]  # fp32 does not fit a browser tab
     return {"name": path.name, "character": character, "variants": variants}
 
 
@@ -82,13 +85,15 @@ class Handler(SimpleHTTPRequestHandler):
         if route in VENDOR:
             return str(VENDOR[route])
         if route.startswith("/vendor/ort/"):
-            return str(_inside(VENDOR["/vendor/ort/"], route[len("/vendor/ort/"):]))
+            return str(_inside(VENDOR["/vendor/ort/"], route[len("/vendor/ort/") :]))
         if route.startswith("/models/"):
-            name, _, rest = route[len("/models/"):].partition("/")
+            name, _, rest = route[len("/models/") :].partition("/")
             if name in self.exports:
                 return str(_inside(self.exports[name], rest))
             return str(WEB / "missing")
-        return str(_inside(WEB, route.lstrip("/"), allow=("index.html", "app.js", "worker.js", "sampling.js", "style.css")))
+        return str(
+            _inside(WEB, route.lstrip("/"), allow=("index.html", "app.js", "worker.js", "sampling.js", "style.css"))
+        )
 
     def do_GET(self) -> None:
         if urlparse(self.path).path == "/models.json":
@@ -127,8 +132,11 @@ def make_server(exports: list[Path], host: str = "127.0.0.1", port: int = 8000) 
     names = [d["name"] for d in described]
     if len(set(names)) != len(names):
         raise ServeError(f"two exports share a directory name: {names}")
-    handler = type("BoundHandler", (Handler,), {"exports": {p.name: p.resolve() for p in exports},
-                                                "catalogue": json.dumps(described).encode()})
+    handler = type(
+        "BoundHandler",
+        (Handler,),
+        {"exports": {p.name: p.resolve() for p in exports}, "catalogue": json.dumps(described).encode()},
+    )
     return Server((host, port), partial(handler, directory=str(WEB)))
 
 

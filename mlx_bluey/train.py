@@ -43,8 +43,8 @@ from .checkpoints import (
     sha256_files,
 )
 from .config import TrainConfig
-from .head_loss import make_two_pass_step, mlx_head_loss, numpy_head_applies, select_head_loss
 from .data import EncodedDataset, encode_dataset, epoch_batches, make_batch, read_jsonl
+from .head_loss import make_two_pass_step, mlx_head_loss, numpy_head_applies, select_head_loss
 from .models import resolve_model
 from .trainer import Interrupted, LoopSettings, LoopState, ProgressBar, TrainingCallback, to_arrays, train_loop
 
@@ -149,7 +149,7 @@ def plan_run(train: EncodedDataset, config: TrainConfig) -> Plan:
 def make_optimizer(config: TrainConfig, steps: int):
     warmup = min(config.warmup_steps, max(steps - 1, 0))
     if config.lr_schedule == "constant":
-        main = lambda _: mx.array(config.learning_rate, dtype=mx.float32)  # noqa: E731
+        main = lambda _: mx.array(config.learning_rate, dtype=mx.float32)  # noqa: E731 (a one-line helper local to this function)
     else:
         main = optim.cosine_decay(
             config.learning_rate, max(steps - warmup, 1), config.learning_rate * config.min_lr_ratio
@@ -202,8 +202,11 @@ def run_differences(saved: dict, current: dict) -> list[str]:
         return ["the training or validation data changed"]
     old = {k: v for k, v in saved.get("config", {}).items() if k not in RESUME_NEUTRAL}
     new = current["config"]
-    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in sorted(old.keys() | new.keys())
-            if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k) != new.get(k)
+    ]
 
 
 @dataclass
@@ -252,7 +255,10 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     valid_set = encode_dataset(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None
     for name, dataset in (("train", train_set), ("valid", valid_set)):
         if dataset is not None and dataset.skipped:
-            log(f"skipped {len(dataset.skipped)} {name} conversation(s) over max_seq_length: {', '.join(dataset.skipped)}")
+            log(
+                f"skipped {len(dataset.skipped)} {name} conversation(s) over max_seq_length: "
+                f"{', '.join(dataset.skipped)}"
+            )
     if len(train_set) == 0:
         raise TrainError(f"{train_path}: no conversation fits max_seq_length={config.max_seq_length}")
 
@@ -271,21 +277,44 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
 
     data_hash = sha256_files([p for p in (train_path, valid_path) if p])
-    identity = {"config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL}, "data_sha256": data_hash}
+    identity = {
+        "config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL},
+        "data_sha256": data_hash,
+    }
     state, start_step, resume_from = LoopState(extra={"run": identity}), 0, None
     if resume and checkpoints and not overwrite:
         resume_from = checkpoints[-1]
         saved = json.loads((resume_from / "state.json").read_text())
         differences = run_differences(saved.get("run") or {}, identity)
         if differences:
-            raise TrainError(f"{resume_from} was made with a different config or data ({'; '.join(differences)}); "
-                             "use --overwrite to start again")
+            raise TrainError(
+                f"{resume_from} was made with a different config or data ({'; '.join(differences)}); "
+                "use --overwrite to start again"
+            )
         state = LoopState.from_dict(load_checkpoint(resume_from, model, optimizer))
         start_step = saved["step"]
     complete = resume_from is not None and (start_step >= schedule.steps or state.finished)
-    return RunPlan(config, output, train_path, valid_path, model_dir, model, train_set, valid_set, schedule,
-                   optimizer, value_and_grad, loss_sum, n_layers, data_hash, state, start_step, resume_from, complete,
-                   overwrite)
+    return RunPlan(
+        config,
+        output,
+        train_path,
+        valid_path,
+        model_dir,
+        model,
+        train_set,
+        valid_set,
+        schedule,
+        optimizer,
+        value_and_grad,
+        loss_sum,
+        n_layers,
+        data_hash,
+        state,
+        start_step,
+        resume_from,
+        complete,
+        overwrite,
+    )
 
 
 def manifest(run: RunPlan) -> dict:
@@ -294,11 +323,19 @@ def manifest(run: RunPlan) -> dict:
     return {
         "base_model": config.model or "gemma-3-270m-embedded",
         "base_model_dir": str(run.model_dir),
-        "base_model_sha256": sha256_files(sorted(run.model_dir.glob("*.safetensors")) + [run.model_dir / "config.json"]),
-        "data": {"train": str(run.train_path), "valid": str(run.valid_path) if run.valid_path else None,
-                 "sha256": run.data_sha256},
-        "examples": {"train": len(train_set), "valid": len(valid_set) if valid_set else 0,
-                     "skipped": len(train_set.skipped) + (len(valid_set.skipped) if valid_set else 0)},
+        "base_model_sha256": sha256_files(
+            sorted(run.model_dir.glob("*.safetensors")) + [run.model_dir / "config.json"]
+        ),
+        "data": {
+            "train": str(run.train_path),
+            "valid": str(run.valid_path) if run.valid_path else None,
+            "sha256": run.data_sha256,
+        },
+        "examples": {
+            "train": len(train_set),
+            "valid": len(valid_set) if valid_set else 0,
+            "skipped": len(train_set.skipped) + (len(valid_set.skipped) if valid_set else 0),
+        },
         "tokens": {"train": train_set.n_tokens, "train_supervised": train_set.n_supervised},
         "trainable_parameters": count_trainable(run.model),
         "steps": run.schedule.steps,
@@ -350,11 +387,19 @@ class RunFiles(TrainingCallback):
     def on_checkpoint(self, step: int, state: dict, adapter_is_result: bool) -> None:
         if adapter_is_result:
             save_adapter(self.run.output, self.run.model, self.adapter_config)
-        save_checkpoint(self.run.output, step, self.run.model, self.run.optimizer, state, self.run.config.keep_checkpoints)
+        save_checkpoint(
+            self.run.output, step, self.run.model, self.run.optimizer, state, self.run.config.keep_checkpoints
+        )
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print,
-          callbacks: list[TrainingCallback] = (), validation_loss=None) -> dict:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    log=print,
+    callbacks: list[TrainingCallback] = (),
+    validation_loss=None,
+) -> dict:
     """Run (or resume) training. Everything is checked before the output directory is touched.
 
     `callbacks` observe the loop beside the run's own files; `validation_loss(step) -> float` replaces
@@ -366,18 +411,38 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, lo
         return run.state.to_dict()
     start_run(run, log)
     if validation_loss is None and run.valid_set is not None:
+
         def validation_loss(step: int) -> float:
             return evaluate_loss(run.model, run.valid_set, config.batch_size, run.loss_sum)
 
-    settings = LoopSettings(config.seed, config.grad_accumulation, config.max_grad_norm, config.val_every,
-                            config.early_stopping_patience, config.save_every)
+    settings = LoopSettings(
+        config.seed,
+        config.grad_accumulation,
+        config.max_grad_norm,
+        config.val_every,
+        config.early_stopping_patience,
+        config.save_every,
+    )
     progress = ProgressBar(run.schedule.steps, run.start_step, config.progress)
     try:
-        state = train_loop(run.model, run.optimizer, run.value_and_grad, run.train_set, run.schedule.micro_batches,
-                           run.schedule.steps, run.schedule.steps_per_epoch, settings, run.state, run.start_step,
-                           validation_loss, [RunFiles(run), progress, *callbacks])
+        state = train_loop(
+            run.model,
+            run.optimizer,
+            run.value_and_grad,
+            run.train_set,
+            run.schedule.micro_batches,
+            run.schedule.steps,
+            run.schedule.steps_per_epoch,
+            settings,
+            run.state,
+            run.start_step,
+            validation_loss,
+            [RunFiles(run), progress, *callbacks],
+        )
     except Interrupted as stop:
-        raise TrainError(f"interrupted after step {stop.step}, checkpoint saved: run again with --resume to continue") from None
+        raise TrainError(
+            f"interrupted after step {stop.step}, checkpoint saved: run again with --resume to continue"
+        ) from None
     finally:
         progress.close()
     return finish_run(run, state, log)
@@ -392,7 +457,11 @@ def finish_run(run: RunPlan, state: LoopState, log=print) -> dict:
     summary = summarize(metrics_path)
     log(
         f"done: train loss {summary['first_train_loss']:.3f} -> {summary['last_train_loss']:.3f}"
-        + (f", best val loss {state.best_val_loss:.3f} at step {state.best_step}" if state.best_val_loss is not None else "")
+        + (
+            f", best val loss {state.best_val_loss:.3f} at step {state.best_step}"
+            if state.best_val_loss is not None
+            else ""
+        )
         + f"; {summary['median_trained_tokens_per_second']:.0f} trained tokens/s (median), "
         f"{summary['median_seconds_per_step']:.2f} s/step, peak memory {summary['peak_memory_gb']:.2f} GB"
     )

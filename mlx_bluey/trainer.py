@@ -64,23 +64,41 @@ class LoopState:
     extra: dict = field(default_factory=dict)  # saved and restored untouched (the run's identity)
 
     def to_dict(self) -> dict:
-        return {"best_val_loss": self.best_val_loss, "best_step": self.best_step,
-                "evals_since_best": self.evals_since_best, "finished": self.finished, **self.extra}
+        return {
+            "best_val_loss": self.best_val_loss,
+            "best_step": self.best_step,
+            "evals_since_best": self.evals_since_best,
+            "finished": self.finished,
+            **self.extra,
+        }
 
     @classmethod
     def from_dict(cls, saved: dict) -> LoopState:
         own = ("best_val_loss", "best_step", "evals_since_best", "finished")
-        return cls(**{k: saved[k] for k in own if k in saved},
-                   extra={k: v for k, v in saved.items() if k not in own and k != "step"})
+        return cls(
+            **{k: saved[k] for k in own if k in saved},
+            extra={k: v for k, v in saved.items() if k not in own and k != "step"},
+        )
 
 
 def to_arrays(batch: Batch):
     return mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.target_positions)
 
 
-def train_loop(model, optimizer, value_and_grad, train_set: EncodedDataset, micro_batches: list[list[int]],
-               steps: int, steps_per_epoch: int, settings: LoopSettings, state: LoopState, start_step: int,
-               validate: Callable[[int], float] | None, callbacks: Sequence[TrainingCallback] = ()) -> LoopState:
+def train_loop(
+    model,
+    optimizer,
+    value_and_grad,
+    train_set: EncodedDataset,
+    micro_batches: list[list[int]],
+    steps: int,
+    steps_per_epoch: int,
+    settings: LoopSettings,
+    state: LoopState,
+    start_step: int,
+    validate: Callable[[int], float] | None,
+    callbacks: Sequence[TrainingCallback] = (),
+) -> LoopState:
     """Optimizer steps start_step+1 .. steps (or an early stop); raises Interrupted after a Ctrl-C."""
     interrupt = _StopOnInterrupt()
     model.train()

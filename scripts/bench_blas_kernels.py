@@ -31,8 +31,11 @@ GFLOPS = "from mlx_bluey import runtime; runtime.ensure_fast_blas(); print(runti
 
 
 def kernel_env(kernel: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLX_BLUEY_BLAS_CHECKED", "OPENBLAS_CORETYPE", openblas.CHOSEN_FROM_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLX_BLUEY_BLAS_CHECKED", "OPENBLAS_CORETYPE", openblas.CHOSEN_FROM_ENV)
+    }
     if kernel:
         env["OPENBLAS_CORETYPE"] = kernel
     return env
@@ -40,15 +43,38 @@ def kernel_env(kernel: str | None) -> dict:
 
 def measure(kernel: str, steps: int, work: Path) -> dict:
     env = kernel_env(kernel)
-    gflops = float(subprocess.run([sys.executable, "-c", GFLOPS], env=env, check=True, capture_output=True,
-                                  text=True, cwd=ROOT).stdout.strip())
+    gflops = float(
+        subprocess.run(
+            [sys.executable, "-c", GFLOPS], env=env, check=True, capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+    )
     result = {"matmul_gflops": gflops}
     if steps:
         output = work / kernel
-        subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "train", "--config", "configs/bluey.yaml",
-                        "--output", str(output), "--iters", str(steps), "--val-every", "0", "--save-every",
-                        str(steps), "--no-progress", "--overwrite"], env=env, check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlx_bluey.cli",
+                "train",
+                "--config",
+                "configs/bluey.yaml",
+                "--output",
+                str(output),
+                "--iters",
+                str(steps),
+                "--val-every",
+                "0",
+                "--save-every",
+                str(steps),
+                "--no-progress",
+                "--overwrite",
+            ],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
         rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
         manifest = json.loads((output / "manifest.json").read_text())
         assert manifest["runtime"]["kernel"] == kernel, manifest["runtime"]
@@ -70,9 +96,20 @@ def main() -> None:
     library = runtime.find_openblas()
     if library is None:
         sys.exit("bench_blas_kernels: no OpenBLAS installed (make setup installs it)")
-    detected = json.loads(subprocess.run(
-        [sys.executable, "-c", f"from mlx_bluey import openblas; import json; print(json.dumps(openblas.loaded_kernel({library!r})))"],
-        env=kernel_env(None), capture_output=True, text=True, check=True, cwd=ROOT).stdout)
+    detected = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from mlx_bluey import openblas; import json; print(json.dumps(openblas.loaded_kernel({library!r})))",
+            ],
+            env=kernel_env(None),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    )
     flags = openblas.cpu_flags()
     kernels = ["Prescott"] + [k for k, needs in openblas.KERNELS if needs <= flags]
     work = Path(tempfile.mkdtemp(prefix="bench-blas-"))
@@ -80,21 +117,37 @@ def main() -> None:
     for index in range(args.rounds):
         order = kernels if index % 2 == 0 else kernels[::-1]
         rounds.append({kernel: measure(kernel, args.steps, work) for kernel in order})
-        print(f"round {index + 1}: " + ", ".join(f"{k} {v['matmul_gflops']:.1f} GFLOP/s"
-                                                  + (f" {v['seconds_per_step']:.2f} s/step" if args.steps else "")
-                                                  for k, v in rounds[-1].items()), file=sys.stderr)
+        print(
+            f"round {index + 1}: "
+            + ", ".join(
+                f"{k} {v['matmul_gflops']:.1f} GFLOP/s" + (f" {v['seconds_per_step']:.2f} s/step" if args.steps else "")
+                for k, v in rounds[-1].items()
+            ),
+            file=sys.stderr,
+        )
     command = "python scripts/bench_blas_kernels.py " + " ".join(sys.argv[1:])
-    machine = {k: v for k, v in runtime.machine_facts().items() if k not in ("kernel", "kernel_source", "matmul_gflops")}
-    summary = {"command": command, "machine": machine, "detected_by_openblas": detected, "kernels": kernels,
-               "steps": args.steps, "rounds": rounds}
+    machine = {
+        k: v for k, v in runtime.machine_facts().items() if k not in ("kernel", "kernel_source", "matmul_gflops")
+    }
+    summary = {
+        "command": command,
+        "machine": machine,
+        "detected_by_openblas": detected,
+        "kernels": kernels,
+        "steps": args.steps,
+        "rounds": rounds,
+    }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "blas_kernels.json").write_text(json.dumps(summary, indent=2) + "\n")
-    lines = [f"# OpenBLAS kernels side by side\n\n`{command}`\n",
-             f"Machine: {machine['platform']}, {machine['cpus']} CPUs. OpenBLAS detects **{detected}** here. "
-             f"{args.rounds} rounds, kernels alternating; median (min-max); ratios paired per round.\n",
-             "| kernel | matmul GFLOP/s | x Prescott |" + (" s/step (make train config) | Prescott s/step / this |" if args.steps else ""),
-             "|---|---|---|" + ("---|---|" if args.steps else "")]
+    lines = [
+        f"# OpenBLAS kernels side by side\n\n`{command}`\n",
+        f"Machine: {machine['platform']}, {machine['cpus']} CPUs. OpenBLAS detects **{detected}** here. "
+        f"{args.rounds} rounds, kernels alternating; median (min-max); ratios paired per round.\n",
+        "| kernel | matmul GFLOP/s | x Prescott |"
+        + (" s/step (make train config) | Prescott s/step / this |" if args.steps else ""),
+        "|---|---|---|" + ("---|---|" if args.steps else ""),
+    ]
     for kernel in kernels:
         gflops = [r[kernel]["matmul_gflops"] for r in rounds]
         ratio = [r[kernel]["matmul_gflops"] / r["Prescott"]["matmul_gflops"] for r in rounds]
@@ -107,9 +160,12 @@ def main() -> None:
     if args.steps:
         reference = rounds[0]["Prescott"]["losses"]
         gap = max(abs(a - b) for r in rounds for k in kernels for a, b in zip(r[k]["losses"], reference))
-        lines += ["", f"Training losses of steps 1-{args.steps} on Prescott: "
-                  + ", ".join(f"{x:.4f}" for x in reference)
-                  + f"; the largest difference of any kernel and round from these: {gap:.1e}."]
+        lines += [
+            "",
+            f"Training losses of steps 1-{args.steps} on Prescott: "
+            + ", ".join(f"{x:.4f}" for x in reference)
+            + f"; the largest difference of any kernel and round from these: {gap:.1e}.",
+        ]
     (out / "blas_kernels.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

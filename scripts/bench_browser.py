@@ -23,8 +23,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MESSAGE = "G'day Bluey! What's your favourite game to play with Bingo and Dad?"
 
 
@@ -67,24 +74,37 @@ def main() -> None:
                 page.click("#reset")  # the same prompt every round
                 page.fill("#message", MESSAGE)
                 page.press("#message", "Enter")
-                page.wait_for_function("window.mlxBluey.messages.length === 2 || window.mlxBluey.error",
-                                       timeout=args.timeout_s * 1000)
+                page.wait_for_function(
+                    "window.mlxBluey.messages.length === 2 || window.mlxBluey.error", timeout=args.timeout_s * 1000
+                )
                 reply = page.evaluate("window.mlxBluey.lastReply")
                 replies.append(reply)
-                print(f"round {round_index + 1}: {reply['tokens']} tokens, decode {reply['decodeTokensPerSecond']:.2f} "
-                      f"tok/s, prompt ({reply['promptTokens']} tokens) + first token {reply['promptSeconds']:.2f} s",
-                      flush=True)
+                print(
+                    f"round {round_index + 1}: {reply['tokens']} tokens, decode {reply['decodeTokensPerSecond']:.2f} "
+                    f"tok/s, prompt ({reply['promptTokens']} tokens) + first token {reply['promptSeconds']:.2f} s",
+                    flush=True,
+                )
             browser.close()
     finally:
         server.shutdown()
     report = json.loads((args.export / "export.json").read_text())
     size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
     decode = [r["decodeTokensPerSecond"] for r in replies]
-    summary = {"command": " ".join(["python", *sys.argv]), "export": str(args.export), "variant": args.variant,
-               "mb": size, "device": "wasm", "status": threads, "load_seconds": round(load_seconds, 1),
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "new_tokens": args.new_tokens,
-               "decode_tokens_per_s": decode, "median_decode_tokens_per_s": statistics.median(decode),
-               "prompt_seconds": [r["promptSeconds"] for r in replies], "replies": [r["text"] for r in replies]}
+    summary = {
+        "command": " ".join(["python", *sys.argv]),
+        "export": str(args.export),
+        "variant": args.variant,
+        "mb": size,
+        "device": "wasm",
+        "status": threads,
+        "load_seconds": round(load_seconds, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "new_tokens": args.new_tokens,
+        "decode_tokens_per_s": decode,
+        "median_decode_tokens_per_s": statistics.median(decode),
+        "prompt_seconds": [r["promptSeconds"] for r in replies],
+        "replies": [r["text"] for r in replies],
+    }
     name = f"browser-{args.export.name}-{args.variant}"
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -93,7 +113,8 @@ def main() -> None:
         f"{summary['machine']}; page status: {threads}; load {summary['load_seconds']} s.\n\n"
         f"Decode tok/s over {args.rounds} replies of {args.new_tokens} tokens: "
         f"{', '.join(f'{d:.2f}' for d in decode)} (median **{summary['median_decode_tokens_per_s']:.2f}**); "
-        f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n")
+        f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n"
+    )
 
 
 if __name__ == "__main__":

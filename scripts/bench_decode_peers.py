@@ -11,8 +11,9 @@ PyTorch and onnxruntime run in the export environment (`make export-env`).
 
 Decode tokens/s = (N - 1) / (time for N tokens - time for the first token): the prompt is left out.
 MLX: measured as two runs, max_tokens = 1 and = N (the same prompt, cache warm), the difference
-being the decode of N - 1 tokens (the same for transformers' generate). onnxruntime: the export environment's OrtDecoder.greedy, timed from
-the first generated token (the same quantity). Results: benchmarks/decode_vs_peers.{json,md}.
+being the decode of N - 1 tokens (the same for transformers' generate). onnxruntime: the export
+environment's OrtDecoder.greedy, timed from the first generated token (the same quantity).
+Results: benchmarks/decode_vs_peers.{json,md}.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ def mlx_runners(model_dir: str):
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from mlx_bluey.chat_format import prompt_ids
-    from mlx_bluey.generate import REPETITION_CONTEXT_TOKENS, GenerationSettings, block_stops_until, generate_reply, load_for_generation, stop_token_ids
+    from mlx_bluey.generate import (
+        REPETITION_CONTEXT_TOKENS,
+        GenerationSettings,
+        block_stops_until,
+        generate_reply,
+        load_for_generation,
+        stop_token_ids,
+    )
 
     model, tokenizer, path = load_for_generation(model_dir, None, dtype="float32", log=lambda _: None)
     stops = stop_token_ids(path, tokenizer)
@@ -59,8 +67,14 @@ def mlx_runners(model_dir: str):
 
     def theirs(n: int) -> None:
         count = 0
-        for _ in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=n, sampler=make_sampler(temp=0.0),
-                                 logits_processors=[block_stops_until(n, len(prompt), stops)]):
+        for _ in stream_generate(
+            model,
+            tokenizer,
+            mx.array(prompt),
+            max_tokens=n,
+            sampler=make_sampler(temp=0.0),
+            logits_processors=[block_stops_until(n, len(prompt), stops)],
+        ):
             count += 1
         assert count == n, count
 
@@ -76,14 +90,26 @@ def mlx_runners(model_dir: str):
     def theirs_sampled(n: int) -> None:
         mx.random.seed(0)
         sampler = make_sampler(temp=defaults.temperature, top_p=defaults.top_p, top_k=defaults.top_k)
-        processors = [*make_logits_processors(repetition_penalty=defaults.repetition_penalty, repetition_context_size=REPETITION_CONTEXT_TOKENS),
-                      block_stops_until(n, len(prompt), stops)]
-        count = sum(1 for _ in stream_generate(model, tokenizer, mx.array(prompt), max_tokens=n, sampler=sampler,
-                                               logits_processors=processors))
+        processors = [
+            *make_logits_processors(
+                repetition_penalty=defaults.repetition_penalty, repetition_context_size=REPETITION_CONTEXT_TOKENS
+            ),
+            block_stops_until(n, len(prompt), stops),
+        ]
+        count = sum(
+            1
+            for _ in stream_generate(
+                model, tokenizer, mx.array(prompt), max_tokens=n, sampler=sampler, logits_processors=processors
+            )
+        )
         assert count == n, count
 
-    return {"mlx_bluey": ours, "mlx_lm.generate": theirs,
-            SAMPLED.format("mlx_bluey"): ours_sampled, SAMPLED.format("mlx_lm.generate"): theirs_sampled}, len(prompt)
+    return {
+        "mlx_bluey": ours,
+        "mlx_lm.generate": theirs,
+        SAMPLED.format("mlx_bluey"): ours_sampled,
+        SAMPLED.format("mlx_lm.generate"): theirs_sampled,
+    }, len(prompt)
 
 
 ORT_CHILD = r"""
@@ -128,8 +154,9 @@ def export_env_runner(code: str, *args: str):
     def run(n: int) -> float:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("LD_PRELOAD", None)  # MLX's OpenBLAS is not theirs
-        out = subprocess.run([str(export_python()), "-c", code, *args, str(n)], capture_output=True, text=True,
-                             env=env, check=True)
+        out = subprocess.run(
+            [str(export_python()), "-c", code, *args, str(n)], capture_output=True, text=True, env=env, check=True
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])["decode_tokens_per_s"]
 
     return run
@@ -138,18 +165,27 @@ def export_env_runner(code: str, *args: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="fused model directory (mlx_bluey fuse)")
-    parser.add_argument("--export", action="append", default=[],
-                        help="an export directory of the same model (mlx_bluey export), for onnxruntime; repeatable")
-    parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True,
-                        help="also transformers' generate in the export environment (PyTorch CPU, fp32)")
+    parser.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        help="an export directory of the same model (mlx_bluey export), for onnxruntime; repeatable",
+    )
+    parser.add_argument(
+        "--torch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also transformers' generate in the export environment (PyTorch CPU, fp32)",
+    )
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
     args = parser.parse_args()
 
+    from transformers import AutoTokenizer
+
     from mlx_bluey import runtime
     from mlx_bluey.chat_format import prompt_ids
-    from transformers import AutoTokenizer
 
     runners, prompt_length = mlx_runners(args.model)
     others = {}
@@ -158,7 +194,9 @@ def main() -> None:
         others["transformers (PyTorch fp32)"] = export_env_runner(TORCH_CHILD, args.model, json.dumps(prompt))
     for export in map(Path, args.export):
         for v in json.loads((export / "export.json").read_text())["variants"]:
-            others[f"onnxruntime {v['variant']}"] = export_env_runner(ORT_CHILD, str(export / v["file"]), json.dumps(prompt))
+            others[f"onnxruntime {v['variant']}"] = export_env_runner(
+                ORT_CHILD, str(export / v["file"]), json.dumps(prompt)
+            )
     for runner in runners.values():
         runner(4)  # warm-up: kernels compiled, caches filled
     results: dict[str, list[float]] = {name: [] for name in [*runners, *others]}
@@ -173,26 +211,41 @@ def main() -> None:
 
     medians = {name: statistics.median(values) for name, values in results.items()}
     # sampled rows against mlx_lm.generate sampled, the rest against its greedy decode
-    ratios = {name: medians[name] / medians[SAMPLED.format("mlx_lm.generate") if "(sampled)" in name else "mlx_lm.generate"]
-              for name in medians}
+    ratios = {
+        name: medians[name] / medians[SAMPLED.format("mlx_lm.generate") if "(sampled)" in name else "mlx_lm.generate"]
+        for name in medians
+    }
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": runtime.machine_facts(),
-        "setup": {"model": args.model, "export": args.export, "prompt_tokens": prompt_length,
-                  "new_tokens": args.new_tokens, "rounds": args.rounds, "mlx_dtype": "float32",
-                  "sampling": "greedy, except the (sampled) rows: temperature 0.7, top-p 0.95, top-k 64, "
-                              "repetition penalty 1.1, seed 0"},
-        "decode_tokens_per_s": results, "median": medians, "ratio_over_mlx_lm_generate": ratios,
+        "setup": {
+            "model": args.model,
+            "export": args.export,
+            "prompt_tokens": prompt_length,
+            "new_tokens": args.new_tokens,
+            "rounds": args.rounds,
+            "mlx_dtype": "float32",
+            "sampling": "greedy, except the (sampled) rows: temperature 0.7, top-p 0.95, top-k 64, "
+            "repetition penalty 1.1, seed 0",
+        },
+        "decode_tokens_per_s": results,
+        "median": medians,
+        "ratio_over_mlx_lm_generate": ratios,
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "decode_vs_peers.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = "\n".join(f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]:.2f}x |"
-                     for name, v in results.items())
+    rows = "\n".join(
+        f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]:.2f}x |"
+        for name, v in results.items()
+    )
     (out / "decode_vs_peers.md").write_text(
         f"# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
-        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate (same sampling) |\n|---|---:|---:|---:|\n" + rows + "\n")
+        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate (same sampling) |\n|---|---:|---:|---:|\n"
+        + rows
+        + "\n"
+    )
     print(rows)
 
 

@@ -39,16 +39,36 @@ VARIANTS = {  # name -> extra `mlx_bluey train` flags
 
 
 def run(data: Path, output: Path, steps: int, flags: list[str]) -> dict:
-    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--config", str(ROOT / "configs" / "bluey.yaml"),
-               "--data", str(data), "--output", str(output), "--iters", str(steps), "--val-every", "0",
-               "--save-every", str(steps), "--no-progress", "--overwrite", *flags]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_bluey.cli",
+        "train",
+        "--config",
+        str(ROOT / "configs" / "bluey.yaml"),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--iters",
+        str(steps),
+        "--val-every",
+        "0",
+        "--save-every",
+        str(steps),
+        "--no-progress",
+        "--overwrite",
+        *flags,
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    return {"peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
-            "seconds_per_step": statistics.median(r["seconds"] for r in rows[1:]),
-            "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows[1:]),
-            "losses": [r["train_loss"] for r in rows],
-            "runtime": json.loads((output / "manifest.json").read_text())["runtime"]}  # device, BLAS, kernel, GFLOP/s
+    return {
+        "peak_memory_gb": max(r["peak_memory_gb"] for r in rows),
+        "seconds_per_step": statistics.median(r["seconds"] for r in rows[1:]),
+        "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows[1:]),
+        "losses": [r["train_loss"] for r in rows],
+        "runtime": json.loads((output / "manifest.json").read_text())["runtime"],
+    }  # device, BLAS, kernel, GFLOP/s
 
 
 def main() -> None:
@@ -63,27 +83,40 @@ def main() -> None:
     results = {name: [] for name in VARIANTS}
     for round_index in range(args.rounds):
         for name in results:
-            figures = run(work / "data", work / f"variant{list(VARIANTS).index(name)}-{round_index}", args.steps, VARIANTS[name])
+            figures = run(
+                work / "data", work / f"variant{list(VARIANTS).index(name)}-{round_index}", args.steps, VARIANTS[name]
+            )
             results[name].append(figures)
-            print(f"round {round_index + 1} {name}: peak {figures['peak_memory_gb']:.2f} GB, "
-                  f"{figures['seconds_per_step']:.2f} s/step, {figures['trained_tokens_per_second']:.1f} trained tok/s",
-                  flush=True)
-    summary = {"command": " ".join(["python", *sys.argv]), "examples": args.examples,
-               "machine": results[next(iter(results))][0]["runtime"],
-               "characters_per_conversation": chars, "runs": results,
-               "peak_memory_gb": {k: max(r["peak_memory_gb"] for r in v) for k, v in results.items()},
-               "trained_tokens_per_second": {k: statistics.median(r["trained_tokens_per_second"] for r in v)
-                                             for k, v in results.items()}}
+            print(
+                f"round {round_index + 1} {name}: peak {figures['peak_memory_gb']:.2f} GB, "
+                f"{figures['seconds_per_step']:.2f} s/step, {figures['trained_tokens_per_second']:.1f} trained tok/s",
+                flush=True,
+            )
+    summary = {
+        "command": " ".join(["python", *sys.argv]),
+        "examples": args.examples,
+        "machine": results[next(iter(results))][0]["runtime"],
+        "characters_per_conversation": chars,
+        "runs": results,
+        "peak_memory_gb": {k: max(r["peak_memory_gb"] for r in v) for k, v in results.items()},
+        "trained_tokens_per_second": {
+            k: statistics.median(r["trained_tokens_per_second"] for r in v) for k, v in results.items()
+        },
+    }
     out = Path(args.output)
     (out / "memory_two_pass.json").write_text(json.dumps(summary, indent=2) + "\n")
-    rows = "\n".join(f"| {k} | {summary['peak_memory_gb'][k]:.2f} | {summary['trained_tokens_per_second'][k]:.1f} | "
-                     f"{statistics.median(r['seconds_per_step'] for r in v):.2f} |" for k, v in results.items())
+    rows = "\n".join(
+        f"| {k} | {summary['peak_memory_gb'][k]:.2f} | {summary['trained_tokens_per_second'][k]:.1f} | "
+        f"{statistics.median(r['seconds_per_step'] for r in v):.2f} |"
+        for k, v in results.items()
+    )
     (out / "memory_two_pass.md").write_text(
         "# Peak memory: one-pass vs two-pass NumPy head, with and without gradient checkpointing "
         "(270M LoRA, batch 1 x 4, float32)\n\n"
         f"`{summary['command']}`\n\nThe {args.examples} longest training conversations "
         f"({min(chars)}-{max(chars)} characters), {args.steps} steps per run, {args.rounds} rounds.\n\n"
-        "| step | peak GB (MLX allocator) | trained tok/s (median) | s/step |\n|---|---:|---:|---:|\n" + rows + "\n")
+        "| step | peak GB (MLX allocator) | trained tok/s (median) | s/step |\n|---|---:|---:|---:|\n" + rows + "\n"
+    )
     print(rows)
 
 

@@ -51,16 +51,44 @@ def single_turn_subset(source: Path, target: Path, count: int, tokenizer) -> dic
     (target / "valid.jsonl").write_text(text)  # mlx-lm insists on a validation file
     tokens = [len(encoded[i].ids) for i in chosen]
     supervised = [sum(encoded[i].labels) for i in chosen]
-    return {"examples": len(chosen), "tokens": f"{min(tokens)}-{max(tokens)}",
-            "supervised_tokens": f"{min(supervised)}-{max(supervised)}"}
+    return {
+        "examples": len(chosen),
+        "tokens": f"{min(tokens)}-{max(tokens)}",
+        "supervised_tokens": f"{min(supervised)}-{max(supervised)}",
+    }
 
 
 def run_ours(model_dir: Path, data: Path, output: Path, steps: int, batch: int) -> dict:
-    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(model_dir), "--data", str(data),
-               "--output", str(output), "--iters", str(steps), "--batch-size", str(batch), "--grad-accumulation", "1",
-               "--val-every", "0",
-               "--save-every", str(steps), "--warmup-steps", "0", "--learning-rate", "1e-5", "--no-progress",
-               "--overwrite", "--max-seq-length", "2048"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_bluey.cli",
+        "train",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--iters",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--grad-accumulation",
+        "1",
+        "--val-every",
+        "0",
+        "--save-every",
+        str(steps),
+        "--warmup-steps",
+        "0",
+        "--learning-rate",
+        "1e-5",
+        "--no-progress",
+        "--overwrite",
+        "--max-seq-length",
+        "2048",
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()][1:]
     return {
@@ -76,11 +104,38 @@ def run_mlx_lm(model_dir: Path, data: Path, output: Path, steps: int, batch: int
     record = output / "reports.jsonl"
     output.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
-    command = [sys.executable, __file__, "--mlx-lm-child", str(record), "--model", str(model_dir), "--train",
-               "--data", str(data), "--iters", str(steps), "--batch-size", str(batch), "--num-layers", "-1",
-               "--mask-prompt", "--steps-per-report", "1", "--steps-per-eval", str(10 * steps),
-               "--val-batches", "1", "--learning-rate", "1e-5", "--adapter-path", str(output),
-               "--save-every", str(10 * steps), "--max-seq-length", "2048"]
+    command = [
+        sys.executable,
+        __file__,
+        "--mlx-lm-child",
+        str(record),
+        "--model",
+        str(model_dir),
+        "--train",
+        "--data",
+        str(data),
+        "--iters",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--num-layers",
+        "-1",
+        "--mask-prompt",
+        "--steps-per-report",
+        "1",
+        "--steps-per-eval",
+        str(10 * steps),
+        "--val-batches",
+        "1",
+        "--learning-rate",
+        "1e-5",
+        "--adapter-path",
+        str(output),
+        "--save-every",
+        str(10 * steps),
+        "--max-seq-length",
+        "2048",
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in record.read_text().splitlines()][1:]
     return {
@@ -101,13 +156,27 @@ def run_torch_peft(model_dir: Path, data: Path, output: Path, steps: int, batch:
 
     output.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    encoded = [encode_conversation(tokenizer, json.loads(line)["messages"])
-               for line in (data / "train.jsonl").read_text().splitlines() if line.strip()]
+    encoded = [
+        encode_conversation(tokenizer, json.loads(line)["messages"])
+        for line in (data / "train.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     (output / "encoded.json").write_text(json.dumps([{"ids": e.ids, "labels": e.labels} for e in encoded]))
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)  # OpenBLAS is for MLX; torch brings its own BLAS
-    subprocess.run([str(export_python()), str(ROOT / "scripts" / "torch_peft_child.py"), str(model_dir),
-                    str(output / "encoded.json"), str(steps), str(batch), str(output / "steps.jsonl")], check=True, env=env)
+    subprocess.run(
+        [
+            str(export_python()),
+            str(ROOT / "scripts" / "torch_peft_child.py"),
+            str(model_dir),
+            str(output / "encoded.json"),
+            str(steps),
+            str(batch),
+            str(output / "steps.jsonl"),
+        ],
+        check=True,
+        env=env,
+    )
     rows = [json.loads(line) for line in (output / "steps.jsonl").read_text().splitlines()][1:]
     return {
         "trained_tokens_per_second": statistics.median(r["trained_tokens_per_second"] for r in rows),
@@ -147,28 +216,45 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--examples", type=int, default=96, help="single-turn conversations to train on")
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
-    parser.add_argument("--peers", default="mlx_lm.lora,pytorch+peft",
-                        help="comma-separated: mlx_lm.lora, pytorch+peft (needs `make export-env`)")
-    parser.add_argument("--decode-model", help="a fused model: also run the decode comparison on it "
-                                               "(scripts/bench_decode_peers.py: mlx_lm.generate, PyTorch, onnxruntime)")
+    parser.add_argument(
+        "--peers",
+        default="mlx_lm.lora,pytorch+peft",
+        help="comma-separated: mlx_lm.lora, pytorch+peft (needs `make export-env`)",
+    )
+    parser.add_argument(
+        "--decode-model",
+        help="a fused model: also run the decode comparison on it "
+        "(scripts/bench_decode_peers.py: mlx_lm.generate, PyTorch, onnxruntime)",
+    )
     parser.add_argument("--decode-export", action="append", default=[], help="its export(s), for onnxruntime")
     args = parser.parse_args()
     if args.decode_model:
-        command = [sys.executable, str(ROOT / "scripts" / "bench_decode_peers.py"), "--model", args.decode_model,
-                   "--output", args.output, *[a for e in args.decode_export for a in ("--export", e)]]
+        command = [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_decode_peers.py"),
+            "--model",
+            args.decode_model,
+            "--output",
+            args.output,
+            *[a for e in args.decode_export for a in ("--export", e)],
+        ]
         subprocess.run(command, check=True)
         if args.steps == 0:
             return
 
+    from transformers import AutoTokenizer
+
     from mlx_bluey import runtime
     from mlx_bluey.embedded import ensure_embedded_model
 
-    from transformers import AutoTokenizer
-
     model_dir = ensure_embedded_model()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    subset = single_turn_subset(ROOT / "data" / "bluey" / "train.jsonl", work / "data", args.examples,
-                                AutoTokenizer.from_pretrained(str(model_dir)))
+    subset = single_turn_subset(
+        ROOT / "data" / "bluey" / "train.jsonl",
+        work / "data",
+        args.examples,
+        AutoTokenizer.from_pretrained(str(model_dir)),
+    )
     runners = {"mlx_bluey": run_ours, "mlx_lm.lora": run_mlx_lm, "pytorch+peft": run_torch_peft}
     chosen = ["mlx_bluey", *args.peers.split(",")]
     results: dict[str, list] = {name: [] for name in chosen}
@@ -179,8 +265,11 @@ def main() -> None:
             figures = runner(model_dir, work / "data", work / f"{name}-{round_index}", args.steps, args.batch_size)
             figures["wall_seconds"] = time.time() - started
             results[name].append(figures)
-            print(f"round {round_index + 1} {name:12s} {figures['trained_tokens_per_second']:7.1f} trained tok/s  "
-                  f"{figures['seconds_per_step']:6.2f} s/step  peak {figures['peak_memory_gb']:.2f} GB", flush=True)
+            print(
+                f"round {round_index + 1} {name:12s} {figures['trained_tokens_per_second']:7.1f} trained tok/s  "
+                f"{figures['seconds_per_step']:6.2f} s/step  peak {figures['peak_memory_gb']:.2f} GB",
+                flush=True,
+            )
 
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
@@ -190,8 +279,14 @@ def main() -> None:
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": runtime.machine_facts(),
-        "setup": {"model": "gemma-3-270m (embedded, float32)", **subset, "batch_size": args.batch_size,
-                  "steps_per_run": args.steps, "rounds": args.rounds, "lora": "rank 8, scale 20, all linears, all 18 blocks"},
+        "setup": {
+            "model": "gemma-3-270m (embedded, float32)",
+            **subset,
+            "batch_size": args.batch_size,
+            "steps_per_run": args.steps,
+            "rounds": args.rounds,
+            "lora": "rank 8, scale 20, all linears, all 18 blocks",
+        },
         "runs": results,
         "median_trained_tokens_per_second": {name: med(name, "trained_tokens_per_second") for name in chosen},
         "ratios": ratios,
@@ -203,7 +298,8 @@ def main() -> None:
     (out / "train_vs_peers.json").write_text(json.dumps(summary, indent=2))
     table = "\n".join(
         f"| {name} | {med(name, 'trained_tokens_per_second'):.1f} | {med(name, 'seconds_per_step'):.2f} | "
-        f"{med(name, 'trained_tokens_per_step'):.0f} | {med(name, 'peak_memory_gb'):.2f} |" for name in results
+        f"{med(name, 'trained_tokens_per_step'):.0f} | {med(name, 'peak_memory_gb'):.2f} |"
+        for name in results
     )
     ratio_lines = "\n".join(f"- {name}: **{value:.2f}x**" for name, value in ratios.items())
     (out / "train_vs_peers.md").write_text(

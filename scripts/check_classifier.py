@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey.evaluate import assistant_texts  # noqa: E402  (after the path: the script runs from a checkout)
-from mlx_bluey.in_character import train_and_check  # noqa: E402
+from mlx_bluey.in_character import train_and_check  # noqa: E402 (after the path, as above)
 
 
 def main() -> None:
@@ -27,17 +27,20 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "reports" / "classifier-bluey"))
     args = parser.parse_args()
     data = Path(args.data)
-    _, checked = train_and_check(assistant_texts(data / "train.jsonl"), assistant_texts(data / "test.jsonl"),
-                                 args.assistant_replies)
+    _, checked = train_and_check(
+        assistant_texts(data / "train.jsonl"), assistant_texts(data / "test.jsonl"), args.assistant_replies
+    )
     command = "python scripts/check_classifier.py " + " ".join(sys.argv[1:])
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "classifier.json").write_text(json.dumps({"command": command, **checked}, indent=2) + "\n")
-    text = (f"# In-character classifier, held out\n\n`{command}`\n\n"
-            f"| held-out replies | n | classified right |\n|---|---:|---:|\n"
-            f"| the character's (test.jsonl) | {checked['in_character_replies']} | {checked['in_character_right']:.3f} |\n"
-            f"| generic assistant (test split) | {checked['assistant_replies']} | {checked['assistant_right']:.3f} |\n"
-            f"| balanced | | **{checked['balanced']:.3f}** |\n")
+    text = (
+        f"# In-character classifier, held out\n\n`{command}`\n\n"
+        f"| held-out replies | n | classified right |\n|---|---:|---:|\n"
+        f"| the character's (test.jsonl) | {checked['in_character_replies']} | {checked['in_character_right']:.3f} |\n"
+        f"| generic assistant (test split) | {checked['assistant_replies']} | {checked['assistant_right']:.3f} |\n"
+        f"| balanced | | **{checked['balanced']:.3f}** |\n"
+    )
     (out / "classifier.md").write_text(text)
     print(text)
 

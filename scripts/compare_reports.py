@@ -39,8 +39,7 @@ def compare(directories: list[Path]) -> str:
     results = [json.loads((d / "results.json").read_text()) for d in directories]
     tables = [{**flatten(r["summary"]), **likelihood_rows(r)} for r in results]
     keys = list(dict.fromkeys(k for t in tables for k in t))
-    lines = ["| metric | " + " | ".join(r["model"]["label"] for r in results) + " |",
-             "|---|" + "---|" * len(results)]
+    lines = ["| metric | " + " | ".join(r["model"]["label"] for r in results) + " |", "|---|" + "---|" * len(results)]
     lines += [f"| {k} | " + " | ".join(render(t.get(k)) for t in tables) + " |" for k in keys]
     lines += ["", "Made by:", ""] + [f"- `{r['command']}`" for r in results]
     return "\n".join(lines) + "\n"

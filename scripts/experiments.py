@@ -59,18 +59,29 @@ def treatments_for(name: str) -> dict[str, dict]:
     if name == "short-replies":
         return SHORT_REPLY_TREATMENTS
     keys = list(SWEEP_GRID)
-    return {", ".join(f"{k}={v}" for k, v in zip(keys, values)): dict(zip(keys, values))
-            for values in itertools.product(*SWEEP_GRID.values())}
+    return {
+        ", ".join(f"{k}={v}" for k, v in zip(keys, values)): dict(zip(keys, values))
+        for values in itertools.product(*SWEEP_GRID.values())
+    }
 
 
 def to_markdown(result: dict) -> str:
-    lines = [f"# Experiment: {result['experiment']}", "", f"Command: `{result['command']}`", "",
-             f"Model: {result['model']}. {result['prompts']} prompts ({', '.join(result['kinds'])}) x "
-             f"{result['samples']} sample(s), seeds {result['seed']}+s, max {result['max_new_tokens']} new tokens; "
-             f"{result['seconds']:.0f} s.", ""]
+    lines = [
+        f"# Experiment: {result['experiment']}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Model: {result['model']}. {result['prompts']} prompts ({', '.join(result['kinds'])}) x "
+        f"{result['samples']} sample(s), seeds {result['seed']}+s, max {result['max_new_tokens']} new tokens; "
+        f"{result['seconds']:.0f} s.",
+        "",
+    ]
     reference = result["reference"]
-    lines += [f"Training replies: median {reference['median_words']} words, {reference['short_share']:.0%} under 25 "
-              f"words, {reference['long_share']:.0%} over 120.", ""]
+    lines += [
+        f"Training replies: median {reference['median_words']} words, {reference['short_share']:.0%} under 25 "
+        f"words, {reference['long_share']:.0%} over 120.",
+        "",
+    ]
     lines.append("| treatment | " + " | ".join(c[0] for c in COLUMNS) + " |")
     lines.append("|---|" + "---:|" * len(COLUMNS))
     for name, entry in result["treatments"].items():
@@ -132,8 +143,11 @@ def main() -> None:
     parser.add_argument("--train-data", default=str(ROOT / "data" / "bluey" / "train.jsonl"))
     parser.add_argument("--card", default=str(ROOT / "data" / "bluey" / "character.yaml"))
     parser.add_argument("--output", default=None, help="default: reports/experiments/EXPERIMENT")
-    parser.add_argument("--render", action="store_true",
-                        help="only rewrite report.md and chart.png from results.json (e.g. after editing findings.md)")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite report.md and chart.png from results.json (e.g. after editing findings.md)",
+    )
     args = parser.parse_args()
     output = Path(args.output or ROOT / "reports" / "experiments" / args.experiment)
     if args.render:
@@ -160,23 +174,41 @@ def main() -> None:
         "experiment": args.experiment,
         "command": " ".join(["python", *sys.argv]),
         "model": f"{model_dir.name}" + (f" + {Path(args.adapter).name}" if args.adapter else " (no adapter)"),
-        "prompts": len(prompts), "kinds": kinds, "samples": args.samples, "seed": args.seed,
+        "prompts": len(prompts),
+        "kinds": kinds,
+        "samples": args.samples,
+        "seed": args.seed,
         "max_new_tokens": args.max_new_tokens,
-        "reference": {"words": reference_words, "median_words": sorted(reference_words)[len(reference_words) // 2],
-                      "short_share": sum(w < SHORT_WORDS for w in reference_words) / len(reference_words),
-                      "long_share": sum(w > LONG_WORDS for w in reference_words) / len(reference_words)},
+        "reference": {
+            "words": reference_words,
+            "median_words": sorted(reference_words)[len(reference_words) // 2],
+            "short_share": sum(w < SHORT_WORDS for w in reference_words) / len(reference_words),
+            "long_share": sum(w > LONG_WORDS for w in reference_words) / len(reference_words),
+        },
         "treatments": {},
     }
     for name, overrides in treatments_for(args.experiment).items():
         settings = replace(base, **overrides)
         t0 = time.time()
         # every kind gets the same max_new_tokens here: the treatments are compared at one limit
-        rows = generate_samples(model, tokenizer, prompts, args.samples, args.seed, settings, stops,
-                                long_reply_tokens=settings.max_new_tokens)
+        rows = generate_samples(
+            model,
+            tokenizer,
+            prompts,
+            args.samples,
+            args.seed,
+            settings,
+            stops,
+            long_reply_tokens=settings.max_new_tokens,
+        )
         summary = score(rows, card, training)
         result["treatments"][name] = {"settings": asdict(settings), "summary": summary, "rows": rows}
-        print(f"{name}: median {summary['length']['median_words']} words, complete "
-              f"{summary['completeness']['complete_share']:.0%}, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"{name}: median {summary['length']['median_words']} words, complete "
+            f"{summary['completeness']['complete_share']:.0%}, {time.time() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     result["seconds"] = time.time() - started
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "results.json", json.dumps(result, indent=2))

@@ -16,14 +16,32 @@ import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 # google/gemma-3-1b-pt's config.json (the same numbers as mlx_bluey/bench.py's GEMMA3_1B_CONFIG)
-CONFIG = dict(vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
-              num_attention_heads=4, num_key_value_heads=1, head_dim=256, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
-              rope_local_base_freq=10_000.0, query_pre_attn_scalar=256, sliding_window=512, sliding_window_pattern=6,
-              max_position_embeddings=32768, tie_word_embeddings=True, bos_token_id=2, eos_token_id=[1, 106],
-              pad_token_id=0, rope_scaling=None)
+CONFIG = dict(
+    vocab_size=262144,
+    hidden_size=1152,
+    intermediate_size=6912,
+    num_hidden_layers=26,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=256,
+    rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0,
+    query_pre_attn_scalar=256,
+    sliding_window=512,
+    sliding_window_pattern=6,
+    max_position_embeddings=32768,
+    tie_word_embeddings=True,
+    bos_token_id=2,
+    eos_token_id=[1, 106],
+    pad_token_id=0,
+    rope_scaling=None,
+)
 
 out = Path(sys.argv[1])
-tokenizer_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else Path.home() / ".cache/mlx_bluey/models/gemma-3-270m-embedded"
+tokenizer_dir = (
+    Path(sys.argv[2]) if len(sys.argv) > 2 else Path.home() / ".cache/mlx_bluey/models/gemma-3-270m-embedded"
+)
 torch.manual_seed(0)
 model = Gemma3ForCausalLM(Gemma3TextConfig(**CONFIG)).eval()
 model.save_pretrained(out, safe_serialization=True)
@@ -33,5 +51,7 @@ config_path = out / "tokenizer_config.json"
 tokenizer_config = json.loads(config_path.read_text())
 tokenizer_config.pop("extra_special_tokens", None)  # transformers 5's list form; see fuse.py
 config_path.write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
-(out / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 106], "bos_token_id": 2, "pad_token_id": 0}))
+(out / "generation_config.json").write_text(
+    json.dumps({"eos_token_id": [1, 106], "bos_token_id": 2, "pad_token_id": 0})
+)
 print(f"wrote {out}: {sum(p.numel() for p in model.parameters()) / 1e9:.3f}B parameters")

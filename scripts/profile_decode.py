@@ -73,19 +73,33 @@ def main() -> None:
     }
     total = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     head_bytes = weight.nbytes
-    read = {"body (MLX)": total - head_bytes, "head (MLX)": head_bytes, "head (NumPy/BLAS)": head_bytes,
-            "step, MLX head (mlx_lm.generate's)": total, "step, NumPy head (mlx_bluey's)": total}
-    rows = [{"part": name, "ms": ms, "mb_read": read[name] / 1e6, "gb_per_s": read[name] / ms / 1e6}
-            for name, ms in parts.items()]
-    summary = {"command": " ".join(["python", *sys.argv]), "model": str(model_dir),
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS {runtime.describe_blas(runtime.blas_facts())}",
-               "dtype": str(weight.dtype), "repeats": args.repeats, "rows": rows}
+    read = {
+        "body (MLX)": total - head_bytes,
+        "head (MLX)": head_bytes,
+        "head (NumPy/BLAS)": head_bytes,
+        "step, MLX head (mlx_lm.generate's)": total,
+        "step, NumPy head (mlx_bluey's)": total,
+    }
+    rows = [
+        {"part": name, "ms": ms, "mb_read": read[name] / 1e6, "gb_per_s": read[name] / ms / 1e6}
+        for name, ms in parts.items()
+    ]
+    summary = {
+        "command": " ".join(["python", *sys.argv]),
+        "model": str(model_dir),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS {runtime.describe_blas(runtime.blas_facts())}",
+        "dtype": str(weight.dtype),
+        "repeats": args.repeats,
+        "rows": rows,
+    }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "decode_profile.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = "\n".join(f"| {r['part']} | {r['ms']:.1f} | {r['mb_read']:.0f} | {r['gb_per_s']:.1f} |" for r in rows)
-    text = (f"# Where a decode step goes\n\n`{summary['command']}`\n\n{summary['machine']}; {model_dir.name}, "
-            f"{summary['dtype']}, median of {args.repeats} after a warm-up, one new token, warm KV cache.\n\n"
-            f"| part | ms | MB read | GB/s |\n|---|---:|---:|---:|\n{table}\n")
+    text = (
+        f"# Where a decode step goes\n\n`{summary['command']}`\n\n{summary['machine']}; {model_dir.name}, "
+        f"{summary['dtype']}, median of {args.repeats} after a warm-up, one new token, warm KV cache.\n\n"
+        f"| part | ms | MB read | GB/s |\n|---|---:|---:|---:|\n{table}\n"
+    )
     (args.output / "decode_profile.md").write_text(text)
     print(text)
 

@@ -53,9 +53,15 @@ def loss_chart(png: Path, runs: dict[str, Path]) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, adapter in runs.items():
         rows = [json.loads(line) for line in (adapter / "metrics.jsonl").read_text().splitlines()]
-        line, = ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], alpha=0.5, label=f"{name} train")
+        (line,) = ax.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], alpha=0.5, label=f"{name} train")
         val = [r for r in rows if r.get("val_loss") is not None]
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", color=line.get_color(), label=f"{name} validation")
+        ax.plot(
+            [r["step"] for r in val],
+            [r["val_loss"] for r in val],
+            "o-",
+            color=line.get_color(),
+            label=f"{name} validation",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats per supervised token)")
     ax.legend(fontsize=8)
@@ -77,8 +83,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=3, help="replies per prompt (mlx_bluey evaluate's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--reuse", action="append", default=[], type=Path,
-                        help="an existing `mlx_bluey evaluate` directory to use for its adapter (repeatable)")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        type=Path,
+        help="an existing `mlx_bluey evaluate` directory to use for its adapter (repeatable)",
+    )
     parser.add_argument("--output", default=str(ROOT / "reports" / "experiments" / "pt-vs-it"))
     args = parser.parse_args()
     from compare_reports import compare
@@ -93,24 +104,63 @@ def main() -> None:
             print(f"{model}: unavailable here ({reason})", file=sys.stderr)
             continue
         adapter = adapter_dir(model, data)
-        cli("train", "--config", args.config, "--data", str(data), "--output", str(adapter), "--resume",
-            *([] if model == "embedded" else ["--model", model]))
-        report = next((d for d in args.reuse if Path(json.loads((d / "results.json").read_text())["model"]["adapter"]).resolve()
-                       == adapter.resolve()), output / f"eval-{adapter.name}")
+        cli(
+            "train",
+            "--config",
+            args.config,
+            "--data",
+            str(data),
+            "--output",
+            str(adapter),
+            "--resume",
+            *([] if model == "embedded" else ["--model", model]),
+        )
+        report = next(
+            (
+                d
+                for d in args.reuse
+                if Path(json.loads((d / "results.json").read_text())["model"]["adapter"]).resolve() == adapter.resolve()
+            ),
+            output / f"eval-{adapter.name}",
+        )
         previous = json.loads((report / "results.json").read_text()) if (report / "results.json").exists() else None
         wanted = (args.samples, args.seed, args.max_new_tokens)
-        if not previous or (previous["config"]["samples"], previous["config"]["seed"],
-                            previous["config"]["generation"]["max_new_tokens"]) != wanted:
+        if (
+            not previous
+            or (
+                previous["config"]["samples"],
+                previous["config"]["seed"],
+                previous["config"]["generation"]["max_new_tokens"],
+            )
+            != wanted
+        ):
             report = output / f"eval-{adapter.name}"
-            cli("evaluate", "--adapter", str(adapter), "--samples", str(args.samples), "--seed", str(args.seed),
-                "--max-new-tokens", str(args.max_new_tokens), "--output", str(report))
+            cli(
+                "evaluate",
+                "--adapter",
+                str(adapter),
+                "--samples",
+                str(args.samples),
+                "--seed",
+                str(args.seed),
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--output",
+                str(report),
+            )
         runs[model], reports[model] = adapter, json.loads((report / "results.json").read_text())
         report_dirs.append(report)
     if runs:
         loss_chart(output / "loss_curves.png", runs)
     names = list(reports)
-    lines = ["# Base (-pt) vs instruction-tuned (-it), same data and config", "",
-             f"Command: `python {' '.join(sys.argv)}`", "", f"Config: `{shown(Path(args.config))}`, data `{shown(data)}`.", ""]
+    lines = [
+        "# Base (-pt) vs instruction-tuned (-it), same data and config",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`",
+        "",
+        f"Config: `{shown(Path(args.config))}`, data `{shown(data)}`.",
+        "",
+    ]
     for model, reason in unavailable.items():
         lines.append(f"- **{model} was not available here**: {reason}. The comparison below has only what ran.")
     if unavailable:
@@ -123,11 +173,25 @@ def main() -> None:
             for row in [r for r in reports[name]["rows"] if r["sample"] == 0][:3]:
                 lines.append(f"  - ({row['id']}) {row['text'][:300]!r}")
     findings = output / "findings.md"  # written by a person after reading the table; kept across reruns
-    lines += ["", "## Findings", "", findings.read_text().strip() if findings.exists() else "(written after reading the table)"]
+    lines += [
+        "",
+        "## Findings",
+        "",
+        findings.read_text().strip() if findings.exists() else "(written after reading the table)",
+    ]
     (output / "report.md").write_text("\n".join(lines) + "\n")
-    (output / "results.json").write_text(json.dumps({"models": args.models.split(","), "unavailable": unavailable,
-                                                     "adapters": {k: str(v) for k, v in runs.items()},
-                                                     "reports": [str(d) for d in report_dirs]}, indent=2) + "\n")
+    (output / "results.json").write_text(
+        json.dumps(
+            {
+                "models": args.models.split(","),
+                "unavailable": unavailable,
+                "adapters": {k: str(v) for k, v in runs.items()},
+                "reports": [str(d) for d in report_dirs],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"report: {output / 'report.md'}", file=sys.stderr)
 
 

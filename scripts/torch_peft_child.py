@@ -20,18 +20,32 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-model_dir, encoded_path, steps, batch_size, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+model_dir, encoded_path, steps, batch_size, record = (
+    sys.argv[1],
+    sys.argv[2],
+    int(sys.argv[3]),
+    int(sys.argv[4]),
+    sys.argv[5],
+)
 torch.manual_seed(0)
 torch.set_num_threads(os.cpu_count())
 rows = json.load(open(encoded_path))
 model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
-model = get_peft_model(model, LoraConfig(r=8, lora_alpha=160, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+model = get_peft_model(
+    model,
+    LoraConfig(
+        r=8,
+        lora_alpha=160,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    ),
+)
 model.train()
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
 rows.sort(key=lambda r: len(r["ids"]))
-batches = [rows[i:i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
+batches = [rows[i : i + batch_size] for i in range(0, len(rows) - batch_size + 1, batch_size)]
 random.Random(0).shuffle(batches)
 with open(record, "w") as out:
     for step in range(steps):
@@ -40,8 +54,12 @@ with open(record, "w") as out:
         ids = torch.tensor([r["ids"] + [0] * (width - len(r["ids"])) for r in batch])
         mask = torch.tensor([[1] * len(r["ids"]) + [0] * (width - len(r["ids"])) for r in batch])
         # labels[i] = ids[i] where token i is a target; transformers shifts them by one inside the loss
-        labels = torch.tensor([[t if keep else -100 for t, keep in zip(r["ids"], r["labels"])] + [-100] * (width - len(r["ids"]))
-                               for r in batch])
+        labels = torch.tensor(
+            [
+                [t if keep else -100 for t, keep in zip(r["ids"], r["labels"])] + [-100] * (width - len(r["ids"]))
+                for r in batch
+            ]
+        )
         trained = sum(sum(r["labels"]) for r in batch)
         started = time.perf_counter()
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -50,6 +68,17 @@ with open(record, "w") as out:
         optimizer.zero_grad()
         seconds = time.perf_counter() - started
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: kilobytes
-        out.write(json.dumps({"step": step + 1, "loss": loss.item(), "seconds": seconds, "trained_tokens": trained,
-                              "trained_tokens_per_second": trained / seconds, "peak_rss_gb": peak_gb}) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "step": step + 1,
+                    "loss": loss.item(),
+                    "seconds": seconds,
+                    "trained_tokens": trained,
+                    "trained_tokens_per_second": trained / seconds,
+                    "peak_rss_gb": peak_gb,
+                }
+            )
+            + "\n"
+        )
         out.flush()

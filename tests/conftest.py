@@ -18,7 +18,6 @@ import pytest
 from mlx_bluey import runtime
 
 
-
 def pytest_configure(config):
     """Re-exec with OpenBLAS preloaded (and its settings) when run as plain `pytest`.
 
@@ -31,6 +30,7 @@ def pytest_configure(config):
     runtime.ensure_fast_blas()
     if capture is not None:
         capture.resume_global_capture()
+
 
 collect_ignore = ["export_env"]  # the export environment's suite, run with .venv-export's Python (Makefile)
 
@@ -62,8 +62,8 @@ TINY_CONFIG = {
 
 
 def make_tiny_tokenizer():
-    from transformers import GemmaTokenizer
     from tokenizers import AddedToken
+    from transformers import GemmaTokenizer
 
     from mlx_bluey.chat_format import CHAT_TEMPLATE
 
@@ -139,14 +139,30 @@ def tiny_fused(tmp_path_factory, tiny_model_dir) -> Path:
 
     root = tmp_path_factory.mktemp("fused")
     data = write_jsonl(root / "data" / "train.jsonl", [chat(f"hi {i}", REPLY) for i in range(8)]).parent
-    (data / "character.yaml").write_text("name: Bluey\ndescription: A tiny test pup.\n"
-                                         "default_system_prompt: You are Bluey.\n")
+    (data / "character.yaml").write_text(
+        "name: Bluey\ndescription: A tiny test pup.\ndefault_system_prompt: You are Bluey.\n"
+    )
     adapter = root / "adapter"
-    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=30, batch_size=4,
-                      grad_accumulation=1, learning_rate=5e-2, lora_rank=8, progress=False), log=lambda _: None)
+    train(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            data=str(data),
+            output=str(adapter),
+            iters=30,
+            batch_size=4,
+            grad_accumulation=1,
+            learning_rate=5e-2,
+            lora_rank=8,
+            progress=False,
+        ),
+        log=lambda _: None,
+    )
     fused = root / "fused"
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     return fused
 
@@ -156,11 +172,33 @@ def tiny_export(tmp_path_factory, tiny_fused) -> Path:
     """tiny_fused exported (all four variants, parity on two held-out conversations) by `mlx_bluey export`."""
 
     out = tmp_path_factory.mktemp("export") / "bluey-tiny"
-    held_out = write_jsonl(tmp_path_factory.mktemp("heldout") / "test.jsonl",
-                           [chat("what are you playing?", REPLY), chat("hello", "G'day! Let's play!", "more", "Okay!")])
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out),
-                             "--variants", "q8,q4,fp16,fp32", "--parity-data", str(held_out), "--parity-texts", "2",
-                             "--greedy-prompts", "2", "--greedy-tokens", "16"], capture_output=True, text=True)
+    held_out = write_jsonl(
+        tmp_path_factory.mktemp("heldout") / "test.jsonl",
+        [chat("what are you playing?", REPLY), chat("hello", "G'day! Let's play!", "more", "Okay!")],
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "export",
+            str(tiny_fused),
+            "--output",
+            str(out),
+            "--variants",
+            "q8,q4,fp16,fp32",
+            "--parity-data",
+            str(held_out),
+            "--parity-texts",
+            "2",
+            "--greedy-prompts",
+            "2",
+            "--greedy-tokens",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[3/3] parity" in result.stdout  # the progress lines reach the user
     return out

@@ -27,31 +27,97 @@ from mlx_bluey.data_validate import validate_files
 from mlx_bluey.evaluate import read_prompts
 from mlx_bluey.yaml_files import wrong_type
 
-EXAMPLES = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+EXAMPLES = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # ------------------------------------------------------------------ values and mutations
 
-ODD_TEXT = st.sampled_from([
-    "", " ", "\x00", "\x01", "\x1b[31m", "\t", "\r", "\n", "\u2028", "\x85", "\ufeff", "\ud800", "\udfff", "\ufffe",
-    "<end_of_turn>", "é", "🙂", "null", "1e999", "2020-13-45", "!!python/object:os.system", "- x", "{",
-]) | st.integers(1000, 5000).map("a".__mul__)
-TEXT = st.one_of(st.text(max_size=12), ODD_TEXT,
-                 st.lists(st.one_of(st.text(max_size=4), ODD_TEXT), max_size=4).map("".join))
-NUMBERS = st.one_of(st.integers(), st.floats(),
-                    st.sampled_from([0, -1, 2**31, 10**30, -(10**30), 10**400, 1e300, -1e300]))
+ODD_TEXT = st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "\x01",
+        "\x1b[31m",
+        "\t",
+        "\r",
+        "\n",
+        "\u2028",
+        "\x85",
+        "\ufeff",
+        "\ud800",
+        "\udfff",
+        "\ufffe",
+        "<end_of_turn>",
+        "é",
+        "🙂",
+        "null",
+        "1e999",
+        "2020-13-45",
+        "!!python/object:os.system",
+        "- x",
+        "{",
+    ]
+) | st.integers(1000, 5000).map("a".__mul__)
+TEXT = st.one_of(
+    st.text(max_size=12), ODD_TEXT, st.lists(st.one_of(st.text(max_size=4), ODD_TEXT), max_size=4).map("".join)
+)
+NUMBERS = st.one_of(
+    st.integers(), st.floats(), st.sampled_from([0, -1, 2**31, 10**30, -(10**30), 10**400, 1e300, -1e300])
+)
 # What json.dumps and yaml.safe_dump cannot write: a marker string in the value, swapped for the raw text.
-RAW_JSON = ["9" * 5000, "-" + "9" * 5000, "[" * 3000 + "]" * 3000, '"\\ud800"', '"x\\udc80"', "1e99999", "NaN",
-            "-Infinity", '"\x01"', '"\\x"', "{}", '{"role": "user"}', "tru", '"a" "b"']
-RAW_YAML = ["9" * 5000, "2020-13-45", "!!python/object:os.system x", "*nowhere", "&a [*a]", "[" * 3000, '"\\ud800"',
-            '"a\\0b"', "!!binary ???", "!!float abc", "1e-4", ".nan", "-.inf", "0x1F", "~", "yes", "!!set {a, b}",
-            "2001-12-14t21:59:43.10-05:00", "{a: [b, {c: d}]}", "|\n  block"]
+RAW_JSON = [
+    "9" * 5000,
+    "-" + "9" * 5000,
+    "[" * 3000 + "]" * 3000,
+    '"\\ud800"',
+    '"x\\udc80"',
+    "1e99999",
+    "NaN",
+    "-Infinity",
+    '"\x01"',
+    '"\\x"',
+    "{}",
+    '{"role": "user"}',
+    "tru",
+    '"a" "b"',
+]
+RAW_YAML = [
+    "9" * 5000,
+    "2020-13-45",
+    "!!python/object:os.system x",
+    "*nowhere",
+    "&a [*a]",
+    "[" * 3000,
+    '"\\ud800"',
+    '"a\\0b"',
+    "!!binary ???",
+    "!!float abc",
+    "1e-4",
+    ".nan",
+    "-.inf",
+    "0x1F",
+    "~",
+    "yes",
+    "!!set {a, b}",
+    "2001-12-14t21:59:43.10-05:00",
+    "{a: [b, {c: d}]}",
+    "|\n  block",
+]
 RAW = st.integers(0, 99).map("\0RAW:{}".format)
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, RAW)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-                      max_leaves=6)
-PHRASES = st.one_of(st.sampled_from(["hi", "G'day!", "Wanna play Keepy Uppy?", "Hooray! Bingo's here!"]),
-                    st.text(min_size=1, max_size=20))
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=6
+)
+PHRASES = st.one_of(
+    st.sampled_from(["hi", "G'day!", "Wanna play Keepy Uppy?", "Hooray! Bingo's here!"]),
+    st.text(min_size=1, max_size=20),
+)
 
 
 def _mutate(draw, value, keys=VALUES):
@@ -79,9 +145,9 @@ def _mutate(draw, value, keys=VALUES):
         return changed
     i = draw(st.integers(0, len(value) - 1))
     if action == "descend":
-        return [*value[:i], _mutate(draw, value[i], keys), *value[i + 1:]]
+        return [*value[:i], _mutate(draw, value[i], keys), *value[i + 1 :]]
     if action == "drop":
-        return value[:i] + value[i + 1:]
+        return value[:i] + value[i + 1 :]
     return [*value[:i], draw(VALUES), *value[i:]]
 
 
@@ -107,7 +173,7 @@ def corrupted(draw, data: bytes) -> bytes:
         elif action == "insert":
             data = data[:i] + draw(st.binary(min_size=1, max_size=4)) + data[i:]
         elif action == "flip" and i < len(data):
-            data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ draw(st.integers(1, 255))]) + data[i + 1 :]
         elif action == "long_line":
             data = data[:i] + b"x" * 100_000 + data[i:]
         elif action == "empty":
@@ -141,15 +207,38 @@ def jsonl_files(draw, rows):
 @st.composite
 def prompt_rows(draw):
     row = draw(conversations())
-    return {"id": draw(st.integers(0, 999).map("p{}".format)), "kind": draw(st.sampled_from(["short", "identity"])),
-            "expect": draw(st.sampled_from([None, "short", "long"])), "messages": row["messages"][:-1]}
+    return {
+        "id": draw(st.integers(0, 999).map("p{}".format)),
+        "kind": draw(st.sampled_from(["short", "identity"])),
+        "expect": draw(st.sampled_from([None, "short", "long"])),
+        "messages": row["messages"][:-1],
+    }
 
 
-YAML_SNIPPETS = st.sampled_from([
-    "seed: 2020-13-45", "x: !!python/object:os.system ls", "[[[[", "a: &a [*a]", "lora_scale: 1e999", ".nan",
-    "? [a]\n: 1", "{", "\tepochs: 1", "epochs: 1: 2", "data: !!binary ???", "epochs: !!int abc", "- a", "%YAML 9.9",
-    "---\nepochs: 1", "epochs: " + "9" * 5000, "'unclosed", "epochs: 2", "progress: yes", "lora_keys: q_proj",
-])
+YAML_SNIPPETS = st.sampled_from(
+    [
+        "seed: 2020-13-45",
+        "x: !!python/object:os.system ls",
+        "[[[[",
+        "a: &a [*a]",
+        "lora_scale: 1e999",
+        ".nan",
+        "? [a]\n: 1",
+        "{",
+        "\tepochs: 1",
+        "epochs: 1: 2",
+        "data: !!binary ???",
+        "epochs: !!int abc",
+        "- a",
+        "%YAML 9.9",
+        "---\nepochs: 1",
+        "epochs: " + "9" * 5000,
+        "'unclosed",
+        "epochs: 2",
+        "progress: yes",
+        "lora_keys: q_proj",
+    ]
+)
 
 
 @st.composite
@@ -203,10 +292,12 @@ def workdir(tmp_path_factory) -> Path:
 
 def known(cases: list[bytes]):
     """Try these files first, every run (hypothesis's @example, once per case)."""
+
     def decorate(test):
         for case in reversed(cases):
             test = example(data=case)(test)
         return test
+
     return decorate
 
 
@@ -278,8 +369,18 @@ def test_read_prompts_loads_or_names_file_line_and_field(workdir, data):
     assert all(p.messages[-1]["role"] == "user" for p in prompts)
 
 
-CONFIG = {"epochs": 2, "learning_rate": 2.0e-4, "lora_keys": ["self_attn.q_proj"], "progress": False, "model": None,
-          "data": "data/bluey", "save_every": 25, "min_lr_ratio": 0.1, "num_layers": -1, "fine_tune_type": "lora"}
+CONFIG = {
+    "epochs": 2,
+    "learning_rate": 2.0e-4,
+    "lora_keys": ["self_attn.q_proj"],
+    "progress": False,
+    "model": None,
+    "data": "data/bluey",
+    "save_every": 25,
+    "min_lr_ratio": 0.1,
+    "num_layers": -1,
+    "fine_tune_type": "lora",
+}
 CONFIG_KEYS = st.sampled_from(config_keys()) | TEXT | st.integers() | st.none() | st.booleans()
 
 
@@ -305,10 +406,13 @@ def test_load_config_loads_or_names_file_and_key(workdir, data):
     except ConfigError as error:
         message = str(error)
         assert message.startswith(f"{path}:"), message
-        rest = message[len(str(path)):]
+        rest = message[len(str(path)) :]
         event(_kind(rest))
-        assert re.match(r"(:\d+(:.+?)?: |: (not valid YAML|expected a mapping|unknown key|cannot read|set epochs)|"
-                        r": (\w+|lora_keys\[\d+\]) must )", rest), message
+        assert re.match(
+            r"(:\d+(:.+?)?: |: (not valid YAML|expected a mapping|unknown key|cannot read|set epochs)|"
+            r": (\w+|lora_keys\[\d+\]) must )",
+            rest,
+        ), message
         return
     event("loaded")
     for key, hint in typing.get_type_hints(TrainConfig).items():
@@ -317,8 +421,13 @@ def test_load_config_loads_or_names_file_and_key(workdir, data):
         assert hint is not float or (type(value) is float and math.isfinite(value)), key
 
 
-CARD = {"name": "Bluey", "description": "A blue heeler pup.", "default_system_prompt": "You are Bluey.",
-        "voice_markers": ["Bingo", "heaps"], "break_character_markers": ["as an ai"]}
+CARD = {
+    "name": "Bluey",
+    "description": "A blue heeler pup.",
+    "default_system_prompt": "You are Bluey.",
+    "voice_markers": ["Bingo", "heaps"],
+    "break_character_markers": ["as an ai"],
+}
 CARD_KEYS = st.sampled_from(list(CARD)) | TEXT | st.integers() | st.none()
 
 
@@ -332,7 +441,7 @@ def test_load_card_loads_or_names_file_and_key(workdir, data):
         card = load_card(path)
     except CardError as error:
         assert str(error).startswith(f"{path}:"), error
-        event(_kind(str(error)[len(str(path)):]))
+        event(_kind(str(error)[len(str(path)) :]))
         return
     event("loaded")
     assert isinstance(card.name, str) and card.name.strip()
@@ -354,8 +463,10 @@ def test_data_validate_command_fails_with_file_line_and_field(tmp_path, tiny_mod
     result = CliRunner().invoke(cli, ["data", "validate", "--model", str(tiny_model_dir), str(path), str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == [
-        (f"{path}:2: malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 "
-         "digits"),
+        (
+            f"{path}:2: malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 "
+            "digits"
+        ),
         f"{path}:3: malformed JSON: nested too deeply",
         f"{path}:4:messages[1].content: contains a lone surrogate \\ud800 (not valid Unicode)",
         f"{path}:5: not valid UTF-8 (byte 0 of the line)",
@@ -376,15 +487,20 @@ def test_bom_crlf_and_unicode_line_separators_are_fine(tmp_path):
     assert [(p.id, p.messages[0]["content"]) for p in read_prompts(prompts)] == [("p1", "h\u2028i"), ("p2", "hi")]
 
 
-@pytest.mark.parametrize("data,message", [
-    (KNOWN_PROMPTS[0], "1: malformed JSON: Extra data at column 80"),  # a lone CR ends no line
-    (KNOWN_PROMPTS[1], "2: expected a JSON object with id, kind and messages"),
-    (KNOWN_PROMPTS[2], "2:id: 'p1' is already used by {path}:1"),
-    (KNOWN_PROMPTS[3],
-     "1: malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 4401 digits"),
-    (PROMPT.replace(b'"p1"', b'" "'), "1:id: required, a non-empty string"),
-    (PROMPT.replace(b'"p1"', b'"\\udfff"'), "1:id: contains a lone surrogate \\udfff (not valid Unicode)"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (KNOWN_PROMPTS[0], "1: malformed JSON: Extra data at column 80"),  # a lone CR ends no line
+        (KNOWN_PROMPTS[1], "2: expected a JSON object with id, kind and messages"),
+        (KNOWN_PROMPTS[2], "2:id: 'p1' is already used by {path}:1"),
+        (
+            KNOWN_PROMPTS[3],
+            "1: malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 4401 digits",
+        ),
+        (PROMPT.replace(b'"p1"', b'" "'), "1:id: required, a non-empty string"),
+        (PROMPT.replace(b'"p1"', b'"\\udfff"'), "1:id: contains a lone surrogate \\udfff (not valid Unicode)"),
+    ],
+)
 def test_bad_prompt_file_names_file_line_and_field(tmp_path, data, message):
     path = tmp_path / "prompts.jsonl"
     path.write_bytes(data)
@@ -393,18 +509,27 @@ def test_bad_prompt_file_names_file_line_and_field(tmp_path, data, message):
     assert str(error.value) == f"{path}:" + message.format(path=path)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("name: Bluey\ndescription: 5\n", ":description: must be a string, not 5"),
-    ("name: Bluey\ndefault_system_prompt: [a]\n", ":default_system_prompt: must be a string or null, not ['a']"),
-    ("name: Bluey\n? null\n: x\n", ":2: a key must be a name, not None"),
-    ("name: Bluey\nname: Bingo\n", ":2:name: given twice (also on line 1); keep one"),
-    ("name: Bluey\ndescription: !!int abc\n",
-     ":2:description: cannot read this value: invalid literal for int() with base 10: 'abc'"),
-    ('name: "Blu\\0ey"\n', ":1:name: contains a NUL character (\\0)"),
-    ("name: Bluey\nvoice-markers: [a]\n",
-     (": unknown key(s) 'voice-markers'; known: name, description, default_system_prompt, voice_markers, "
-      "break_character_markers, facts")),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("name: Bluey\ndescription: 5\n", ":description: must be a string, not 5"),
+        ("name: Bluey\ndefault_system_prompt: [a]\n", ":default_system_prompt: must be a string or null, not ['a']"),
+        ("name: Bluey\n? null\n: x\n", ":2: a key must be a name, not None"),
+        ("name: Bluey\nname: Bingo\n", ":2:name: given twice (also on line 1); keep one"),
+        (
+            "name: Bluey\ndescription: !!int abc\n",
+            ":2:description: cannot read this value: invalid literal for int() with base 10: 'abc'",
+        ),
+        ('name: "Blu\\0ey"\n', ":1:name: contains a NUL character (\\0)"),
+        (
+            "name: Bluey\nvoice-markers: [a]\n",
+            (
+                ": unknown key(s) 'voice-markers'; known: name, description, default_system_prompt, voice_markers, "
+                "break_character_markers, facts"
+            ),
+        ),
+    ],
+)
 def test_bad_card_names_file_line_and_key(tmp_path, text, message):
     path = tmp_path / "character.yaml"
     path.write_text(text)

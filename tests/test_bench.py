@@ -14,17 +14,40 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "bench", "--model", str(tiny_model_dir), "--dtype", "float32",
-         "--dtype", "4bit", "--repeats", "2", "--prompt-tokens", "16", "--new-tokens", "4", "--train-length", "16",
-         "--output", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "bench",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "float32",
+            "--dtype",
+            "4bit",
+            "--repeats",
+            "2",
+            "--prompt-tokens",
+            "16",
+            "--new-tokens",
+            "4",
+            "--train-length",
+            "16",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "bench.json").read_text())
     for key in ("matmul_gflops", "memory_gb_per_second", "mlx_gemv_gb_per_second", "numpy_gemv_gb_per_second"):
         assert data["ceilings"][key] > 0
     ceilings = data["ceilings"]
-    assert ceilings["memory_gb_per_second"] == max(ceilings["mlx_gemv_gb_per_second"], ceilings["numpy_gemv_gb_per_second"])
+    assert ceilings["memory_gb_per_second"] == max(
+        ceilings["mlx_gemv_gb_per_second"], ceilings["numpy_gemv_gb_per_second"]
+    )
     assert [(r["dtype"]) for r in data["results"]] == ["float32", "4bit"]
     full, quantized = data["results"]
     # per block: q, o 32x32 + k, v 16x32 + q/k norms 2x16 + gate, up, down 3x(64x32) + 4 norms x 32 = 9,376
@@ -44,7 +67,11 @@ def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
 
 
 def test_1b_shape_is_gemma_3_1b():
-    assert (GEMMA3_1B_CONFIG["hidden_size"], GEMMA3_1B_CONFIG["num_hidden_layers"], GEMMA3_1B_CONFIG["intermediate_size"]) == (1152, 26, 6912)
+    assert (
+        GEMMA3_1B_CONFIG["hidden_size"],
+        GEMMA3_1B_CONFIG["num_hidden_layers"],
+        GEMMA3_1B_CONFIG["intermediate_size"],
+    ) == (1152, 26, 6912)
     assert "train_tokens_per_second" in ModelResult.__dataclass_fields__
 
 
@@ -52,6 +79,7 @@ def test_peer_benchmark_trains_everyone_on_near_median_lengths(tmp_path, tiny_to
     import importlib.util
 
     from conftest import chat, write_jsonl
+
     from mlx_bluey.chat_format import encode_conversation
 
     spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "scripts" / "bench_peers.py")
@@ -61,7 +89,10 @@ def test_peer_benchmark_trains_everyone_on_near_median_lengths(tmp_path, tiny_to
     rows = [chat("hi", r) for r in replies] + [chat("hi", "x", "more?", "y")]  # the last is two turns: skipped
     write_jsonl(tmp_path / "source.jsonl", rows)
     subset = bench_peers.single_turn_subset(tmp_path / "source.jsonl", tmp_path / "data", 3, tiny_tokenizer)
-    kept = [json.loads(line)["messages"][1]["content"] for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()]
+    kept = [
+        json.loads(line)["messages"][1]["content"]
+        for line in (tmp_path / "data" / "train.jsonl").read_text().splitlines()
+    ]
     assert sorted(len(k) for k in kept) == [9, 10, 11]  # the median single-turn reply is 10 letters
     supervised = [sum(encode_conversation(tiny_tokenizer, chat("hi", k)["messages"]).labels) for k in kept]
     assert subset["examples"] == 3 and subset["supervised_tokens"] == f"{min(supervised)}-{max(supervised)}"
@@ -69,12 +100,30 @@ def test_peer_benchmark_trains_everyone_on_near_median_lengths(tmp_path, tiny_to
 
 
 def test_decode_profile_script_on_the_tiny_model(tiny_model_dir, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_decode.py"), "--model", str(tiny_model_dir),
-                             "--repeats", "2", "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "profile_decode.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--repeats",
+            "2",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads((tmp_path / "decode_profile.json").read_text())["rows"]
-    assert [r["part"] for r in rows] == ["body (MLX)", "head (MLX)", "head (NumPy/BLAS)",
-                                         "step, MLX head (mlx_lm.generate's)", "step, NumPy head (mlx_bluey's)"]
+    assert [r["part"] for r in rows] == [
+        "body (MLX)",
+        "head (MLX)",
+        "head (NumPy/BLAS)",
+        "step, MLX head (mlx_lm.generate's)",
+        "step, NumPy head (mlx_bluey's)",
+    ]
     assert all(r["ms"] > 0 and r["gb_per_s"] > 0 for r in rows)
     # tiny model: the tied head is 102 x 32 float32 = 13,056 bytes; a step reads all 22,048 parameters
     assert [round(r["mb_read"] * 1e6) for r in rows] == [4 * (22048 - 3264), 13056, 13056, 4 * 22048, 4 * 22048]
@@ -82,13 +131,35 @@ def test_decode_profile_script_on_the_tiny_model(tiny_model_dir, tmp_path):
 
 def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path):
     """Every runtime decodes exactly --new-tokens tokens (the runners assert it) and gets a positive figure."""
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decode_peers.py"), "--model", str(tiny_fused),
-                             "--export", str(tiny_export), "--no-torch", "--new-tokens", "6", "--rounds", "2",
-                             "--output", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_decode_peers.py"),
+            "--model",
+            str(tiny_fused),
+            "--export",
+            str(tiny_export),
+            "--no-torch",
+            "--new-tokens",
+            "6",
+            "--rounds",
+            "2",
+            "--output",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "decode_vs_peers.json").read_text())
-    names = ["mlx_bluey", "mlx_lm.generate", "mlx_bluey (sampled)", "mlx_lm.generate (sampled)",
-             *[f"onnxruntime {v}" for v in ("q8", "q4", "fp16", "fp32")]]
+    names = [
+        "mlx_bluey",
+        "mlx_lm.generate",
+        "mlx_bluey (sampled)",
+        "mlx_lm.generate (sampled)",
+        *[f"onnxruntime {v}" for v in ("q8", "q4", "fp16", "fp32")],
+    ]
     assert list(summary["decode_tokens_per_s"]) == names
     assert all(len(values) == 2 and min(values) > 0 for values in summary["decode_tokens_per_s"].values())
     # each row against mlx_lm.generate with the same sampling
@@ -98,10 +169,18 @@ def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path
 
 
 def test_sampler_benchmark_script_runs():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_sampler.py"), "--vocab", "1000", "--repeats", "2"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sampler.py"), "--vocab", "1000", "--repeats", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split("|")[1:3] for line in result.stdout.splitlines()[2:]]
-    assert [name.strip() for name, _ in rows] == ["mlx_bluey.sampling", "mlx_lm make_sampler", "argsort of all 1000",
-                                                   "argpartition, top 64"]
+    assert [name.strip() for name, _ in rows] == [
+        "mlx_bluey.sampling",
+        "mlx_lm make_sampler",
+        "argsort of all 1000",
+        "argpartition, top 64",
+    ]
     assert all(float(ms) > 0 for _, ms in rows)

@@ -38,23 +38,38 @@ def test_adapter_finds_the_card_beside_its_training_data(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "character.yaml").write_text("name: Tutor\n")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"data": {"train": str(tmp_path / "data" / "train.jsonl")}}))
+    (tmp_path / "run" / "manifest.json").write_text(
+        json.dumps({"data": {"train": str(tmp_path / "data" / "train.jsonl")}})
+    )
     assert card_for_adapter(tmp_path / "run").name == "Tutor"
     assert card_for_adapter(None) is None
 
 
-@pytest.mark.parametrize(("facts", "message"), [
-    ("facts: 3\n", ":facts: must be a list of facts (id, questions, accept, reject), not 3"),
-    ("facts: [x]\n", ":facts[0]: must be a mapping with id, questions, accept and reject"),
-    ("facts:\n  - {id: a, questions: [q1]}\n", ":facts[0].accept: required"),
-    ("facts:\n  - {id: a, questions: q1, accept: [x]}\n", ":facts[0].questions: must be a list of strings, not 'q1'"),
-    ("facts:\n  - {id: a, questions: [], accept: [x]}\n", ":facts[0]: needs at least one question and one accepted answer"),
-    ("facts:\n  - {id: a, questions: [q1], accept: [' ']}\n", ":facts[0].accept: must not hold empty strings"),
-    ("facts:\n  - {id: a, questions: [q1], accept: [x], answer: y}\n",
-     ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject"),
-    ("facts:\n  - {id: a, questions: [q1], accept: [x]}\n  - {id: a, questions: [r1], accept: [y]}\n",
-     ":facts[1].id: must be a non-empty name used once, not 'a'"),
-])
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        ("facts: 3\n", ":facts: must be a list of facts (id, questions, accept, reject), not 3"),
+        ("facts: [x]\n", ":facts[0]: must be a mapping with id, questions, accept and reject"),
+        ("facts:\n  - {id: a, questions: [q1]}\n", ":facts[0].accept: required"),
+        (
+            "facts:\n  - {id: a, questions: q1, accept: [x]}\n",
+            ":facts[0].questions: must be a list of strings, not 'q1'",
+        ),
+        (
+            "facts:\n  - {id: a, questions: [], accept: [x]}\n",
+            ":facts[0]: needs at least one question and one accepted answer",
+        ),
+        ("facts:\n  - {id: a, questions: [q1], accept: [' ']}\n", ":facts[0].accept: must not hold empty strings"),
+        (
+            "facts:\n  - {id: a, questions: [q1], accept: [x], answer: y}\n",
+            ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject",
+        ),
+        (
+            "facts:\n  - {id: a, questions: [q1], accept: [x]}\n  - {id: a, questions: [r1], accept: [y]}\n",
+            ":facts[1].id: must be a non-empty name used once, not 'a'",
+        ),
+    ],
+)
 def test_card_facts_errors_name_the_fact_and_key(tmp_path, facts, message):
     from mlx_bluey.character import CardError, load_card
 

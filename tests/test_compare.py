@@ -15,31 +15,58 @@ TRAINING = [("hi", "Mum is here today, let's play.")]
 
 
 def write_result(directory, texts_by_prompt, label):
-    rows = [{"id": prompt, "kind": "identity", "expect": None, "sample": s, "prompt_text": "who are you?",
-             "text": text, "finish_reason": "stop"}
-            for prompt, texts in texts_by_prompt.items() for s, text in enumerate(texts)]
+    rows = [
+        {
+            "id": prompt,
+            "kind": "identity",
+            "expect": None,
+            "sample": s,
+            "prompt_text": "who are you?",
+            "text": text,
+            "finish_reason": "stop",
+        }
+        for prompt, texts in texts_by_prompt.items()
+        for s, text in enumerate(texts)
+    ]
     summary = score(rows, CARD, TRAINING)
     directory.mkdir(parents=True)
-    (directory / "results.json").write_text(json.dumps(
-        {"command": f"mlx_bluey evaluate ({label})", "model": {"label": label}, "summary": summary, "rows": rows}))
+    (directory / "results.json").write_text(
+        json.dumps(
+            {"command": f"mlx_bluey evaluate ({label})", "model": {"label": label}, "summary": summary, "rows": rows}
+        )
+    )
     return directory
 
 
 def test_a_clear_difference_is_outside_the_noise_and_an_equal_one_is_not(tmp_path):
     prompts = [f"p{i}" for i in range(12)]
-    base = write_result(tmp_path / "base", {p: ["As an AI language model, I can't.", "I am an AI assistant."]
-                                            for p in prompts}, "base")
-    tuned = write_result(tmp_path / "tuned", {p: ["I'm Bluey! Mum says hi.", "Let's play, Mum!"] for p in prompts}, "tuned")
-    same = write_result(tmp_path / "same", {p: ["As an AI language model, I can't.", "I am an AI assistant."]
-                                            for p in prompts}, "same")
+    base = write_result(
+        tmp_path / "base", {p: ["As an AI language model, I can't.", "I am an AI assistant."] for p in prompts}, "base"
+    )
+    tuned = write_result(
+        tmp_path / "tuned", {p: ["I'm Bluey! Mum says hi.", "Let's play, Mum!"] for p in prompts}, "tuned"
+    )
+    same = write_result(
+        tmp_path / "same", {p: ["As an AI language model, I can't.", "I am an AI assistant."] for p in prompts}, "same"
+    )
     out = tmp_path / "cmp"
-    done = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "compare", str(base), str(tuned), str(same),
-                           "--output", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "compare", str(base), str(tuned), str(same), "--output", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "compare.json").read_text())
     tuned_vs_base, same_vs_base = (c["differences"] for c in report["comparisons"])
-    assert tuned_vs_base["in_character"] == {"a": 0.0, "b": 1.0, "difference": 1.0, "low": 1.0, "high": 1.0,
-                                             "outside_noise": True, "prompts": 12}
+    assert tuned_vs_base["in_character"] == {
+        "a": 0.0,
+        "b": 1.0,
+        "difference": 1.0,
+        "low": 1.0,
+        "high": 1.0,
+        "outside_noise": True,
+        "prompts": 12,
+    }
     assert same_vs_base["in_character"]["difference"] == 0.0 and not same_vs_base["in_character"]["outside_noise"]
     assert "| in_character | +1.000 [+1.000, +1.000] | yes | run 2 |" in done.stdout
     assert "| in_character | +0.000 [+0.000, +0.000] | no | neither |" in done.stdout

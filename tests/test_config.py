@@ -72,9 +72,13 @@ BAD_VALUES = [
     ("min_lr_ratio: 1.5\n", "min_lr_ratio must be in [0, 1] (a fraction of learning_rate), not 1.5"),
     ("min_lr_ratio: -0.1\n", "min_lr_ratio must be in [0, 1] (a fraction of learning_rate), not -0.1"),
     ("weight_decay: -0.01\n", "weight_decay must be at least 0 (0 = no decay), not -0.01"),
-    ("learning_rate: 1.0e-4\nweight_decay: 20000\n",
-     ("weight_decay must be below 1 / learning_rate = 10000 (each step scales the weights by 1 - learning_rate * "
-      "weight_decay), not 20000.0")),
+    (
+        "learning_rate: 1.0e-4\nweight_decay: 20000\n",
+        (
+            "weight_decay must be below 1 / learning_rate = 10000 (each step scales the weights by 1 - learning_rate * "
+            "weight_decay), not 20000.0"
+        ),
+    ),
     ("iters: -5\n", "iters must be at least 0 (0 = use epochs), not -5"),
     ("epochs: -1\niters: 10\n", "epochs must be at least 0 (ignored when iters > 0), not -1"),
     ("epochs: 0\n", "set epochs >= 1 or iters >= 1"),
@@ -119,9 +123,13 @@ def test_impossible_value_names_file_key_and_fix(tmp_path, text, message):
 BAD_FILES = [
     (b"epochs: 2\nseed: 1\nepochs: 3\n", "3:epochs: given twice (also on line 1); keep one"),
     (b"seed: 2020-13-45\n", "1:seed: cannot read this value: month must be in 1..12"),
-    (b"seed: " + b"1" * 5000 + b"\n",
-     ("1:seed: cannot read this value: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 "
-      "digits")),
+    (
+        b"seed: " + b"1" * 5000 + b"\n",
+        (
+            "1:seed: cannot read this value: Exceeds the limit (4300 digits) for integer string conversion: "
+            "value has 5000 digits"
+        ),
+    ),
     (b"epochs: 2\n1: x\n", "2: a key must be a name, not 1"),
     (b'data: "a\\0b"\n', "1:data: contains a NUL character (\\0)"),
     (b'lora_keys: ["\\ud800"]\n', "1:lora_keys: contains a lone surrogate \\ud800 (not valid Unicode)"),

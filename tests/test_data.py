@@ -19,14 +19,28 @@ BAD_ROWS = [
     ({"msgs": []}, r"f\.jsonl:1: missing field 'messages'"),
     ({"messages": []}, r"f\.jsonl:1:messages: must be a non-empty list"),
     ({"messages": [{"role": "bot", "content": "x"}]}, r"f\.jsonl:1:messages\[0\]\.role: must be one of"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
-     r"f\.jsonl:1:messages\[1\]\.content: is empty"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "hi"}]},
-     r"f\.jsonl:1:messages\[1\]\.role: expected 'assistant'"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}]},
-     r"f\.jsonl:1:messages\[1\]\.content: must be a string"),
-    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-                   {"role": "system", "content": "late"}]}, r"f\.jsonl:1:messages\[2\]\.role: expected 'user'"),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+        r"f\.jsonl:1:messages\[1\]\.content: is empty",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "hi"}]},
+        r"f\.jsonl:1:messages\[1\]\.role: expected 'assistant'",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}]},
+        r"f\.jsonl:1:messages\[1\]\.content: must be a string",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "yo"},
+                {"role": "system", "content": "late"},
+            ]
+        },
+        r"f\.jsonl:1:messages\[2\]\.role: expected 'user'",
+    ),
     ({"messages": [{"role": "user", "content": "hi"}]}, r"f\.jsonl:1:messages: must end with an assistant message"),
 ]
 
@@ -69,9 +83,22 @@ def test_train_cli_rejects_bad_data_and_keeps_the_old_adapter(tmp_path, tiny_mod
     output.mkdir()
     (output / "adapters.safetensors").write_bytes(b"previous good adapter")
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data", str(data),
-         "--output", str(output), "--resume"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--output",
+            str(output),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode != 0
     assert "train.jsonl:2:messages[0].content: is empty" in result.stderr
@@ -82,9 +109,20 @@ def test_train_cli_rejects_bad_data_and_keeps_the_old_adapter(tmp_path, tiny_mod
 def test_unknown_model_is_a_clear_error(tmp_path):
     data = write_jsonl(tmp_path / "data" / "train.jsonl", [GOOD]).parent
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", "no-such-model", "--data", str(data),
-         "--output", str(tmp_path / "out")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "train",
+            "--model",
+            "no-such-model",
+            "--data",
+            str(data),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "unknown model 'no-such-model'" in result.stderr
@@ -122,8 +160,10 @@ def test_epoch_order_is_seeded():
 
 
 def test_split_keeps_near_duplicates_together(tmp_path):
-    rows = [chat(f"question number {i} about topic {i * 7}", f"answer {i} is a different reply with words {i * 3} {i * 5}")
-            for i in range(40)]
+    rows = [
+        chat(f"question number {i} about topic {i * 7}", f"answer {i} is a different reply with words {i * 3} {i * 5}")
+        for i in range(40)
+    ]
     rows.append(chat("question number 3 about topic 21", "answer 3 is a different reply with words 9 15 !"))
     rows.append(chat("question number 8 about topic 56!", "answer 8 is a different reply with words 24 40"))
     conversations = read_jsonl(write_jsonl(tmp_path / "all.jsonl", rows))

@@ -13,16 +13,30 @@ from mlx_bluey.data_validate import validate_files
 
 
 def test_validate_reports_every_problem_with_its_place(tmp_path, tiny_tokenizer):
-    a = write_jsonl(tmp_path / "a.jsonl", [
-        chat("hi", "G'day!"),
-        '{"messages": [',
-        chat("what do you reckon about the big red bus", "I reckon the big red bus is the best bus in the whole wide world"),
-        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
-    ])
+    a = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            chat("hi", "G'day!"),
+            '{"messages": [',
+            chat(
+                "what do you reckon about the big red bus",
+                "I reckon the big red bus is the best bus in the whole wide world",
+            ),
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+        ],
+    )
     b = tmp_path / "b.jsonl"
     b.write_bytes(
         (json.dumps(chat("HI", "G'day!  ")) + "\n").encode()
-        + (json.dumps(chat("what do you reckon about the big red bus", "I reckon the big red bus is the best bus in the whole wide world!!")) + "\n").encode()
+        + (
+            json.dumps(
+                chat(
+                    "what do you reckon about the big red bus",
+                    "I reckon the big red bus is the best bus in the whole wide world!!",
+                )
+            )
+            + "\n"
+        ).encode()
         + b'{"messages": "\xfe"}\n'
         + (json.dumps(chat("tell me a story", "word " * 40)) + "\n").encode()
     )
@@ -53,11 +67,14 @@ def test_validate_cli_exit_codes(tmp_path, tiny_model_dir):
 
 
 def test_stats_exact_numbers(tmp_path, tiny_tokenizer):
-    path = write_jsonl(tmp_path / "s.jsonl", [
-        chat("hi", "Hi! Mum said heaps."),  # 4 words
-        chat("story", " ".join(["word"] * 130), "more", "Dad and Bingo and Dad."),  # 130 words, 5 words
-        chat("q", " ".join(["mid"] * 60), system="Be Bluey."),  # 60 words
-    ])
+    path = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            chat("hi", "Hi! Mum said heaps."),  # 4 words
+            chat("story", " ".join(["word"] * 130), "more", "Dad and Bingo and Dad."),  # 130 words, 5 words
+            chat("q", " ".join(["mid"] * 60), system="Be Bluey."),  # 60 words
+        ],
+    )
     stats = compute_stats([path], tiny_tokenizer, ["Mum", "Dad", "Bingo", "heaps", "for real life"])
     assert stats.conversations == 3 and stats.with_system == 1 and stats.multi_turn == 1
     assert stats.user_turns == Counter({1: 2, 2: 1})
@@ -74,7 +91,8 @@ def test_stats_exact_numbers(tmp_path, tiny_tokenizer):
 
 def test_markers_match_whole_words_only():
     assert count_markers("Mummy and Mum went for real life, for real lifeguards", ["Mum", "for real life"]) == Counter(
-        {"Mum": 1, "for real life": 1})
+        {"Mum": 1, "for real life": 1}
+    )
     assert opening("Okay, so FIRST we...") == "okay so first"
 
 
@@ -82,8 +100,22 @@ def test_stats_cli_writes_markdown_and_png(tmp_path, tiny_model_dir):
     path = write_jsonl(tmp_path / "s.jsonl", [chat("hi", "Hi there mate!"), chat("yo", "Yo yo yo.")])
     (tmp_path / "character.yaml").write_text("name: Tester\nvoice_markers: [mate]\n")
     png = tmp_path / "h.png"
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "data", "stats", str(path), "--model",
-                             str(tiny_model_dir), "--png", str(png)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "data",
+            "stats",
+            str(path),
+            "--model",
+            str(tiny_model_dir),
+            "--png",
+            str(png),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "| mate | 1 | 16.67 |" in result.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,8 +22,9 @@ def test_last_position_logits_match_the_model_with_adapters_and_cache(tiny_model
     assert plain.shape == (1, 9, 102) and fast.shape == (1, 1, 102)  # only the last position is computed
     np.testing.assert_allclose(np.array(fast[:, 0]), np.array(plain[:, -1]), rtol=0, atol=1e-5)
     step = mx.array([[42]])  # one decode step on the same cache state
-    np.testing.assert_allclose(np.array(runner(step, cache=cache_fast)), np.array(model(step, cache=cache_plain)),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array(runner(step, cache=cache_fast)), np.array(model(step, cache=cache_plain)), rtol=0, atol=1e-5
+    )
 
 
 def test_plain_model_where_numpy_does_not_apply(tiny_model_dir):
@@ -35,8 +36,10 @@ def test_same_tokens_as_the_plain_model(tiny_model_dir, monkeypatch):
     model, tokenizer, model_dir = load_for_generation(str(tiny_model_dir), None, log=lambda _: None)
     stops = stop_token_ids(model_dir, tokenizer)
     messages = chat("Hi Bluey, what are you playing?")["messages"][:1]
-    for settings in (GenerationSettings(temperature=0.0, max_new_tokens=24),
-                     GenerationSettings(temperature=0.8, repetition_penalty=1.2, max_new_tokens=24, seed=3)):
+    for settings in (
+        GenerationSettings(temperature=0.0, max_new_tokens=24),
+        GenerationSettings(temperature=0.8, repetition_penalty=1.2, max_new_tokens=24, seed=3),
+    ):
         fast = generate_reply(model, tokenizer, messages, settings, stops)
         with monkeypatch.context() as patch:
             patch.setattr(decode_head, "numpy_head_applies", lambda _: False)

@@ -27,15 +27,22 @@ def normalised(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def training_turns():
-    turns = [(f"{c.source}", text) for name in ("train", "valid", "test")
-             for c in read_jsonl(DATA / f"{name}.jsonl") for text in user_turns(c.messages)]
+    turns = [
+        (f"{c.source}", text)
+        for name in ("train", "valid", "test")
+        for c in read_jsonl(DATA / f"{name}.jsonl")
+        for text in user_turns(c.messages)
+    ]
     return [(where, text, normalised(text), text_shingles(text)) for where, text in turns]
 
 
 def overlaps(text: str, training_turns) -> list[str]:
     own, exact = text_shingles(text), normalised(text)
-    return [f"{where} {seen!r}" for where, seen, seen_exact, seen_shingles in training_turns
-            if seen_exact == exact or jaccard(own, seen_shingles) >= NEAR_DUPLICATE_JACCARD]
+    return [
+        f"{where} {seen!r}"
+        for where, seen, seen_exact, seen_shingles in training_turns
+        if seen_exact == exact or jaccard(own, seen_shingles) >= NEAR_DUPLICATE_JACCARD
+    ]
 
 
 def test_no_evaluation_prompt_is_a_training_prompt_or_its_near_duplicate(training_turns):
@@ -48,7 +55,11 @@ def test_no_evaluation_prompt_is_a_training_prompt_or_its_near_duplicate(trainin
 def test_the_check_catches_a_copied_or_reworded_training_prompt(training_turns):
     where, text, _, _ = training_turns[0]
     assert overlaps(text.upper() + "  ", training_turns)  # same words, other case and spacing
-    assert overlaps("What do you want to be when you grow up", [("t:1", "x", "x", text_shingles(
-        "what do you want to be when you grow up?"))])
-    assert not overlaps("Tell me about the moon and the stars tonight", [("t:1", "x", "x", text_shingles(
-        "what do you want to be when you grow up?"))])
+    assert overlaps(
+        "What do you want to be when you grow up",
+        [("t:1", "x", "x", text_shingles("what do you want to be when you grow up?"))],
+    )
+    assert not overlaps(
+        "Tell me about the moon and the stars tonight",
+        [("t:1", "x", "x", text_shingles("what do you want to be when you grow up?"))],
+    )

@@ -20,8 +20,13 @@ def test_words_and_ngrams():
 
 @pytest.mark.parametrize(
     "text,finish,expected",
-    [("We played shops.", "stop", True), ("We played shops", "stop", False), ("We played shops.", "length", False),
-     ('She said "yes!"', "stop", True), ("", "stop", False)],
+    [
+        ("We played shops.", "stop", True),
+        ("We played shops", "stop", False),
+        ("We played shops.", "length", False),
+        ('She said "yes!"', "stop", True),
+        ("", "stop", False),
+    ],
 )
 def test_is_complete(text, finish, expected):
     assert metrics.is_complete(text, finish) is expected
@@ -29,7 +34,9 @@ def test_is_complete(text, finish, expected):
 
 def test_markers_per_100_words():
     texts = ["Mum and Dad played with Bingo", "heaps of fun for real life"]  # 5 hits in 12 words
-    assert metrics.markers_per_100_words(texts, ["Mum", "Dad", "Bingo", "heaps", "for real life"]) == pytest.approx(500 / 12)
+    assert metrics.markers_per_100_words(texts, ["Mum", "Dad", "Bingo", "heaps", "for real life"]) == pytest.approx(
+        500 / 12
+    )
 
 
 def test_breaks_character():
@@ -66,12 +73,33 @@ CARD = CharacterCard(name="Bluey", voice_markers=["Mum"], break_character_marker
 
 def test_score_summary_exact():
     rows = [
-        {"id": "s1", "kind": "short", "expect": "short", "sample": 0, "prompt_text": "hi", "text": "Hi! Mum is here.",
-         "finish_reason": "stop"},
-        {"id": "s1", "kind": "short", "expect": "short", "sample": 1, "prompt_text": "hi", "text": "Hi! Mum is home",
-         "finish_reason": "length"},
-        {"id": "i1", "kind": "identity", "expect": None, "sample": 0, "prompt_text": "is Mum an AI?",
-         "text": "As an AI I am a model.", "finish_reason": "stop"},
+        {
+            "id": "s1",
+            "kind": "short",
+            "expect": "short",
+            "sample": 0,
+            "prompt_text": "hi",
+            "text": "Hi! Mum is here.",
+            "finish_reason": "stop",
+        },
+        {
+            "id": "s1",
+            "kind": "short",
+            "expect": "short",
+            "sample": 1,
+            "prompt_text": "hi",
+            "text": "Hi! Mum is home",
+            "finish_reason": "length",
+        },
+        {
+            "id": "i1",
+            "kind": "identity",
+            "expect": None,
+            "sample": 0,
+            "prompt_text": "is Mum an AI?",
+            "text": "As an AI I am a model.",
+            "finish_reason": "stop",
+        },
     ]
     summary = score(rows, CARD, [("hello", "Mum is here today."), ("story?", "word " * 130)])
     assert [r["words"] for r in rows] == [4, 4, 7]
@@ -107,13 +135,29 @@ def test_fact_prompts_come_from_the_card_and_are_scored_against_it():
     from mlx_bluey.character import CardFact
     from mlx_bluey.evaluate import fact_prompts
 
-    card = CharacterCard(name="Tutor", facts=[CardFact("capital", ["What's the capital of France?"], ["Paris"], ["Lyon"])])
+    card = CharacterCard(
+        name="Tutor", facts=[CardFact("capital", ["What's the capital of France?"], ["Paris"], ["Lyon"])]
+    )
     (prompt,) = fact_prompts(card)
     assert (prompt.id, prompt.kind, prompt.fact, prompt.messages) == (
-        "facts-capital-1", "facts", "capital", [{"role": "user", "content": "What's the capital of France?"}])
-    rows = [{"id": prompt.id, "kind": "facts", "expect": "short", "fact": "capital", "sample": s, "prompt_text": "q",
-             "text": text, "finish_reason": "stop"}
-            for s, text in enumerate(["Paris!", "Lyon or Paris?", "I don't know."])]
+        "facts-capital-1",
+        "facts",
+        "capital",
+        [{"role": "user", "content": "What's the capital of France?"}],
+    )
+    rows = [
+        {
+            "id": prompt.id,
+            "kind": "facts",
+            "expect": "short",
+            "fact": "capital",
+            "sample": s,
+            "prompt_text": "q",
+            "text": text,
+            "finish_reason": "stop",
+        }
+        for s, text in enumerate(["Paris!", "Lyon or Paris?", "I don't know."])
+    ]
     summary = score(rows, card, [("q", "Paris is the capital.")])
     assert [r["fact_right"] for r in rows] == [True, False, False]
     assert summary["headline"]["fact_accuracy"]["value"] == pytest.approx(1 / 3)
@@ -122,8 +166,10 @@ def test_fact_prompts_come_from_the_card_and_are_scored_against_it():
 def test_few_shot_examples_are_typical_training_turns_after_the_system_message(tmp_path):
     from mlx_bluey.evaluate import few_shot_examples, with_examples
 
-    data = write_jsonl(tmp_path / "train.jsonl", [chat("a", "one two three"), chat("b", "one"), chat("c", "x " * 9),
-                                                  chat("d", "one two", "e", "three")])
+    data = write_jsonl(
+        tmp_path / "train.jsonl",
+        [chat("a", "one two three"), chat("b", "one"), chat("c", "x " * 9), chat("d", "one two", "e", "three")],
+    )
     examples = few_shot_examples(data, 2)  # median of 3, 1, 9 words is 3: "a" first, then "b" (2 away)
     assert examples == [*chat("a", "one two three")["messages"], *chat("b", "one")["messages"]]
     prompt = [{"role": "system", "content": "Be Bluey."}, {"role": "user", "content": "hi"}]
@@ -133,8 +179,13 @@ def test_few_shot_examples_are_typical_training_turns_after_the_system_message(t
 
 
 def test_prompt_file_errors(tmp_path):
-    path = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "kind": "short", "messages": [{"role": "user", "content": "hi"}]},
-                                               {"id": "b", "kind": "long", "messages": chat("hi", "yo")["messages"]}])
+    path = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "a", "kind": "short", "messages": [{"role": "user", "content": "hi"}]},
+            {"id": "b", "kind": "long", "messages": chat("hi", "yo")["messages"]},
+        ],
+    )
     with pytest.raises(DataError, match=r"p\.jsonl:2:messages: must be a list ending with a user message"):
         read_prompts(path)
     write_jsonl(path, [{"id": "a", "kind": "short", "expect": "tiny", "messages": [{"role": "user", "content": "hi"}]}])
@@ -152,18 +203,42 @@ def test_shipped_prompt_set():
 
 
 def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
-    prompts = write_jsonl(tmp_path / "p.jsonl", [
-        {"id": "short-1", "kind": "short", "expect": "short", "messages": [{"role": "user", "content": "hi"}]},
-        {"id": "long-1", "kind": "long", "expect": "long", "messages": [{"role": "user", "content": "story"}]},
-    ])
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "short-1", "kind": "short", "expect": "short", "messages": [{"role": "user", "content": "hi"}]},
+            {"id": "long-1", "kind": "long", "expect": "long", "messages": [{"role": "user", "content": "story"}]},
+        ],
+    )
     data = write_jsonl(tmp_path / "train.jsonl", [chat("hi", "Mum said hi."), chat("yo", "Dad said yo.")])
     (tmp_path / "card.yaml").write_text("name: Bluey\nvoice_markers: [Mum]\nbreak_character_markers: [as an ai]\n")
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--model", str(tiny_model_dir), "--prompts", str(prompts),
-         "--samples", "2", "--reference", str(data), "--train-data", str(data), "--character", str(tmp_path / "card.yaml"),
-         "--output", str(out), "--max-new-tokens", "8"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompts",
+            str(prompts),
+            "--samples",
+            "2",
+            "--reference",
+            str(data),
+            "--train-data",
+            str(data),
+            "--character",
+            str(tmp_path / "card.yaml"),
+            "--output",
+            str(out),
+            "--max-new-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "results.json").read_text())
@@ -182,19 +257,31 @@ def test_compare_reports_table(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("compare_reports", Path(__file__).parent.parent / "scripts" / "compare_reports.py")
+    spec = importlib.util.spec_from_file_location(
+        "compare_reports", Path(__file__).parent.parent / "scripts" / "compare_reports.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for name, share, loss in (("base", 0.5, 3.0), ("tuned", 0.9, 2.5)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps({
-            "command": f"mlx_bluey evaluate {name}", "model": {"label": name},
-            "summary": {"completeness": {"complete_share": share}, "replies": 2},
-            "likelihood": {"model": {"loss": loss}}}))
+        (tmp_path / name / "results.json").write_text(
+            json.dumps(
+                {
+                    "command": f"mlx_bluey evaluate {name}",
+                    "model": {"label": name},
+                    "summary": {"completeness": {"complete_share": share}, "replies": 2},
+                    "likelihood": {"model": {"loss": loss}},
+                }
+            )
+        )
     table = module.compare([tmp_path / "base", tmp_path / "tuned"])
     assert table.splitlines()[:5] == [
-        "| metric | base | tuned |", "|---|---|---|", "| completeness: complete_share | 0.500 | 0.900 |",
-        "| replies | 2 | 2 |", "| held-out loss (model) | 3.000 | 2.500 |"]
+        "| metric | base | tuned |",
+        "|---|---|---|",
+        "| completeness: complete_share | 0.500 | 0.900 |",
+        "| replies | 2 | 2 |",
+        "| held-out loss (model) | 3.000 | 2.500 |",
+    ]
 
 
 def test_held_out_loss_is_the_mean_log_loss_of_assistant_tokens(tmp_path, tiny_model_dir):
@@ -235,18 +322,49 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
     from mlx_bluey.config import TrainConfig
     from mlx_bluey.train import train
 
-    data = write_jsonl(tmp_path / "tutor" / "train.jsonl", [chat("hi", "We count to three."), chat("yo", "Count with me.")]).parent
+    data = write_jsonl(
+        tmp_path / "tutor" / "train.jsonl", [chat("hi", "We count to three."), chat("yo", "Count with me.")]
+    ).parent
     write_jsonl(data / "test.jsonl", [chat("hello", "Count again.")])
     (data / "character.yaml").write_text("name: Tutor\nvoice_markers: [count]\nbreak_character_markers: [as an ai]\n")
     adapter = tmp_path / "adapter"
-    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=2, batch_size=1,
-                      grad_accumulation=1, progress=False), log=lambda _: None)
-    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "s", "kind": "short", "messages": [{"role": "user", "content": "hi"}]}])
+    train(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            data=str(data),
+            output=str(adapter),
+            iters=2,
+            batch_size=1,
+            grad_accumulation=1,
+            progress=False,
+        ),
+        log=lambda _: None,
+    )
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": "s", "kind": "short", "messages": [{"role": "user", "content": "hi"}]}]
+    )
     out = tmp_path / "report"
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--adapter", str(adapter), "--prompts", str(prompts),
-         "--samples", "1", "--max-new-tokens", "4", "--no-base-likelihood", "--output", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "evaluate",
+            "--adapter",
+            str(adapter),
+            "--prompts",
+            str(prompts),
+            "--samples",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--no-base-likelihood",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "results.json").read_text())

@@ -19,9 +19,19 @@ from mlx_bluey.generate import load_for_generation
 
 def test_export_writes_the_transformers_js_layout(tiny_export):
     names = {str(p.relative_to(tiny_export)) for p in tiny_export.rglob("*")}
-    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "character.json",
-            "export.json", "export.md", "onnx/model_quantized.onnx", "onnx/model_q4.onnx", "onnx/model_fp16.onnx",
-            "onnx/model.onnx"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "character.json",
+        "export.json",
+        "export.md",
+        "onnx/model_quantized.onnx",
+        "onnx/model_q4.onnx",
+        "onnx/model_fp16.onnx",
+        "onnx/model.onnx",
+    } <= names
     assert not any(part.startswith(".") for name in names for part in Path(name).parts)  # no work directory left
     assert json.loads((tiny_export / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
     assert json.loads((tiny_export / "generation_config.json").read_text())["eos_token_id"] == [1, 5]
@@ -32,7 +42,7 @@ def test_export_report_sizes_and_parity(tiny_export):
     report = json.loads((tiny_export / "export.json").read_text())
     by_name = {v["variant"]: v for v in report["variants"]}
     assert list(by_name) == ["q8", "q4", "fp16", "fp32"]
-    for name, entry in by_name.items():
+    for entry in by_name.values():
         assert entry["bytes"] == (tiny_export / entry["file"]).stat().st_size
         parity = entry["parity"]
         assert parity["positions"] > 20 and 0 <= parity["top1_agreement"] <= 1 and parity["kl_mean"] >= 0
@@ -53,12 +63,18 @@ def test_fused_directory_loads_in_transformers_like_mlx(tiny_fused, tmp_path):
     ids = [2, 4, 30, 31, 32, 6, 50, 60, 70, 5, 6]
     model, _, _ = load_for_generation(str(tiny_fused), None, log=lambda _: None)
     want = np.array(model(mx.array([ids]))[0])
-    script = ("import sys, numpy, torch; from transformers import AutoModelForCausalLM; "
-              "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval(); "
-              "numpy.save(sys.argv[2], m(torch.tensor([[int(i) for i in sys.argv[3].split(',')]])).logits[0].detach().numpy())")
+    script = (
+        "import sys, numpy, torch; from transformers import AutoModelForCausalLM; "
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32).eval(); "
+        "ids = torch.tensor([[int(i) for i in sys.argv[3].split(',')]]); "
+        "numpy.save(sys.argv[2], m(ids).logits[0].detach().numpy())"
+    )
     out = tmp_path / "logits.npy"
-    result = subprocess.run([str(export_python()), "-c", script, str(tiny_fused), str(out), ",".join(map(str, ids))],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(export_python()), "-c", script, str(tiny_fused), str(out), ",".join(map(str, ids))],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = np.load(out)
     assert got.shape == want.shape == (len(ids), 102)
@@ -69,8 +85,11 @@ def test_fused_directory_loads_in_transformers_like_mlx(tiny_fused, tmp_path):
 
 
 def test_export_refuses_a_directory_without_a_model(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tmp_path), "--output",
-                             str(tmp_path / "out")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "export", str(tmp_path), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "no config.json" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -79,7 +98,10 @@ def test_failed_export_keeps_the_previous_one(tiny_fused, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     (out / "export.json").write_text("{}")
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out),
-                             "--variants", "q8,q3"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out), "--variants", "q8,q3"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "unknown variant 'q3'" in result.stderr
     assert [p.name for p in out.iterdir()] == ["export.json"]

@@ -19,12 +19,27 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
     rows = [chat(f"q{i}", "Bingo and me played shops all arvo!") for i in range(8)]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
     adapter = tmp_path / "adapter"
-    train(TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=5, batch_size=4,
-                      grad_accumulation=1, learning_rate=5e-2, lora_rank=4, fine_tune_type=kind, progress=False),
-          log=lambda _: None)
+    train(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            data=str(data),
+            output=str(adapter),
+            iters=5,
+            batch_size=4,
+            grad_accumulation=1,
+            learning_rate=5e-2,
+            lora_rank=4,
+            fine_tune_type=kind,
+            progress=False,
+        ),
+        log=lambda _: None,
+    )
     fused = tmp_path / "fused"
-    result = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output",
-                             str(fused)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "fused 14 adapter layers" in result.stdout  # 2 blocks x 7 linears
 
@@ -37,7 +52,13 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
     assert mx.abs(want - got).max().item() < 1e-4
 
     names = {p.name for p in fused.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= names
     assert json.loads((fused / "generation_config.json").read_text())["eos_token_id"] == [1, 5]
     assert json.loads((fused / "tokenizer_config.json").read_text())["chat_template"] == CHAT_TEMPLATE
     config = json.loads((fused / "config.json").read_text())

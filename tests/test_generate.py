@@ -67,8 +67,13 @@ def test_processor_blocks_all_stop_ids_until_n_new_tokens():
 def test_min_new_tokens_blocks_both_stop_ids(tiny, minimum):
     model, tokenizer, model_dir = tiny
     settings = GenerationSettings(temperature=0.0, min_new_tokens=minimum, max_new_tokens=20, repetition_penalty=1.0)
-    reply = generate_reply(StopLover(model, TINY_CONFIG["vocab_size"]), tokenizer, chat("hi")["messages"], settings,
-                           stop_token_ids(model_dir, tokenizer))
+    reply = generate_reply(
+        StopLover(model, TINY_CONFIG["vocab_size"]),
+        tokenizer,
+        chat("hi")["messages"],
+        settings,
+        stop_token_ids(model_dir, tokenizer),
+    )
     assert reply.n_tokens == minimum
     assert reply.finish_reason == "stop"
     assert not set(reply.tokens) & {1, 5}
@@ -79,8 +84,9 @@ def test_streamed_text_is_whole_words_and_equals_the_reply(tiny):
     chunks = []
     # min_new_tokens = max_new_tokens: the reply runs to the limit whatever the random model samples
     settings = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=60, min_new_tokens=60, repetition_penalty=1.0)
-    reply = generate_reply(model, tokenizer, chat("hi")["messages"], settings, stop_token_ids(model_dir, tokenizer),
-                           on_text=chunks.append)
+    reply = generate_reply(
+        model, tokenizer, chat("hi")["messages"], settings, stop_token_ids(model_dir, tokenizer), on_text=chunks.append
+    )
     assert reply.finish_reason == "length" and reply.n_tokens == 60
     assert "".join(chunks) == reply.text
 
@@ -114,9 +120,22 @@ def test_interactive_chat_keeps_history_resets_and_quits(tiny_model_dir):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "generate", "--model", str(tiny_model_dir), "--max-new-tokens", "5",
-         "--seed", "1"],
-        input="hi\nand then?\n/reset\nhello\n/quit\n", capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--max-new-tokens",
+            "5",
+            "--seed",
+            "1",
+        ],
+        input="hi\nand then?\n/reset\nhello\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("model> ") == 3
@@ -129,9 +148,23 @@ def test_one_shot_prompt(tiny_model_dir):
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "generate", "--model", str(tiny_model_dir), "--prompt", "hi",
-         "--max-new-tokens", "4", "--temperature", "0"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mlx_bluey.cli",
+            "generate",
+            "--model",
+            str(tiny_model_dir),
+            "--prompt",
+            "hi",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "[reply reached the 4-token limit" in result.stderr
@@ -161,6 +194,11 @@ def test_suppressed_tokens_never_appear_even_when_favoured(tiny):
             self.bias = mx.zeros((vocab_size,)).at[mx.array([4])].add(80.0).at[mx.array([1, 5])].add(50.0)
 
     lover = StartOfTurnLover(model, TINY_CONFIG["vocab_size"])
-    reply = generate_reply(lover, tokenizer, chat("Hi!")["messages"], GenerationSettings(temperature=0.0),
-                           stop_token_ids(model_dir, tokenizer))
+    reply = generate_reply(
+        lover,
+        tokenizer,
+        chat("Hi!")["messages"],
+        GenerationSettings(temperature=0.0),
+        stop_token_ids(model_dir, tokenizer),
+    )
     assert reply.tokens == [] and reply.finish_reason == "stop"

@@ -34,16 +34,19 @@ COMMIT = "dcc83ea841ab6100d6b47a070329e1ba4cf78752"
 LFS_PATTERNS = ("*.safetensors", "*.model", "tokenizer.json")
 # In the repo on the Hub but not matched by models._PATTERNS, so never downloaded: the listing names
 # them, the snapshot lacks them, and offline resolution must still accept the snapshot.
-NOT_DOWNLOADED = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
-                  "README.md": b"# tiny stand-in for gemma-3-1b-it\n"}
+NOT_DOWNLOADED = {
+    ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    "README.md": b"# tiny stand-in for gemma-3-1b-it\n",
+}
 
 
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def write_hub_cache(hub: Path, repo: str, files: dict[str, bytes], listed_only: dict[str, bytes], commit: str,
-                    listing: bool = True) -> Path:
+def write_hub_cache(
+    hub: Path, repo: str, files: dict[str, bytes], listed_only: dict[str, bytes], commit: str, listing: bool = True
+) -> Path:
     """One snapshot of `repo` in the hub cache `hub`; returns the snapshot directory.
 
     `listing=False` leaves out trees/<commit>.json, as huggingface_hub < 2 and per-file downloads do.
@@ -60,8 +63,12 @@ def write_hub_cache(hub: Path, repo: str, files: dict[str, bytes], listed_only: 
             sha256 = hashlib.sha256(data).hexdigest()
             pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
             etag = sha256
-            tree[name] = {"size": len(pointer), "blob_id": git_blob_sha1(pointer), "lfs_sha256": sha256,
-                             "lfs_size": len(data)}
+            tree[name] = {
+                "size": len(pointer),
+                "blob_id": git_blob_sha1(pointer),
+                "lfs_sha256": sha256,
+                "lfs_size": len(data),
+            }
         else:
             etag = git_blob_sha1(data)
             tree[name] = {"size": len(data), "blob_id": etag}
@@ -89,9 +96,14 @@ def snapshot_dir(hub: Path) -> Path:
     return hub / "models--google--gemma-3-1b-it" / "snapshots" / COMMIT
 
 
-def offline_env(hf_home: Path, via: str = "HF_HOME", offline: tuple[str, str] = ("HF_HUB_OFFLINE", "1")) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "HUGGINGFACE_")) and k not in ("TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME")}
+def offline_env(
+    hf_home: Path, via: str = "HF_HOME", offline: tuple[str, str] = ("HF_HUB_OFFLINE", "1")
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE_")) and k not in ("TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME")
+    }
     env[offline[0]] = offline[1]
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # discard port: a request that slips through fails at once
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -117,16 +129,26 @@ print(json.dumps(out))
 
 
 def resolve_offline(hf_home: Path, *names: str, **env) -> dict:
-    result = subprocess.run([sys.executable, "-c", RESOLVE, *names], env=offline_env(hf_home, **env),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", RESOLVE, *names],
+        env=offline_env(hf_home, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "log:" not in result.stderr, result.stderr  # no fallback, no download chatter
     return json.loads(result.stdout)
 
 
 def cli(hf_home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlx_bluey.cli", *args], env=offline_env(hf_home),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", *args],
+        env=offline_env(hf_home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_cache_is_one_huggingface_hub_reads_as_its_own(hf_home):
@@ -137,12 +159,20 @@ def test_the_cache_is_one_huggingface_hub_reads_as_its_own(hf_home):
     (repo,) = info.repos
     (revision,) = repo.revisions
     assert (repo.repo_id, repo.repo_type, revision.commit_hash, set(revision.refs)) == (REPO, "model", COMMIT, {"main"})
-    assert {f.file_name for f in revision.files} == {"config.json", "generation_config.json", "model.safetensors",
-                                                     "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    assert {f.file_name for f in revision.files} == {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    }
     snapshot = snapshot_dir(hf_home / "hub")
     assert try_to_load_from_cache(REPO, "config.json", cache_dir=hf_home / "hub") == str(snapshot / "config.json")
-    assert os.readlink(snapshot / "model.safetensors") == "../../blobs/" + hashlib.sha256(
-        (snapshot / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        os.readlink(snapshot / "model.safetensors")
+        == "../../blobs/" + hashlib.sha256((snapshot / "model.safetensors").read_bytes()).hexdigest()
+    )
 
 
 @pytest.mark.parametrize("via", ["HF_HOME", "HF_HUB_CACHE"])
@@ -158,12 +188,15 @@ def test_a_cache_without_a_tree_listing_resolves_too(tmp_path, tiny_model_dir):
     assert resolve_offline(tmp_path, "gemma-3-1b-it") == {"gemma-3-1b-it": {"path": str(snapshot)}}
 
 
-@pytest.mark.parametrize("offline", [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "1")])
+@pytest.mark.parametrize(
+    "offline", [("HF_HUB_OFFLINE", "1"), ("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "1")]
+)
 def test_a_model_missing_from_the_offline_cache_is_a_model_error(hf_home, offline):
     found = resolve_offline(hf_home, "gemma-3-1b-pt", offline=offline)
     assert found["gemma-3-1b-pt"]["error"] == (
         f"cannot download google/gemma-3-1b-pt ({offline[0]}={offline[1]}) and it is not in the local cache; "
-        "the embedded default (gemma-3-270m-embedded) works offline")
+        "the embedded default (gemma-3-270m-embedded) works offline"
+    )
 
 
 def test_the_cli_reports_it_without_a_traceback(hf_home, tmp_path):
@@ -179,12 +212,19 @@ def test_the_cli_reports_it_without_a_traceback(hf_home, tmp_path):
 
 def test_an_interrupted_download_is_reported_as_incomplete(tmp_path, tiny_model_dir):
     files = {p.name: p.read_bytes() for p in sorted(tiny_model_dir.iterdir()) if p.is_file()}
-    write_hub_cache(tmp_path / "hub", REPO, {k: v for k, v in files.items() if k != "model.safetensors"},
-                    {"model.safetensors": files["model.safetensors"], **NOT_DOWNLOADED}, COMMIT)
+    write_hub_cache(
+        tmp_path / "hub",
+        REPO,
+        {k: v for k, v in files.items() if k != "model.safetensors"},
+        {"model.safetensors": files["model.safetensors"], **NOT_DOWNLOADED},
+        COMMIT,
+    )
     error = resolve_offline(tmp_path, "gemma-3-1b-it")["gemma-3-1b-it"]["error"]
-    assert error == ("the cached copy of google/gemma-3-1b-it is incomplete (model.safetensors missing: an interrupted "
-                     "download?) and cannot be completed (HF_HUB_OFFLINE=1); run once with network access to finish it; "
-                     "the embedded default (gemma-3-270m-embedded) works offline")
+    assert error == (
+        "the cached copy of google/gemma-3-1b-it is incomplete (model.safetensors missing: an interrupted "
+        "download?) and cannot be completed (HF_HUB_OFFLINE=1); run once with network access to finish it; "
+        "the embedded default (gemma-3-270m-embedded) works offline"
+    )
 
 
 def test_train_then_generate_with_the_registry_name_offline(hf_home, tmp_path):
@@ -193,9 +233,31 @@ def test_train_then_generate_with_the_registry_name_offline(hf_home, tmp_path):
     write_jsonl(tmp_path / "data" / "train.jsonl", rows[:4])
     write_jsonl(tmp_path / "data" / "valid.jsonl", rows[4:])
     run = tmp_path / "run"
-    result = cli(hf_home, "train", "--model", "gemma-3-1b-it", "--data", str(tmp_path / "data"), "--output", str(run),
-                 "--iters", "2", "--batch-size", "2", "--grad-accumulation", "1", "--lora-rank", "2",
-                 "--val-every", "2", "--save-every", "2", "--max-seq-length", "64", "--no-progress")
+    result = cli(
+        hf_home,
+        "train",
+        "--model",
+        "gemma-3-1b-it",
+        "--data",
+        str(tmp_path / "data"),
+        "--output",
+        str(run),
+        "--iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accumulation",
+        "1",
+        "--lora-rank",
+        "2",
+        "--val-every",
+        "2",
+        "--save-every",
+        "2",
+        "--max-seq-length",
+        "64",
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["base_model"] == "gemma-3-1b-it"

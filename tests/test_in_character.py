@@ -17,14 +17,22 @@ def test_a_toy_classifier_separates_its_two_sides():
     bot = [f"As an AI language model, I can provide information about topic {i}." for i in range(20)]
     classifier = fit(pup, bot)
     checked = accuracy(classifier, ["Hooray! Bingo and me played all arvo!"], ["As an AI, I can provide information."])
-    assert checked == {"in_character_right": 1.0, "assistant_right": 1.0, "balanced": 1.0,
-                       "in_character_replies": 1, "assistant_replies": 1}
+    assert checked == {
+        "in_character_right": 1.0,
+        "assistant_right": 1.0,
+        "balanced": 1.0,
+        "in_character_replies": 1,
+        "assistant_replies": 1,
+    }
 
 
 def test_the_shipped_classifier_is_checked_on_held_out_replies():
     """Bluey's test.jsonl replies against the assistant replies to test.jsonl's user turns, never trained on."""
-    _, checked = train_and_check(assistant_texts(ROOT / "data/bluey/train.jsonl"),
-                                 assistant_texts(ROOT / "data/bluey/test.jsonl"), ROOT / "data/eval/assistant_replies.jsonl")
+    _, checked = train_and_check(
+        assistant_texts(ROOT / "data/bluey/train.jsonl"),
+        assistant_texts(ROOT / "data/bluey/test.jsonl"),
+        ROOT / "data/eval/assistant_replies.jsonl",
+    )
     assert (checked["in_character_replies"], checked["assistant_replies"]) == (93, 60)
     assert checked["balanced"] >= 0.9, checked
 
@@ -35,5 +43,7 @@ def test_the_assistant_file_names_its_split_and_its_line(tmp_path):
     with pytest.raises(DataError, match=r"a\.jsonl:2:split: must be train or test, not 'dev'"):
         assistant_replies(path)
     write_jsonl(path, [good, {**good, "split": "test"}])
-    assert assistant_replies(path) == {"train": ["Hello! How can I help you today?"],
-                                       "test": ["Hello! How can I help you today?"]}
+    assert assistant_replies(path) == {
+        "train": ["Hello! How can I help you today?"],
+        "test": ["Hello! How can I help you today?"],
+    }

@@ -63,16 +63,23 @@ def _hub_error(status: int, repo: str, **headers: str):
     return caught.value
 
 
-GATED = dict(status=403, headers={"X-Error-Code": "GatedRepo",
-                                  "X-Error-Message": "Access to model google/gemma-3-1b-it is restricted."})
+GATED = dict(
+    status=403,
+    headers={"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to model google/gemma-3-1b-it is restricted."},
+)
 NOT_FOUND = dict(status=404, headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
 BAD_TOKEN = dict(status=401, headers={"X-Error-Message": "Invalid credentials in Authorization header"})
-GATED_MESSAGE = ("google/gemma-3-1b-it is gated: accept the Gemma licence on https://huggingface.co/google/gemma-3-1b-it "
-                 "and log in with `hf auth login` (or set HF_TOKEN), then run again")
-NOT_FOUND_MESSAGE = ("model 'google/gemma-3-9b-it' not found on Hugging Face (or it is private: log in with "
-                     "`hf auth login`)")
-BAD_TOKEN_MESSAGE = ("Hugging Face refused google/gemma-3-1b-it (HTTP 401: Invalid credentials in Authorization "
-                     "header); check your token (`hf auth login` or HF_TOKEN)")
+GATED_MESSAGE = (
+    "google/gemma-3-1b-it is gated: accept the Gemma licence on https://huggingface.co/google/gemma-3-1b-it "
+    "and log in with `hf auth login` (or set HF_TOKEN), then run again"
+)
+NOT_FOUND_MESSAGE = (
+    "model 'google/gemma-3-9b-it' not found on Hugging Face (or it is private: log in with `hf auth login`)"
+)
+BAD_TOKEN_MESSAGE = (
+    "Hugging Face refused google/gemma-3-1b-it (HTTP 401: Invalid credentials in Authorization "
+    "header); check your token (`hf auth login` or HF_TOKEN)"
+)
 
 
 def test_gated_download_explains_the_licence(monkeypatch):
@@ -99,9 +106,14 @@ def test_missing_repo_is_named(monkeypatch):
     assert str(caught.value) == NOT_FOUND_MESSAGE
 
 
-@pytest.mark.parametrize("answer, repo, message", [(GATED, "gemma-3-1b-it", GATED_MESSAGE),
-                                                   (NOT_FOUND, "google/gemma-3-9b-it", NOT_FOUND_MESSAGE),
-                                                   (BAD_TOKEN, "gemma-3-1b-it", BAD_TOKEN_MESSAGE)])
+@pytest.mark.parametrize(
+    "answer, repo, message",
+    [
+        (GATED, "gemma-3-1b-it", GATED_MESSAGE),
+        (NOT_FOUND, "google/gemma-3-9b-it", NOT_FOUND_MESSAGE),
+        (BAD_TOKEN, "gemma-3-1b-it", BAD_TOKEN_MESSAGE),
+    ],
+)
 def test_the_real_snapshot_download_against_a_refusing_hub(monkeypatch, tmp_path, answer, repo, message):
     """snapshot_download itself, online, with an empty cache; the Hub is an in-process transport, not the network."""
     from huggingface_hub import constants
@@ -119,8 +131,9 @@ def test_the_real_snapshot_download_against_a_refusing_hub(monkeypatch, tmp_path
     # Online, huggingface_hub >= 2 also fetches {ENDPOINT}/api/agent-harnesses (once a day) and caches it here.
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"), raising=False)
     monkeypatch.setenv("HF_TOKEN", "hf_test")  # so no token file of this machine is read
-    _http.set_client_factory(lambda: http.Client(transport=http.MockTransport(hub),
-                                                 event_hooks={"request": [_http.hf_request_event_hook]}))
+    _http.set_client_factory(
+        lambda: http.Client(transport=http.MockTransport(hub), event_hooks={"request": [_http.hf_request_event_hook]})
+    )
     try:
         with pytest.raises(ModelError) as caught:
             resolve_model(repo)

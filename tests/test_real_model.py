@@ -31,8 +31,14 @@ def base(embedded_dir):
 
 def test_converted_directory_is_a_normal_model_dir(embedded_dir):
     names = {p.name for p in embedded_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "generation_config.json", "GEMMA_TERMS.html"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "GEMMA_TERMS.html",
+    } <= names
     config = json.loads((embedded_dir / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"]) == ("gemma3_text", 18, 640)
     assert json.loads((embedded_dir / "generation_config.json").read_text())["eos_token_id"] == [1, 106]
@@ -49,8 +55,9 @@ def test_tokenizer_agrees_with_sentencepiece_on_the_dataset(base, embedded_dir):
 
     _, tokenizer, _ = base
     reference = sentencepiece.SentencePieceProcessor(model_file=str(embedded_dir / "tokenizer.model"))
-    texts = [m["content"] for line in (DATA / "valid.jsonl").read_text().splitlines()
-             for m in json.loads(line)["messages"]]
+    texts = [
+        m["content"] for line in (DATA / "valid.jsonl").read_text().splitlines() for m in json.loads(line)["messages"]
+    ]
     assert len(texts) > 100
     differ = [t for t in texts if tokenizer.encode(t, add_special_tokens=False) != reference.encode(t)]
     assert differ == []
@@ -77,9 +84,18 @@ def test_a_few_steps_on_bluey_data_lower_the_loss(tmp_path, embedded_dir):
     rows = [json.loads(line) for line in (DATA / "train.jsonl").read_text().splitlines()]
     short = sorted(rows, key=lambda r: len(json.dumps(r)))[:4]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", short).parent
-    config = TrainConfig(model=str(embedded_dir), data=str(data), output=str(tmp_path / "run"), iters=4,
-                         batch_size=4, grad_accumulation=1, learning_rate=5e-4, warmup_steps=0, lr_schedule="constant",
-                         progress=False)
+    config = TrainConfig(
+        model=str(embedded_dir),
+        data=str(data),
+        output=str(tmp_path / "run"),
+        iters=4,
+        batch_size=4,
+        grad_accumulation=1,
+        learning_rate=5e-4,
+        warmup_steps=0,
+        lr_schedule="constant",
+        progress=False,
+    )
     train(config, log=lambda _: None)  # one batch of the same 4 conversations each step
     losses = [json.loads(line)["train_loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] - 0.3, losses

@@ -6,17 +6,23 @@ import sys
 
 import pytest
 
-from mlx_bluey import runtime
+from mlx_bluey import openblas, runtime
 
-SHOW = ("from mlx_bluey import runtime; runtime.ensure_fast_blas(); import os; "
-        "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), 'openblas' in os.environ.get('LD_PRELOAD', ''))")
+SHOW = (
+    "from mlx_bluey import runtime; runtime.ensure_fast_blas(); import os; "
+    "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), 'openblas' in os.environ.get('LD_PRELOAD', ''))"
+)
 
 
 def _run(**extra) -> str:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "OPENBLAS_THREAD_TIMEOUT", "MLX_BLUEY_BLAS_CHECKED")}
-    return subprocess.run([sys.executable, "-c", SHOW], env={**env, **extra}, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "OPENBLAS_THREAD_TIMEOUT", "MLX_BLUEY_BLAS_CHECKED")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", SHOW], env={**env, **extra}, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.mark.skipif(sys.platform != "linux" or runtime.find_openblas() is None, reason="Linux with OpenBLAS")
@@ -27,29 +33,31 @@ def test_reexec_sets_preload_and_timeout_keeping_the_users():
 
 # ------------------------------------------------------------------ the OpenBLAS kernel
 
-from mlx_bluey import openblas  # noqa: E402
-
 SAPPHIRE = openblas.AVX512 | {"avx2", "fma", "avx512_bf16", "avx512_fp16"}
 SKYLAKE = openblas.AVX512 | {"avx2", "fma"}
 HASWELL = frozenset({"avx", "avx2", "fma", "sse4_2"})
-NEEDS_OPENBLAS = pytest.mark.skipif(sys.platform != "linux" or runtime.find_openblas() is None,
-                                    reason="Linux with OpenBLAS")
+NEEDS_OPENBLAS = pytest.mark.skipif(
+    sys.platform != "linux" or runtime.find_openblas() is None, reason="Linux with OpenBLAS"
+)
 
 
 def _passes(*bad):
     return lambda kernel: openblas.KernelCheck(kernel, kernel not in bad, "bad" if kernel in bad else "ok")
 
 
-@pytest.mark.parametrize(("detected", "flags", "expected"), [
-    ("Prescott", SAPPHIRE, "Cooperlake"),  # the fallback seen on AVX-512 Xeons
-    ("Prescott", SKYLAKE, "SkylakeX"),  # no avx512_bf16: Cooperlake's code would not run
-    ("Core2", HASWELL, "Haswell"),
-    ("Sandybridge", HASWELL, "Haswell"),
-    ("Prescott", frozenset({"sse3", "avx"}), None),  # nothing better that this CPU can run
-    ("SkylakeX", SAPPHIRE, None),  # not a fallback: left as OpenBLAS chose
-    ("Zen", SAPPHIRE, None),
-    (None, SAPPHIRE, None),  # OpenBLAS without openblas_get_corename
-])
+@pytest.mark.parametrize(
+    ("detected", "flags", "expected"),
+    [
+        ("Prescott", SAPPHIRE, "Cooperlake"),  # the fallback seen on AVX-512 Xeons
+        ("Prescott", SKYLAKE, "SkylakeX"),  # no avx512_bf16: Cooperlake's code would not run
+        ("Core2", HASWELL, "Haswell"),
+        ("Sandybridge", HASWELL, "Haswell"),
+        ("Prescott", frozenset({"sse3", "avx"}), None),  # nothing better that this CPU can run
+        ("SkylakeX", SAPPHIRE, None),  # not a fallback: left as OpenBLAS chose
+        ("Zen", SAPPHIRE, None),
+        (None, SAPPHIRE, None),  # OpenBLAS without openblas_get_corename
+    ],
+)
 def test_a_fallback_kernel_is_replaced_by_the_best_one_the_cpu_runs(detected, flags, expected):
     assert openblas.choose_kernel(detected, flags, _passes()) == expected
 
@@ -86,10 +94,12 @@ def test_the_check_reads_the_kernel_back_and_compares_with_numpy():
     assert not missing.ok and missing.detail.startswith("this OpenBLAS does not have it (it loaded ")
 
 
-REEXEC = ("import ctypes, os, sys; from mlx_bluey import openblas, runtime; "
-          "openblas.loaded_kernel = lambda library: 'Prescott'; runtime.ensure_fast_blas(); "
-          "lib = ctypes.CDLL(runtime.find_openblas()); lib.openblas_get_corename.restype = ctypes.c_char_p; "
-          "print(os.environ.get('OPENBLAS_CORETYPE'), lib.openblas_get_corename().decode(), openblas.kernel_source())")
+REEXEC = (
+    "import ctypes, os, sys; from mlx_bluey import openblas, runtime; "
+    "openblas.loaded_kernel = lambda library: 'Prescott'; runtime.ensure_fast_blas(); "
+    "lib = ctypes.CDLL(runtime.find_openblas()); lib.openblas_get_corename.restype = ctypes.c_char_p; "
+    "print(os.environ.get('OPENBLAS_CORETYPE'), lib.openblas_get_corename().decode(), openblas.kernel_source())"
+)
 
 
 @NEEDS_OPENBLAS
@@ -98,8 +108,11 @@ def test_a_fallback_detected_at_start_up_is_replaced_in_the_re_executed_process(
     best = openblas.choose_kernel("Prescott", openblas.cpu_flags(), _passes())
     if best is None:
         pytest.skip("this CPU has no kernel better than Prescott")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "OPENBLAS_CORETYPE", "MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("LD_PRELOAD", "OPENBLAS_CORETYPE", "MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)
+    }
     out = subprocess.run([sys.executable, "-c", REEXEC], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"{best} {best} chosen by mlx_bluey: OpenBLAS fell back to Prescott on this CPU"
 
@@ -110,7 +123,12 @@ def test_info_names_the_kernel_how_it_was_chosen_and_its_speed():
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
     env["OPENBLAS_CORETYPE"] = "Haswell"
-    out = subprocess.run([sys.executable, "-m", "mlx_bluey.cli", "info"], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert re.search(r"^BLAS: OpenBLAS, kernel Haswell \(OPENBLAS_CORETYPE set in the environment\), "
-                     r"\d+\.\d GFLOP/s float32 matmul$", out, re.M), out
+    out = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "info"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(
+        r"^BLAS: OpenBLAS, kernel Haswell \(OPENBLAS_CORETYPE set in the environment\), "
+        r"\d+\.\d GFLOP/s float32 matmul$",
+        out,
+        re.M,
+    ), out

@@ -55,16 +55,26 @@ def test_sampler_draws_only_candidates_and_greedy_is_argmax():
 @pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
 def test_the_page_keeps_the_same_candidates():
     rng = np.random.default_rng(0)
-    cases = [(rng.normal(0, 3, 300).astype(np.float32).tolist(), k, p, m)
-             for k, p, m in [(64, 0.95, 0.0), (10, 0.5, 0.0), (0, 0.9, 0.0), (64, 1.0, 0.05), (5, 0.99, 0.1)]
-             for _ in range(4)]
-    script = ("import { keptIds } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
-              "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
-              "console.log(JSON.stringify(JSON.parse(input).map(([l, k, p, m]) => keptIds(Float32Array.from(l), k, p, m))));});")
-    result = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(cases),
-                            capture_output=True, text=True, check=True)
+    cases = [
+        (rng.normal(0, 3, 300).astype(np.float32).tolist(), k, p, m)
+        for k, p, m in [(64, 0.95, 0.0), (10, 0.5, 0.0), (0, 0.9, 0.0), (64, 1.0, 0.05), (5, 0.99, 0.1)]
+        for _ in range(4)
+    ]
+    script = (
+        "import { keptIds } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+        "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
+        "console.log(JSON.stringify(JSON.parse(input).map("
+        "([l, k, p, m]) => keptIds(Float32Array.from(l), k, p, m))));});"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     page = json.loads(result.stdout)
-    ours = [kept(l, top_k=k, top_p=p, min_p=m) for l, k, p, m in cases]
+    ours = [kept(logits, top_k=k, top_p=p, min_p=m) for logits, k, p, m in cases]
     assert page == ours
     assert {len(x) for x in ours} != {1}  # the cases keep different numbers of candidates
 
@@ -78,12 +88,19 @@ def test_the_page_penalises_repeats_as_the_cli():
     logits = rng.normal(0, 3, 200).astype(np.float32)
     history = rng.integers(0, 200, 150).tolist()  # longer than the window, with repeats
     expected = make_repetition_penalty(1.1, 64)(mx.array(history), mx.array(logits[None]))[0]
-    script = ("import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
-              "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
-              "const [logits, ids] = JSON.parse(input);"
-              "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64))));});")
-    result = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps([logits.tolist(), history]),
-                            capture_output=True, text=True, check=True)
+    script = (
+        "import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+        "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
+        "const [logits, ids] = JSON.parse(input);"
+        "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64))));});"
+    )
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=json.dumps([logits.tolist(), history]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     page = np.array(json.loads(result.stdout), dtype=np.float32)
     changed = np.flatnonzero(page != logits)
     assert sorted(changed.tolist()) == sorted(set(history[-64:]))  # the window only, each id once

@@ -18,8 +18,16 @@ from mlx_bluey.head_loss import make_numpy_head_loss, make_two_pass_step, mlx_he
 from mlx_bluey.train import apply_adapters, count_trainable, load_base, make_loss, train
 from mlx_bluey.trainer import TrainingCallback
 
-REPLIES = ["Yes!", "Heaps of fun.", "Bingo and me played shops all arvo.", "No way!", "I reckon it's a game.",
-           "Dad is a horsey and Mum laughs.", "Hooray!", "Let's play keepy uppy with the balloon."]
+REPLIES = [
+    "Yes!",
+    "Heaps of fun.",
+    "Bingo and me played shops all arvo.",
+    "No way!",
+    "I reckon it's a game.",
+    "Dad is a horsey and Mum laughs.",
+    "Hooray!",
+    "Let's play keepy uppy with the balloon.",
+]
 
 
 @pytest.fixture()
@@ -50,8 +58,12 @@ def test_numpy_head_matches_mlx_head(tiny_model_dir):
     picked = targets.reshape(-1)[positions]
     fast = make_numpy_head_loss(model)
     assert fast(model, hidden, picked).item() == pytest.approx(mlx_head_loss(model, hidden, picked).item(), rel=1e-5)
-    slow_loss, slow_grads = nn.value_and_grad(model, make_loss(model, head_trainable=True))(model, inputs, targets, positions)
-    fast_loss, fast_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    slow_loss, slow_grads = nn.value_and_grad(model, make_loss(model, head_trainable=True))(
+        model, inputs, targets, positions
+    )
+    fast_loss, fast_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(
+        model, inputs, targets, positions
+    )
     assert fast_loss.item() == pytest.approx(slow_loss.item(), rel=1e-5)
     for (name, a), (_, b) in zip(tree_flatten(slow_grads), tree_flatten(fast_grads)):
         # float32 sums in a different order: equal to 1e-5 of each tensor's largest entry
@@ -67,13 +79,27 @@ def test_loss_only_at_supervised_positions_equals_masked_full_loss(tiny_model_di
     mask[0, 3:7] = mask[1, 1:9] = True
     full = nn.losses.cross_entropy(model(inputs), targets)  # [2, 9], the mlx-lm way: every position
     expected = (full * mx.array(mask)).sum().item()
-    got = make_loss(model, head_trainable=False)(model, inputs, targets, mx.array(np.flatnonzero(mask).astype(np.int32)))
+    got = make_loss(model, head_trainable=False)(
+        model, inputs, targets, mx.array(np.flatnonzero(mask).astype(np.int32))
+    )
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def _config(tiny_model_dir, data, output, **kw):
-    base = dict(model=str(tiny_model_dir), data=str(data), output=str(output), iters=6, batch_size=4,
-                grad_accumulation=1, learning_rate=1e-2, warmup_steps=2, val_every=3, save_every=2, progress=False, lora_rank=4)
+    base = dict(
+        model=str(tiny_model_dir),
+        data=str(data),
+        output=str(output),
+        iters=6,
+        batch_size=4,
+        grad_accumulation=1,
+        learning_rate=1e-2,
+        warmup_steps=2,
+        val_every=3,
+        save_every=2,
+        progress=False,
+        lora_rank=4,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -83,10 +109,16 @@ def _losses(output):
 
 def test_training_writes_every_artifact_and_lowers_the_loss(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
-    result = train(_config(tiny_model_dir, tiny_data, output, iters=12), log=lambda _: None)
+    train(_config(tiny_model_dir, tiny_data, output, iters=12), log=lambda _: None)
     names = sorted(p.name for p in output.iterdir())
-    assert names == ["adapter_config.json", "adapters.safetensors", "checkpoints", "loss_curve.png",
-                     "manifest.json", "metrics.jsonl"]
+    assert names == [
+        "adapter_config.json",
+        "adapters.safetensors",
+        "checkpoints",
+        "loss_curve.png",
+        "manifest.json",
+        "metrics.jsonl",
+    ]
     losses = _losses(output)
     assert len(losses) == 12 and losses[-1] < losses[0]
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
@@ -137,10 +169,33 @@ def test_kill_9_then_resume_gives_the_uninterrupted_losses(tiny_model_dir, tiny_
     train(_config(tiny_model_dir, tiny_data, straight, iters=steps, lora_dropout=0.1), log=lambda _: None)
 
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
-               str(tiny_data), "--output", str(killed), "--iters", str(steps), "--batch-size", "4", "--grad-accumulation", "1",
-               "--learning-rate", "1e-2", "--val-every", "3", "--save-every", "2", "--no-progress",
-               "--lora-rank", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_bluey.cli",
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_data),
+        "--output",
+        str(killed),
+        "--iters",
+        str(steps),
+        "--batch-size",
+        "4",
+        "--grad-accumulation",
+        "1",
+        "--learning-rate",
+        "1e-2",
+        "--val-every",
+        "3",
+        "--save-every",
+        "2",
+        "--no-progress",
+        "--lora-rank",
+        "4",
+    ]
     config_file = tmp_path / "c.yaml"
     config_file.write_text("warmup_steps: 2\nlora_dropout: 0.1\n")
     command += ["--config", str(config_file)]
@@ -170,8 +225,10 @@ def test_too_long_is_an_error_or_a_counted_skip(tiny_model_dir, tmp_path):
         train(_config(tiny_model_dir, data, tmp_path / "a", iters=1, max_seq_length=100), log=lambda _: None)
     assert not (tmp_path / "a").exists()
     messages = []
-    train(_config(tiny_model_dir, data, tmp_path / "b", iters=1, max_seq_length=100, on_too_long="skip"),
-          log=messages.append)
+    train(
+        _config(tiny_model_dir, data, tmp_path / "b", iters=1, max_seq_length=100, on_too_long="skip"),
+        log=messages.append,
+    )
     assert any(m.startswith("skipped 1 train conversation(s) over max_seq_length") for m in messages)
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["examples"]["skipped"] == 1
 
@@ -179,8 +236,9 @@ def test_too_long_is_an_error_or_a_counted_skip(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["dora", "full"])
 def test_dora_and_full_fine_tuning_train_and_load_in_mlx_lm(tiny_model_dir, tiny_data, tmp_path, kind):
     output = tmp_path / kind
-    train(_config(tiny_model_dir, tiny_data, output, iters=4, fine_tune_type=kind, learning_rate=1e-3),
-          log=lambda _: None)
+    train(
+        _config(tiny_model_dir, tiny_data, output, iters=4, fine_tune_type=kind, learning_rate=1e-3), log=lambda _: None
+    )
     losses = _losses(output)
     assert losses[-1] < losses[0]
     from mlx_lm.utils import load
@@ -206,8 +264,12 @@ class AdapterAtEachStep(TrainingCallback):
 def test_early_stopping_keeps_the_best_adapter(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
     seen = AdapterAtEachStep(output)
-    result = train(_config(tiny_model_dir, tiny_data, output, iters=8, val_every=1, early_stopping_patience=2),
-                   log=lambda _: None, callbacks=[seen], validation_loss=VAL_LOSSES.__getitem__)
+    result = train(
+        _config(tiny_model_dir, tiny_data, output, iters=8, val_every=1, early_stopping_patience=2),
+        log=lambda _: None,
+        callbacks=[seen],
+        validation_loss=VAL_LOSSES.__getitem__,
+    )
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["val_loss"]) for r in rows] == [(s, VAL_LOSSES[s]) for s in range(1, 7)]
     assert (result["best_step"], result["best_val_loss"], result["evals_since_best"]) == (4, 1.5, 2)
@@ -248,8 +310,11 @@ def test_ctrl_c_handling_is_given_back_when_training_raises(tiny_model_dir, tiny
 
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(RuntimeError, match="validation failed"):
-        train(_config(tiny_model_dir, tiny_data, tmp_path / "run", val_every=1), log=lambda _: None,
-              validation_loss=broken)
+        train(
+            _config(tiny_model_dir, tiny_data, tmp_path / "run", val_every=1),
+            log=lambda _: None,
+            validation_loss=broken,
+        )
     assert signal.getsignal(signal.SIGINT) is before
 
 
@@ -259,7 +324,9 @@ def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
     inputs = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
     targets = mx.array(rng.integers(7, 100, (2, 13)).astype(np.int32))
     positions = mx.array([3, 4, 5, 6, 15, 16, 25])
-    one_loss, one_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    one_loss, one_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(
+        model, inputs, targets, positions
+    )
     two_loss, two_grads = make_two_pass_step(model)(model, inputs, targets, positions)
     assert two_loss.item() == pytest.approx(one_loss.item(), rel=1e-6)
     flat_one, flat_two = tree_flatten(one_grads), tree_flatten(two_grads)
@@ -279,7 +346,9 @@ def test_two_pass_step_draws_the_same_dropout_masks_in_both_passes(tiny_model_di
     positions = mx.array([2, 3, 4, 11, 12, 13])
     mx.random.seed(7)
     mx.random.seed(int(mx.random.randint(0, 2**31 - 1, ()).item()))  # what the two-pass step does first
-    want_loss, want_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(model, inputs, targets, positions)
+    want_loss, want_grads = nn.value_and_grad(model, make_loss(model, head_trainable=False))(
+        model, inputs, targets, positions
+    )
     mx.random.seed(7)
     got_loss, got_grads = make_two_pass_step(model)(model, inputs, targets, positions)
     assert got_loss.item() == pytest.approx(want_loss.item(), rel=1e-6)
@@ -295,10 +364,34 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data,
     train(_config(tiny_model_dir, tiny_data, plain, iters=3), log=lambda _: None)
     # mlx-lm's grad_checkpoint patches the block class for the whole process: run it in its own.
     checkpointed = tmp_path / "checkpointed"
-    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
-               str(tiny_data), "--output", str(checkpointed), "--iters", "3", "--batch-size", "4", "--grad-accumulation", "1",
-               "--learning-rate", "1e-2", "--val-every", "3", "--save-every", "2", "--no-progress",
-               "--lora-rank", "4", "--grad-checkpoint"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_bluey.cli",
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_data),
+        "--output",
+        str(checkpointed),
+        "--iters",
+        "3",
+        "--batch-size",
+        "4",
+        "--grad-accumulation",
+        "1",
+        "--learning-rate",
+        "1e-2",
+        "--val-every",
+        "3",
+        "--save-every",
+        "2",
+        "--no-progress",
+        "--lora-rank",
+        "4",
+        "--grad-checkpoint",
+    ]
     config_file = tmp_path / "c.yaml"
     config_file.write_text("warmup_steps: 2\n")
     subprocess.run([*command, "--config", str(config_file)], check=True, capture_output=True)
@@ -307,9 +400,29 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data,
 
 def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
-    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data",
-               str(tiny_data), "--output", str(output), "--iters", "500", "--batch-size", "4",
-               "--grad-accumulation", "1", "--save-every", "1000", "--val-every", "0", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlx_bluey.cli",
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tiny_data),
+        "--output",
+        str(output),
+        "--iters",
+        "500",
+        "--batch-size",
+        "4",
+        "--grad-accumulation",
+        "1",
+        "--save-every",
+        "1000",
+        "--val-every",
+        "0",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (output / "metrics.jsonl").exists() or len(_losses(output)) < 3:

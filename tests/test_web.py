@@ -18,8 +18,15 @@ from mlx_bluey.serve import ISOLATION_HEADERS, ServeError, make_server, serve_in
 
 CHROMIUM = os.environ.get("MLX_BLUEY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags that keep Chromium from reaching out at start (PLATFORM_FACTS: refused connections otherwise).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "build" / "e2e" / "chat.png"
 
 
@@ -79,11 +86,14 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
             for turn, message in enumerate(["What are you playing?", "Can I play too?"]):
                 page.fill("#message", message)
                 page.press("#message", "Enter")
-                page.wait_for_function(f"window.mlxBluey.messages.length === {2 * turn + 2} || window.mlxBluey.error",
-                                       timeout=120_000)
+                page.wait_for_function(
+                    f"window.mlxBluey.messages.length === {2 * turn + 2} || window.mlxBluey.error", timeout=120_000
+                )
                 assert page.evaluate("window.mlxBluey.error") is None
             state = page.evaluate("window.mlxBluey")
-            page.screenshot(path=str(SCREENSHOT.parent.mkdir(parents=True, exist_ok=True) or SCREENSHOT), full_page=True)
+            page.screenshot(
+                path=str(SCREENSHOT.parent.mkdir(parents=True, exist_ok=True) or SCREENSHOT), full_page=True
+            )
             browser.close()
     finally:
         server.shutdown()
@@ -100,7 +110,12 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     options = state["generationOptions"]
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
     assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
-    assert (options["temperature"], options["top_p"], options["top_k"], options["repetition_penalty"]) == (0.7, 0.95, 64, 1.1)
+    assert (options["temperature"], options["top_p"], options["top_k"], options["repetition_penalty"]) == (
+        0.7,
+        0.95,
+        64,
+        1.1,
+    )
     assert SCREENSHOT.stat().st_size > 10_000
     # nothing left localhost (blob: URLs are the page's own, made from files it fetched here)
     assert requests and all(r.startswith(url) or r.startswith("blob:" + url) for r in requests), requests

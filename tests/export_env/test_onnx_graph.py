@@ -25,13 +25,18 @@ def stub(hidden: int, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
         helper.make_node("MatMul", ["hidden", "head"], ["logits"], name="lm_head"),
     ]
     graph = helper.make_graph(
-        nodes, "stub",
+        nodes,
+        "stub",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", V]),
-         helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["b", "s", hidden])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "s", V]),
+            helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["b", "s", hidden]),
+        ],
         [numpy_helper.from_array(table, "embed"), numpy_helper.from_array(table.T.copy(), "head")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
     return model, table
 
 
@@ -42,7 +47,9 @@ def run(model: onnx.ModelProto, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def quantized(model: onnx.ModelProto, bits: int, block: int) -> onnx.ModelProto:
-    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, bits=bits, op_types_to_quantize=("MatMul",))
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block, is_symmetric=True, bits=bits, op_types_to_quantize=("MatMul",)
+    )
     quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     return quantizer.model.model
@@ -76,7 +83,9 @@ def test_tie_nbits_reads_the_heads_quantized_rows(bits, block, hidden):
     before_logits, _ = run(model, IDS)  # MatMulNBits head, float32 lookup
     saved = tie_nbits(model)
     assert saved == V * hidden * 4
-    float_tables = [i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and list(i.dims) == [V, hidden]]
+    float_tables = [
+        i for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and list(i.dims) == [V, hidden]
+    ]
     assert float_tables == []
     blocks = -(-hidden // block)  # 40 -> 2 or 3 blocks, padded
     packed = next(i for i in model.graph.initializer if i.data_type == TensorProto.UINT8 and i.dims[0] == V)
