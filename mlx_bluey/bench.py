@@ -6,7 +6,9 @@
 Every figure is measured here, now: warm-up runs are excluded, each measurement is repeated and
 reported as median with min and max. The machine's ceilings are measured first (float32 matmul
 GFLOP/s and memory bandwidth), and each figure is set against them:
-- training FLOP utilisation = 6 x parameters (head included) x trained tokens/s / matmul FLOP/s;
+- training FLOP utilisation = 4 x parameters (head included) x trained tokens/s / matmul FLOP/s: per token
+  2 x params for the forward and 2 x params for the gradient of the activations; LoRA's frozen
+  weights get no weight gradient (the 2 x params of full fine-tuning), the adapters' share is <1%;
 - decode bandwidth utilisation = bytes of weights read per token x decode tokens/s / bandwidth
   (about 100% means decode is bandwidth-bound; a little over 100% is the ceiling's own noise).
 The "1b-shaped" model is Gemma 3 1B's configuration with random weights: right for speed and
@@ -224,7 +226,7 @@ def bench_model(
     shown_dtype = dtype if dtype == "4bit" else str(runtime.resolve_dtype(dtype)).rsplit(".", 1)[-1]
     result = ModelResult(name, shown_dtype, parameters, weight_bytes, load_seconds, prompt, decode, train, peaks)
     if train is not None:
-        result.training_flop_utilisation = 6 * parameters * train.median / (ceilings["matmul_gflops"] * 1e9)
+        result.training_flop_utilisation = 4 * parameters * train.median / (ceilings["matmul_gflops"] * 1e9)
     result.decode_bandwidth_utilisation = weight_bytes * decode.median / (ceilings["memory_gb_per_second"] * 1e9)
     return result
 
@@ -254,7 +256,7 @@ def to_markdown(ceilings: dict, results: list[ModelResult]) -> str:
     lines += [
         "",
         "Figures: median (min-max) over the repeats, warm-up excluded. Train = LoRA rank 8 on every linear, "
-        "loss at every position; FLOP utilisation counts 6 x params per token.",
+        "loss at every position; FLOP utilisation counts 4 x params per token (LoRA: no weight gradient).",
     ]
     return "\n".join(lines) + "\n"
 
