@@ -11,13 +11,13 @@ split, so validation never measures memorisation of a training example.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write_text
 from .data import Conversation, read_jsonl
+from .text import words as text_words
 
 NEAR_DUPLICATE_JACCARD = 0.5
 
@@ -28,7 +28,7 @@ def shingles(conversation: Conversation, n: int = 3) -> frozenset:
 
 def text_shingles(text: str, n: int = 3) -> frozenset:
     """The word n-grams of a text (one shorter tuple when it has fewer than n words)."""
-    words = re.findall(r"[a-z0-9']+", text.lower())
+    words = text_words(text)
     return frozenset(tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1)))
 
 

@@ -3,23 +3,21 @@
     mlx_bluey data stats data/bluey/train.jsonl data/bluey/valid.jsonl data/bluey/test.jsonl \\
         [--character data/bluey/character.yaml] [--png stats.png]
 
-Replies are the assistant messages. Words are whitespace-separated; tokens are counted with the
+Replies are the assistant messages. Words are text.py's (letters, digits, apostrophes); tokens are counted with the
 model's tokenizer (the embedded Gemma 3 by default). Short = under 25 words, long = over 120:
 the thresholds the dataset's length mix is held to.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import Conversation, read_jsonl
+from .text import LONG_WORDS, SHORT_WORDS, count_markers, opening, word_count
 
-SHORT_WORDS = 25  # a reply under this many words is short
-LONG_WORDS = 120  # a reply over this many words is long
 WORD_BINS = [(0, 24), (25, 49), (50, 74), (75, 99), (100, 120), (121, None)]
 
 
@@ -55,19 +53,6 @@ class Stats:
         return 100 * sum(self.marker_counts.values()) / max(sum(self.reply_words), 1)
 
 
-def marker_pattern(marker: str) -> re.Pattern:
-    return re.compile(r"(?<!\w)" + re.escape(marker.lower()) + r"(?!\w)")
-
-
-def count_markers(text: str, markers: list[str]) -> Counter:
-    lowered = text.lower()
-    return Counter({m: len(marker_pattern(m).findall(lowered)) for m in markers if marker_pattern(m).search(lowered)})
-
-
-def opening(text: str, words: int = 3) -> str:
-    return " ".join(re.findall(r"[\w']+", text.lower())[:words])
-
-
 def compute_stats(paths: list[Path], tokenizer=None, markers: list[str] | None = None) -> Stats:
     files: dict[str, int] = {}
     conversations: list[Conversation] = []
@@ -84,7 +69,7 @@ def compute_stats(paths: list[Path], tokenizer=None, markers: list[str] | None =
             if message["role"] != "assistant":
                 continue
             text = message["content"]
-            stats.reply_words.append(len(text.split()))
+            stats.reply_words.append(word_count(text))
             if tokenizer is not None:
                 stats.reply_tokens.append(len(tokenizer.encode(text.strip(), add_special_tokens=False)))
             stats.marker_counts.update(count_markers(text, markers or []))

@@ -22,8 +22,8 @@ from pathlib import Path
 from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
-from .data_stats import LONG_WORDS, SHORT_WORDS, count_markers
 from .generate import GenerationSettings, generate_reply
+from .text import LONG_WORDS, SHORT_WORDS, count_markers
 
 OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
 # Token budget of prompts that ask for a long answer. A long reply is over 120 words (LONG_WORDS), about

@@ -13,16 +13,15 @@ Two lessons from the old PyTorch project are built in:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlx.core as mx
 
 from .chat_format import prompt_ids
+from .text import last_sentence_end
 
 # A sentence ends at . ! ? or … possibly followed by closing quotes or brackets.
-SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*(?=\s|$)""")
 # In the last this-many tokens before the limit, text after the last full sentence is held back,
 # so that a reply cut by the limit can end on a finished sentence. 48 tokens is ~36 words: longer
 # than nearly every sentence a six-year-old says.
@@ -110,12 +109,6 @@ def block_stops_until(min_new_tokens: int, prompt_length: int, stop_ids: list[in
         return logits
 
     return processor
-
-
-def last_sentence_end(text: str) -> int:
-    """Index just past the last finished sentence in text, or 0 if there is none."""
-    ends = [m.end() for m in SENTENCE_END.finditer(text)]
-    return ends[-1] if ends else 0
 
 
 def trim_to_sentence(text: str) -> tuple[str, bool]:

@@ -1,6 +1,6 @@
 """Personality metrics on generated replies: pure functions, each tested on hand-made inputs.
 
-Words are runs of letters, digits and apostrophes, lower-cased ("G'day, Mum!" -> g'day, mum).
+Words, markers and sentence ends are defined once, in text.py.
 """
 
 from __future__ import annotations
@@ -13,14 +13,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .data_stats import count_markers
-from .generate import last_sentence_end
-
-WORD = re.compile(r"[\w']+")
-
-
-def words(text: str) -> list[str]:
-    return WORD.findall(text.lower())
+from .text import count_markers, last_sentence_end, words
 
 
 def ngrams(tokens: list[str], n: int) -> list[tuple]:

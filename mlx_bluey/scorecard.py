@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import metrics
-from .data_stats import LONG_WORDS, SHORT_WORDS
+from .text import LONG_WORDS, SHORT_WORDS
 
 PRESSURE_KINDS = ("identity", "off_domain", "adversarial")
 RESAMPLES = 1000  # bootstrap resamples: the interval's ends move by ~0.01 between seeds at 90 prompts

@@ -4,7 +4,7 @@
     mlx_bluey serve exports/bluey-270m        # http://127.0.0.1:8000
 
 Routes (nothing is fetched from anywhere else; the page sets Transformers.js to local files only):
-    /                    web/index.html, app.js, worker.js (where Transformers.js runs), sampling.js, style.css
+    /                    web/index.html, app.js, worker.js (where Transformers.js runs), sampling.js, text.js, style.css
     /vendor/transformers.min.js     from web/node_modules/@huggingface/transformers/dist/
     /vendor/ort/FILE                onnxruntime-web's WASM runtime, from web/node_modules/onnxruntime-web/dist/
     /models.json         every served export: name, character, variants with sizes (from its export.json)
@@ -92,7 +92,11 @@ class Handler(SimpleHTTPRequestHandler):
                 return str(_inside(self.exports[name], rest))
             return str(WEB / "missing")
         return str(
-            _inside(WEB, route.lstrip("/"), allow=("index.html", "app.js", "worker.js", "sampling.js", "style.css"))
+            _inside(
+                WEB,
+                route.lstrip("/"),
+                allow=("index.html", "app.js", "worker.js", "sampling.js", "text.js", "style.css"),
+            )
         )
 
     def do_GET(self) -> None:

@@ -157,9 +157,9 @@ def main() -> None:
     from mlx_bluey import metrics
     from mlx_bluey.atomic import atomic_write_text
     from mlx_bluey.character import load_card
-    from mlx_bluey.data_stats import LONG_WORDS, SHORT_WORDS
     from mlx_bluey.evaluate import generate_samples, read_prompts, reply_pairs, score
     from mlx_bluey.generate import GenerationSettings, load_for_generation, stop_token_ids
+    from mlx_bluey.text import LONG_WORDS, SHORT_WORDS
 
     kinds = args.kinds.split(",")
     prompts = [p for kind in kinds for p in [q for q in read_prompts(args.prompts) if q.kind == kind][: args.per_kind]]

@@ -8,8 +8,9 @@ from collections import Counter
 import pytest
 from conftest import chat, write_jsonl
 
-from mlx_bluey.data_stats import compute_stats, count_markers, opening, to_markdown
+from mlx_bluey.data_stats import compute_stats, to_markdown
 from mlx_bluey.data_validate import validate_files
+from mlx_bluey.text import count_markers, opening
 
 
 def test_validate_reports_every_problem_with_its_place(tmp_path, tiny_tokenizer):

@@ -7,11 +7,12 @@
 // - every stop id of generation_config.json (Gemma 3: <eos> = 1 and <end_of_turn> = 106) ends a reply,
 //   and "min new tokens" blocks all of them, not just <eos>;
 // - the same sampling defaults as the CLI (temperature 0.7, top-p 0.95, top-k 64, repetition 1.1);
-// - a reply that hits the token limit is cut back to its last finished sentence, never mid-word.
+// - a reply that hits the token limit is cut back to its last finished sentence, never mid-word (text.js).
+import { trimToSentence } from "./text.js";
+
 const worker = new Worker("worker.js", { type: "module" }); // Transformers.js runs there (worker.js)
 
 const $ = (id) => document.getElementById(id);
-const SENTENCE_END = /[.!?…]["'”’)\]]*(?=\s|$)/g; // the same rule as generate.py
 
 // State the end-to-end test reads; also handy from the console.
 const state = (window.mlxBluey = {
@@ -41,18 +42,6 @@ function setStatus(text, isError = false) {
   $("status").textContent = text;
   $("status").classList.toggle("error", isError);
   if (isError) state.error = text;
-}
-
-function trimToSentence(text) {
-  const stripped = text.trimEnd();
-  let end = 0;
-  for (const m of stripped.matchAll(SENTENCE_END)) end = m.index + m[0].length;
-  if (end === stripped.length) return stripped;
-  if (end === 0) {
-    const space = stripped.lastIndexOf(" ");
-    end = space > 0 ? space : stripped.length;
-  }
-  return stripped.slice(0, end).trimEnd();
 }
 
 function addTurn(role, text) {
