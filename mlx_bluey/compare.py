@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import scorecard
 from .atomic import atomic_write_text
+from .plots import save_png
 
 
 class CompareError(ValueError):
@@ -71,7 +72,7 @@ def to_markdown(report: dict) -> str:
         "|---|" + "---|" * len(runs),
     ]
     for figure in scorecard.FIGURES:
-        cells = [_cell(run["headline"][figure.name]) for run in runs]
+        cells = [scorecard.format_figure(run["headline"][figure.name]) for run in runs]
         lines.append(
             f"| {figure.name} ({'higher' if figure.higher_is_better else 'lower'} is better) | "
             + " | ".join(cells)
@@ -99,13 +100,6 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(figure: dict) -> str:
-    if figure["value"] is None:
-        return "n/a"
-    interval = f" [{figure['low']:.3f}, {figure['high']:.3f}]" if figure["low"] is not None else ""
-    return f"{figure['value']:.3f}{interval}"
-
-
 def chart(report: dict, png: Path) -> None:
     import matplotlib
 
@@ -131,10 +125,7 @@ def chart(report: dict, png: Path) -> None:
         axis.tick_params(labelsize=7)
     axes[0].legend(fontsize=6, loc="lower left")
     plot.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    plot.savefig(tmp, dpi=100)
-    plt.close(plot)
-    tmp.replace(png)
+    save_png(plot, png)
 
 
 def run(directories: list[str], output: str) -> str:

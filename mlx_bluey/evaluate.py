@@ -23,6 +23,7 @@ from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
 from .generate import GenerationSettings, generate_reply
+from .plots import save_png
 from .text import LONG_WORDS, SHORT_WORDS, count_markers
 
 OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
@@ -289,14 +290,6 @@ def write_report(output: Path, result: dict) -> None:
     atomic_write_text(output / "report.md", to_markdown(result))
 
 
-def _value(figure: dict) -> str:
-    """0.760 [0.701, 0.812]: the value and its 95% interval."""
-    if figure["value"] is None:
-        return "n/a"
-    interval = f" [{figure['low']:.3f}, {figure['high']:.3f}]" if figure["low"] is not None else ""
-    return f"{figure['value']:.3f}{interval}"
-
-
 def to_markdown(result: dict) -> str:
     s = result["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731 (a one-line helper local to this function)
@@ -319,7 +312,9 @@ def to_markdown(result: dict) -> str:
         described = {f.name: f for f in scorecard.FIGURES}
         for name, figure in s["headline"].items():
             better = "higher" if described[name].higher_is_better else "lower"
-            lines.append(f"| {name} | {_value(figure)} | {described[name].description} ({better} is better) |")
+            lines.append(
+                f"| {name} | {scorecard.format_figure(figure)} | {described[name].description} ({better} is better) |"
+            )
         lines += ["", "## Details", ""]
     lines += ["| metric | value |", "|---|---|"]
     for group, values in s.items():
@@ -362,10 +357,7 @@ def _lengths_chart(png: Path, result: dict) -> None:
     axis.set_ylabel("words per reply")
     axis.set_title(f"Reply length by prompt kind: {result['model']['label']}")
     figure.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(png)
+    save_png(figure, png)
 
 
 def run(
@@ -452,7 +444,7 @@ def run(
     }
     write_report(Path(output), result)
     log(
-        "; ".join(f"{name} {_value(figure)}" for name, figure in summary["headline"].items())
+        "; ".join(f"{name} {scorecard.format_figure(figure)}" for name, figure in summary["headline"].items())
         + f"; report: {Path(output) / 'report.md'}"
     )
     return result

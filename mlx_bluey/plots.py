@@ -1,9 +1,19 @@
-"""PNG charts written by the training run (matplotlib, no display needed)."""
+"""PNG charts (matplotlib, no display needed), each written to a temporary name and renamed into place."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+
+def save_png(figure, path: Path) -> None:
+    """Write a matplotlib figure to a temporary name, rename it into place, and free it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
 
 
 def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
@@ -23,7 +33,4 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
     axis.legend()
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(png_path)
+    save_png(figure, png_path)

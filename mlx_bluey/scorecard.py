@@ -125,6 +125,14 @@ FIGURES = [
 ]
 
 
+def format_figure(figure: dict) -> str:
+    """0.760 [0.701, 0.812]: a headline value and its 95% interval ("n/a" when undefined)."""
+    if figure["value"] is None:
+        return "n/a"
+    interval = f" [{figure['low']:.3f}, {figure['high']:.3f}]" if figure["low"] is not None else ""
+    return f"{figure['value']:.3f}{interval}"
+
+
 def by_prompt(rows: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
