@@ -202,6 +202,11 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     type=click.Path(),
     help="Generic assistant replies: the in-character classifier's other side ('' = no classifier).",
 )
+@click.option(
+    "--rescore",
+    is_flag=True,
+    help="Score the replies already in OUTPUT/results.json again with today's metrics; no model, no generation.",
+)
 def evaluate(
     model,
     adapter,
@@ -217,18 +222,28 @@ def evaluate(
     few_shot,
     long_reply_tokens,
     assistant_replies,
+    rescore,
     **settings,
 ) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
     from .character import CardError, load_card
-    from .evaluate import LONG_REPLY_TOKENS, reference_files
+    from .evaluate import LONG_REPLY_TOKENS, reference_files, saved_result
+    from .evaluate import rescore as rescore_evaluation
     from .evaluate import run as run_evaluation
 
-    reference, train_data, character_path = reference_files(adapter, reference, train_data, character_path)
-    click.echo(
-        f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)", err=True
-    )
     try:
+        if rescore:  # the earlier run's adapter points at its data, as it did then
+            adapter = adapter or saved_result(output).get("model", {}).get("adapter")
+        reference, train_data, character_path = reference_files(adapter, reference, train_data, character_path)
+        click.echo(
+            f"references: {train_data} (training replies), {reference} (held-out loss), {character_path} (card)",
+            err=True,
+        )
+        if rescore:
+            rescore_evaluation(
+                output, reference, train_data, load_card(character_path), assistant_replies or None, log=click.echo
+            )
+            return
         run_evaluation(
             model=model,
             adapter=adapter,

@@ -31,6 +31,9 @@ OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
 # 160 Gemma tokens; the longest training replies (~250 words) take ~330. At 200 tokens 31 of 36 long
 # replies of the 2026-11 report were cut by the limit (reports/eval-270m-bluey); 512 lets them finish.
 LONG_REPLY_TOKENS = 512
+# Training prompts whose replies are a prompt's length reference: 5 gives a median that one odd
+# neighbour cannot move far; more reaches for prompts that are no longer alike.
+SIMILAR_PROMPTS = 5
 
 
 @dataclass
@@ -199,6 +202,30 @@ def score_rows(rows: list[dict], card, training_replies: list[str], classifier=N
         row["in_character_probability"] = None if probability is None else round(float(probability), 4)
 
 
+def words_by_kind(rows: list[dict], training_pairs: list[tuple[str, str]], k: int = SIMILAR_PROMPTS) -> dict[str, dict]:
+    """Per prompt kind: median words of the replies, and of the training replies to the most similar
+    training prompts (metrics.similar_reply_words, k per prompt, pooled over the kind).
+
+    Each row gets its own reference too ("similar_training_words", the median of its neighbours).
+    """
+    neighbours = metrics.similar_reply_words([r["prompt_text"] for r in rows], training_pairs, k)
+    for row, counts in zip(rows, neighbours):
+        row["similar_training_words"] = statistics.median(counts) if counts else None
+    table = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        picked = [(r, counts) for r, counts in zip(rows, neighbours) if r["kind"] == kind]
+        replies = statistics.median(r["words"] for r, _ in picked)
+        pooled = [c for _, counts in picked for c in counts]
+        training = statistics.median(pooled) if pooled else None
+        table[kind] = {
+            "replies": len(picked),
+            "median_words": replies,
+            "similar_training_median_words": training,
+            "ratio": replies / training if training else None,
+        }
+    return table
+
+
 def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classifier=None) -> dict:
     """Add per-reply figures to `rows` in place and return the summary (headline figures with intervals first)."""
     training_replies = [reply for _, reply in training_pairs]
@@ -207,7 +234,6 @@ def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classif
     by_prompt: dict[str, list[str]] = {}
     for r in rows:
         by_prompt.setdefault(r["id"], []).append(r["text"])
-    kinds = sorted({r["kind"] for r in rows})
     reference_words = [len(metrics.words(t)) for t in training_replies]
     share = lambda items, test: sum(map(test, items)) / len(items) if items else None  # noqa: E731 (a one-line helper local to this function)
     short = [r for r in rows if r["expect"] == "short"]
@@ -225,7 +251,7 @@ def score(rows: list[dict], card, training_pairs: list[tuple[str, str]], classif
         "length": {
             "median_words": statistics.median(r["words"] for r in rows),
             "mean_words": statistics.mean(r["words"] for r in rows),
-            "median_words_by_kind": {k: statistics.median(r["words"] for r in rows if r["kind"] == k) for k in kinds},
+            "by_kind": words_by_kind(rows, training_pairs),
             "reference_median_words": statistics.median(reference_words),
             "reference_short_share": share(reference_words, lambda w: w < SHORT_WORDS),
             "reference_long_share": share(reference_words, lambda w: w > LONG_WORDS),
@@ -298,6 +324,7 @@ def to_markdown(result: dict) -> str:
         "",
         f"`{result['command']}`",
         "",
+        *([f"Scored again, replies unchanged: `{result['rescored']}`", ""] if result.get("rescored") else []),
         f"{s['replies']} replies: {result['config']['samples']} samples x {result['config']['prompts']} prompts "
         f"from `{result['config']['prompts_file']}` and the card's facts, seeds {result['config']['seed']}..",
         "",
@@ -322,6 +349,8 @@ def to_markdown(result: dict) -> str:
             continue
         if isinstance(values, dict):
             for key, value in values.items():
+                if key == "by_kind":
+                    continue  # its own table below
                 if isinstance(value, dict):
                     value = ", ".join(f"{k}: {fmt(v)}" for k, v in value.items())
                 lines.append(f"| {group}: {key} | {fmt(value)} |")
@@ -331,6 +360,19 @@ def to_markdown(result: dict) -> str:
             lines.append(
                 f"| held-out loss ({name}) | {lk['loss']:.3f} "
                 f"(perplexity {lk['perplexity']:.1f}, {lk['tokens']} tokens) |"
+            )
+    if "by_kind" in s.get("length", {}):
+        lines += [
+            "",
+            f"## Words by prompt kind, against training replies to the {SIMILAR_PROMPTS} most similar training prompts",
+            "",
+            "| kind | replies | median words | training replies' median | ratio |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for kind, k in s["length"]["by_kind"].items():
+            lines.append(
+                f"| {kind} | {k['replies']} | {k['median_words']:g} | {fmt(k['similar_training_median_words'])} "
+                f"| {fmt(k['ratio'])} |"
             )
     lines += ["", "![words per reply by prompt kind](lengths.png)", "", "## One reply per prompt (sample 0)", ""]
     for row in result["rows"]:
@@ -358,6 +400,72 @@ def _lengths_chart(png: Path, result: dict) -> None:
     axis.set_title(f"Reply length by prompt kind: {result['model']['label']}")
     figure.tight_layout()
     save_png(figure, png)
+
+
+def _classifier(training_replies: list[str], reference, assistant_replies, log):
+    """(in-character classifier, its held-out check), or (None, None) without assistant replies."""
+    if not assistant_replies:
+        read_jsonl(reference)  # the reference file is still checked
+        return None, None
+    from .in_character import train_and_check
+
+    classifier, check = train_and_check(training_replies, assistant_texts(reference), assistant_replies)
+    log(f"in-character classifier: balanced accuracy {check['balanced']:.3f} on held-out replies")
+    return classifier, check
+
+
+# What generation wrote in each row; everything else in a row is a score, recomputed by rescore.
+GENERATED_KEYS = (
+    "id",
+    "kind",
+    "expect",
+    "fact",
+    "sample",
+    "prompt_text",
+    "text",
+    "tokens",
+    "max_new_tokens",
+    "finish_reason",
+    "truncated",
+)
+
+
+def saved_result(output) -> dict:
+    path = Path(output) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DataError(str(path), f"cannot read an earlier evaluation: {error}") from error
+
+
+def rescore(output, reference, train_data, card, assistant_replies: str | None = None, log=print) -> dict:
+    """Score the replies of an earlier evaluation in `output` again with today's metrics and rewrite its
+    report. No model is loaded and nothing is generated: replies cost minutes each, scores a second.
+    The held-out loss is kept as it was measured."""
+    import sys
+
+    result = saved_result(output)
+    try:
+        rows = [{key: row[key] for key in GENERATED_KEYS} for row in result["rows"]]
+    except (KeyError, TypeError) as error:
+        raise DataError(str(Path(output) / "results.json"), f"a row lacks a generated field: {error}") from error
+    training_pairs = reply_pairs(train_data)
+    classifier, check = _classifier([reply for _, reply in training_pairs], reference, assistant_replies, log)
+    summary = score(rows, card, training_pairs, classifier)
+    summary["classifier"] = check
+    result["config"].update(train_data=str(train_data), assistant_replies=assistant_replies, facts=len(card.facts))
+    result.update(
+        summary=summary,
+        rows=rows,
+        rescored="mlx_bluey " + " ".join(sys.argv[1:]),
+        reference_words=[len(metrics.words(reply)) for _, reply in training_pairs],
+    )
+    write_report(Path(output), result)
+    log(
+        "; ".join(f"{name} {scorecard.format_figure(figure)}" for name, figure in summary["headline"].items())
+        + f"; report: {Path(output) / 'report.md'}"
+    )
+    return result
 
 
 def run(
@@ -389,14 +497,8 @@ def run(
     examples = few_shot_examples(train_data, few_shot)
     training_pairs = reply_pairs(train_data)
     training_replies = [reply for _, reply in training_pairs]
-    classifier, classifier_check = None, None
-    if assistant_replies:  # trained and checked before the long part, so a bad file fails early
-        from .in_character import train_and_check
-
-        classifier, classifier_check = train_and_check(training_replies, assistant_texts(reference), assistant_replies)
-        log(f"in-character classifier: balanced accuracy {classifier_check['balanced']:.3f} on held-out replies")
-    else:
-        read_jsonl(reference)  # fail on a bad reference file before the long part
+    # trained and checked before the long part, so a bad file fails early
+    classifier, classifier_check = _classifier(training_replies, reference, assistant_replies, log)
     network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
     options = GenerationSettings(**settings)
     with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:

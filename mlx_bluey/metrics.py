@@ -94,6 +94,31 @@ class VerbatimIndex:
         return low
 
 
+def _words_and_pairs(text: str) -> list[str]:
+    tokens = words(text)
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
+def similar_reply_words(prompts: Sequence[str], pairs: Sequence[tuple[str, str]], k: int = 5) -> list[list[int]]:
+    """For each prompt, the word counts of the training replies to its k most similar training prompts.
+
+    Similarity is TF-IDF cosine over words and word pairs (scikit-learn). The training data carries no
+    kinds, so "the training replies of the same kind" are those to prompts like it: "tell me a really
+    long story" finds the training story requests (~200-word replies), "do you like ice cream?" the
+    "do you like ...?" questions (~20 words). Nothing here is specific to one character.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if not pairs or not prompts:
+        return [[] for _ in prompts]
+    vectorizer = TfidfVectorizer(analyzer=_words_and_pairs, sublinear_tf=True)
+    training = vectorizer.fit_transform([prompt for prompt, _ in pairs])
+    similarity = (vectorizer.transform(list(prompts)) @ training.T).toarray()
+    reply_words = [len(words(reply)) for _, reply in pairs]
+    # stable sort, highest first: ties keep file order, so the result does not depend on the machine
+    return [[reply_words[i] for i in np.argsort(-row, kind="stable")[:k]] for row in similarity]
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures that cannot be won by accident (issue "Personality you can trust")
 

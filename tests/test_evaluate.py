@@ -131,6 +131,41 @@ def test_score_summary_exact():
     assert 0 <= low <= 2 / 3 <= high <= 1  # two prompts: s1 (1 of 2 complete), i1 (complete)
 
 
+def test_similar_reply_words_are_the_replies_to_the_nearest_training_prompts():
+    pairs = [
+        ("tell me a long story about a dragon", "word " * 200),
+        ("do you like cake", "Yes I do!"),
+        ("do you like dogs", "Yes heaps"),
+    ]
+    # the sea story shares words only with the dragon story; the two others tie at 0 and keep file order
+    assert metrics.similar_reply_words(["tell me a long story about the sea", "do you like cake?"], pairs, k=2) == [
+        [200, 3],
+        [3, 2],
+    ]
+    assert metrics.similar_reply_words(["hi"], [], k=2) == [[]]
+
+
+def test_words_by_kind_against_similar_training_replies():
+    from mlx_bluey.evaluate import words_by_kind
+
+    rows = [
+        {"kind": "long", "prompt_text": "tell me a long story", "words": 100},
+        {"kind": "short", "prompt_text": "do you like cake", "words": 6},
+        {"kind": "short", "prompt_text": "do you like dogs", "words": 2},
+    ]
+    pairs = [("tell me a long story about a dragon", "word " * 200), ("do you like cake", "Yes I do!")]
+    table = words_by_kind(rows, pairs, k=1)
+    # the nearest training prompt: the dragon story (200 words) for the long one, "do you like cake" (3) for both
+    # short ones ("do you like dogs" shares "do you like")
+    assert [r["similar_training_words"] for r in rows] == [200, 3, 3]
+    assert table == {
+        "long": {"replies": 1, "median_words": 100, "similar_training_median_words": 200, "ratio": 0.5},
+        "short": {"replies": 2, "median_words": 4.0, "similar_training_median_words": 3, "ratio": 4 / 3},
+    }
+    # k = 5 takes both training replies for every prompt: the median of 200 and 3
+    assert words_by_kind(rows, pairs)["long"]["similar_training_median_words"] == 101.5
+
+
 def test_fact_prompts_come_from_the_card_and_are_scored_against_it():
     from mlx_bluey.character import CardFact
     from mlx_bluey.evaluate import fact_prompts
@@ -251,6 +286,32 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
     assert saved["summary"]["classifier"]["in_character_replies"] == 2
     assert all(0 <= r["in_character_probability"] <= 1 for r in saved["rows"])
     assert "| classifier_in_character |" in report and "| fact_accuracy | n/a |" in report
+
+    # --rescore: the same replies scored again, no model: every score comes back as the run made it
+    scored = json.loads((out / "results.json").read_text())
+    for row in scored["rows"]:
+        row["words"], row["in_character_probability"] = -1, None
+    (out / "results.json").write_text(json.dumps({**scored, "summary": {}}))
+    common = ["--reference", str(data), "--train-data", str(data), "--character", str(tmp_path / "card.yaml")]
+    again = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--rescore", "--output", str(out), *common],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    rescored = json.loads((out / "results.json").read_text())
+    assert rescored["summary"] == saved["summary"] and rescored["rows"] == saved["rows"]
+    assert rescored["likelihood"] == saved["likelihood"] and rescored["command"] == saved["command"]
+    assert "Scored again, replies unchanged: `mlx_bluey evaluate --rescore" in (out / "report.md").read_text()
+    (out / "results.json").write_text(json.dumps({"rows": [{"id": "x"}]}))
+    broken = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--rescore", "--output", str(out), *common],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert broken.returncode == 1 and "results.json: a row lacks a generated field: 'kind'" in broken.stderr
 
 
 def test_compare_reports_table(tmp_path):
