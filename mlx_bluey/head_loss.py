@@ -28,8 +28,8 @@ def head_weight(model) -> mx.array:
     return model.lm_head.weight
 
 
-def mlx_head_loss(model, hidden: mx.array, targets: mx.array) -> mx.array:
-    """Reference path: logits with MLX ops, summed cross-entropy."""
+def head_logits(model, hidden: mx.array) -> mx.array:
+    """The output head in MLX ops: tied embedding or lm_head, then Gemma's soft cap where the model has one."""
     if getattr(model, "tie_word_embeddings", True) or "lm_head" not in model:
         logits = model.model.embed_tokens.as_linear(hidden)
     else:
@@ -37,7 +37,12 @@ def mlx_head_loss(model, hidden: mx.array, targets: mx.array) -> mx.array:
     softcap = getattr(model.args, "final_logit_softcapping", None)
     if softcap:
         logits = mx.tanh(logits / softcap) * softcap
-    return nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="sum")
+    return logits
+
+
+def mlx_head_loss(model, hidden: mx.array, targets: mx.array) -> mx.array:
+    """Reference path: logits with MLX ops, summed cross-entropy."""
+    return nn.losses.cross_entropy(head_logits(model, hidden).astype(mx.float32), targets, reduction="sum")
 
 
 def _numpy_loss_and_grad(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray):
