@@ -81,6 +81,42 @@ def list_checkpoints(output: Path) -> list[Path]:
     return sorted(complete, key=lambda p: p.name)
 
 
+class AdapterMismatch(ValueError):
+    """An adapter that does not fit the model as configured; the message names the file and the key."""
+
+
+def load_start_adapter(model, directory: Path, expected: dict) -> str:
+    """Put a finished adapter's weights into the model's (already applied) adapters; return their hash.
+
+    The adapter's kind, layer count, rank, scale and keys must be the config's (`expected` is this run's
+    adapter_config), and every weight must have a place of the same shape: nothing is loaded loosely."""
+    config_path, weights_path = directory / ADAPTER_CONFIG, directory / ADAPTER_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise AdapterMismatch(f"{path}: not found (from_adapter must be a directory `mlx_bluey train` wrote)")
+    try:
+        saved = json.loads(config_path.read_text())
+        saved_lora = saved.get("lora_parameters") or {}
+    except (ValueError, AttributeError) as error:
+        raise AdapterMismatch(f"{config_path}: not an adapter config ({error})") from error
+    pairs = [("fine_tune_type", saved.get("fine_tune_type"), expected["fine_tune_type"])]
+    pairs.append(("num_layers", saved.get("num_layers"), expected["num_layers"]))
+    for key in ("rank", "scale", "keys"):
+        pairs.append((f"lora_parameters.{key}", saved_lora.get(key), expected["lora_parameters"].get(key)))
+    for key, theirs, ours in pairs:
+        if theirs != ours:
+            raise AdapterMismatch(f"{config_path}: {key} is {theirs!r}, this run's config makes {ours!r}")
+    weights = mx.load(str(weights_path))
+    places = dict(tree_flatten(model.trainable_parameters()))
+    for name, value in weights.items():
+        if name not in places or places[name].shape != value.shape:
+            raise AdapterMismatch(f"{weights_path}: {name} {tuple(value.shape)} has no place in this model")
+    if missing := sorted(places.keys() - weights.keys()):
+        raise AdapterMismatch(f"{weights_path}: lacks {len(missing)} adapter weights, e.g. {missing[0]}")
+    model.update(tree_unflatten([(k, v.astype(places[k].dtype)) for k, v in weights.items()]))
+    return sha256_files([weights_path])
+
+
 def load_checkpoint(path: Path, model, optimizer) -> dict:
     """Restore adapter weights and optimizer state in place; return the saved state dict."""
     model.load_weights(str(path / ADAPTER_FILE), strict=False)

@@ -84,6 +84,14 @@ def info() -> None:
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
 @click.option("--progress/--no-progress", default=None)
+@click.option(
+    "--method", type=click.Choice(["sft", "dpo", "simpo", "orpo"]), help="sft on chats, or preference on pairs."
+)
+@click.option("--from-adapter", help="Adapter directory to start from (and DPO's frozen reference).")
+@click.option("--dpo-beta", type=float)
+@click.option("--simpo-beta", type=float)
+@click.option("--simpo-gamma", type=float)
+@click.option("--orpo-lambda", type=float)
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in --output and start again.")
 def train(config_path, resume, overwrite, **overrides) -> None:

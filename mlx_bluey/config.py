@@ -30,6 +30,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "constant"),
     "on_too_long": ("error", "skip"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "method": ("sft", "dpo", "simpo", "orpo"),
 }
 
 AT_LEAST = {  # key: (smallest value, what the smallest means)
@@ -47,6 +48,8 @@ AT_LEAST = {  # key: (smallest value, what the smallest means)
     "seed": (0, ""),
     "weight_decay": (0, "0 = no decay"),
     "max_grad_norm": (0, "0 = no clipping"),
+    "simpo_gamma": (0, "0 = no target margin"),
+    "orpo_lambda": (0, "0 = plain SFT on the chosen replies"),
 }
 
 
@@ -114,6 +117,20 @@ class TrainConfig:
     """Base weight dtype: auto = float32 on a CPU (BLAS), bfloat16 on Metal; or float32/bfloat16/float16."""
     progress: bool = True
     """Show a progress bar."""
+    method: str = "sft"
+    """sft (chat JSONL), or a preference method on pair JSONL (preference.py): dpo, simpo or orpo."""
+    from_adapter: str | None = None
+    """An adapter directory to start from (the SFT adapter before a preference stage); its LoRA shape must match.
+
+    DPO's reference is the model as it starts: this adapter, frozen (None: the base model)."""
+    dpo_beta: float = 0.1
+    """DPO: how far the policy may move from the reference; the reward is beta * (log p - log p_ref)."""
+    simpo_beta: float = 2.0
+    """SimPO: scale of the length-normalised reward beta * log p / tokens (the paper's 2.0-2.5)."""
+    simpo_gamma: float = 1.0
+    """SimPO: target reward margin between chosen and rejected (the paper: gamma / beta about 0.5)."""
+    orpo_lambda: float = 0.1
+    """ORPO: weight of the odds-ratio term next to the chosen replies' NLL (the paper's 0.1)."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -165,6 +182,13 @@ class TrainConfig:
             raise ConfigError(
                 f"min_lr_ratio must be in [0, 1] (a fraction of learning_rate), not {self.min_lr_ratio!r}"
             )
+        for key in ("dpo_beta", "simpo_beta"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be above 0, not {getattr(self, key)!r}")
+        if self.method != "sft" and self.two_pass:
+            raise ConfigError(
+                f"two_pass is for method sft (its NumPy head takes summed token losses), not {self.method}"
+            )
         if self.lora_scale <= 0:
             raise ConfigError(f"lora_scale must be above 0 (0 switches the adapters off), not {self.lora_scale!r}")
         # AdamW multiplies every weight by 1 - learning_rate * weight_decay each step
@@ -175,6 +199,8 @@ class TrainConfig:
             )
 
     def _check_names(self) -> None:
+        if self.from_adapter is not None and not self.from_adapter.strip():
+            raise ConfigError("from_adapter must name an adapter directory, or be null")
         for key in ("data", "output"):
             if not getattr(self, key).strip():
                 raise ConfigError(f"{key} must name a directory, not {short_repr(getattr(self, key))}")

@@ -93,12 +93,10 @@ def encode_reply(tokenizer, prompt: list[dict], reply: str) -> Encoded:
     return Encoded(encoded.ids, [label and i >= start for i, label in enumerate(encoded.labels)])
 
 
-def reply_logprobs(model, rows: list[Encoded]) -> tuple[mx.array, mx.array]:
-    """(summed log-probability of each row's labelled tokens, their count), as two arrays of len(rows).
+def pack_rows(rows: list[Encoded]) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+    """(ids without the last column, flat positions that predict a label, the labels, each label's row).
 
-    Rows are padded to the longest; token i is predicted at position i - 1, and the output head runs
-    only at those positions (as in SFT).
-    """
+    Rows are padded to the longest; token i is predicted at position i - 1 of its row."""
     width = max(len(r.ids) for r in rows)
     ids = np.zeros((len(rows), width), np.int32)
     for b, r in enumerate(rows):
@@ -107,13 +105,24 @@ def reply_logprobs(model, rows: list[Encoded]) -> tuple[mx.array, mx.array]:
     positions = mx.array([b * (width - 1) + i - 1 for b, i in flat])  # flat index into B x (width - 1)
     targets = mx.array([rows[b].ids[i] for b, i in flat])
     owner = mx.array([b for b, _ in flat])
-    hidden = model.model(mx.array(ids[:, :-1]))
+    return mx.array(ids[:, :-1]), positions, targets, owner
+
+
+def reply_logprobs_packed(model, inputs, positions, targets, owner, n_rows: int) -> tuple[mx.array, mx.array]:
+    """(summed log-probability of each row's labels, their count); the output head runs only at
+    the labelled positions, as in SFT."""
+    hidden = model.model(inputs)
     hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
     logits = head_logits(model, hidden).astype(mx.float32)
     token_logprobs = mx.take_along_axis(logits, targets[:, None], axis=-1)[:, 0] - mx.logsumexp(logits, axis=-1)
-    sums = mx.zeros((len(rows),), mx.float32).at[owner].add(token_logprobs)
-    counts = mx.zeros((len(rows),), mx.float32).at[owner].add(mx.ones_like(token_logprobs))
+    sums = mx.zeros((n_rows,), mx.float32).at[owner].add(token_logprobs)
+    counts = mx.zeros((n_rows,), mx.float32).at[owner].add(mx.ones_like(token_logprobs))
     return sums, counts
+
+
+def reply_logprobs(model, rows: list[Encoded]) -> tuple[mx.array, mx.array]:
+    """(summed log-probability of each row's labelled tokens, their count), as two arrays of len(rows)."""
+    return reply_logprobs_packed(model, *pack_rows(rows), len(rows))
 
 
 def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> tuple[mx.array, dict]:

@@ -35,9 +35,11 @@ from .atomic import atomic_write_text
 from .checkpoints import (
     ADAPTER_CONFIG,
     ADAPTER_FILE,
+    AdapterMismatch,
     adapter_config,
     list_checkpoints,
     load_checkpoint,
+    load_start_adapter,
     save_adapter,
     save_checkpoint,
     sha256_files,
@@ -46,7 +48,17 @@ from .config import TrainConfig
 from .data import EncodedDataset, encode_dataset, epoch_batches, make_batch, read_jsonl
 from .head_loss import make_two_pass_step, mlx_head_loss, numpy_head_applies, select_head_loss
 from .models import resolve_model
-from .trainer import Interrupted, LoopSettings, LoopState, ProgressBar, TrainingCallback, to_arrays, train_loop
+from .trainer import (
+    Interrupted,
+    LoopSettings,
+    LoopState,
+    Objective,
+    ProgressBar,
+    SupervisedObjective,
+    TrainingCallback,
+    to_arrays,
+    train_loop,
+)
 
 
 class TrainError(RuntimeError):
@@ -200,6 +212,8 @@ def run_differences(saved: dict, current: dict) -> list[str]:
     """What differs between a checkpoint's run identity and this run's, as "key: saved -> now"."""
     if saved.get("data_sha256") != current["data_sha256"]:
         return ["the training or validation data changed"]
+    if saved.get("from_adapter_sha256") != current.get("from_adapter_sha256"):
+        return ["the from_adapter weights changed"]
     old = {k: v for k, v in saved.get("config", {}).items() if k not in RESUME_NEUTRAL}
     new = current["config"]
     return [
@@ -223,8 +237,8 @@ class RunPlan:
     valid_set: EncodedDataset | None
     schedule: Plan
     optimizer: object
-    value_and_grad: object
-    loss_sum: object
+    objective: Objective  # what a micro-batch trains on (SFT or a preference method)
+    validate: object  # validate(step) -> held-out loss, or None without validation data
     n_layers: int
     data_sha256: str
     state: LoopState
@@ -232,14 +246,21 @@ class RunPlan:
     resume_from: Path | None
     complete: bool  # resumed a run that had already finished: there is nothing to do or write
     overwrite: bool  # start_run clears the previous run's files first
+    files_to_write: dict  # name -> text that start_run writes (DPO's reference log-probabilities)
 
 
 def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> RunPlan:
     """Read the data and the model and check the whole run, resume identity included. Writes nothing."""
     output = Path(config.output)
     train_path, valid_path = data_files(config)
-    train_rows = read_jsonl(train_path)
-    valid_rows = read_jsonl(valid_path) if valid_path else []
+    preference = config.method != "sft"
+    if preference:
+        from .preference import read_pairs as read_rows
+        from .preference_train import encode_pairs as encode
+    else:
+        read_rows, encode = read_jsonl, encode_dataset
+    train_rows = read_rows(train_path)
+    valid_rows = read_rows(valid_path) if valid_path else []
     model_dir = resolve_model(config.model, log=log)
 
     checkpoints = list_checkpoints(output)
@@ -251,8 +272,8 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     dtype_name = str(runtime.resolve_dtype(config.dtype)).rsplit(".", 1)[-1]
     log(f"mlx_bluey: {runtime.describe()}; training dtype {dtype_name}")
     model, tokenizer, _ = load_base(model_dir, config.dtype)
-    train_set = encode_dataset(train_rows, tokenizer, config.max_seq_length, config.on_too_long)
-    valid_set = encode_dataset(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None
+    train_set = encode(train_rows, tokenizer, config.max_seq_length, config.on_too_long)
+    valid_set = encode(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None
     for name, dataset in (("train", train_set), ("valid", valid_set)):
         if dataset is not None and dataset.skipped:
             log(
@@ -264,6 +285,12 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
 
     mx.random.seed(config.seed)
     n_layers = apply_adapters(model, config)
+    start_sha256 = None
+    if config.from_adapter:
+        try:
+            start_sha256 = load_start_adapter(model, Path(config.from_adapter), adapter_config(config, n_layers))
+        except AdapterMismatch as error:
+            raise TrainError(str(error)) from None
     if config.two_pass and (config.fine_tune_type == "full" or not numpy_head_applies(model)):
         raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
     if config.grad_checkpoint:
@@ -273,14 +300,28 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     schedule = plan_run(train_set, config)
     optimizer = make_optimizer(config, schedule.steps)
     optimizer.init(model.trainable_parameters())
-    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
-    value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
 
     data_hash = sha256_files([p for p in (train_path, valid_path) if p])
     identity = {
         "config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL},
         "data_sha256": data_hash,
+        "from_adapter_sha256": start_sha256,
     }
+    files_to_write: dict = {}
+    if preference:  # before a checkpoint is loaded: DPO's reference is the model as it starts
+        from .preference_train import preference_objective
+
+        objective, validate = preference_objective(config, model, train_set, valid_set, identity, files_to_write, log)
+    else:
+        loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
+        value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
+        objective = SupervisedObjective(value_and_grad, train_set)
+        validate = None
+        if valid_set is not None:
+
+            def validate(step: int) -> float:
+                return evaluate_loss(model, valid_set, config.batch_size, loss_sum)
+
     state, start_step, resume_from = LoopState(extra={"run": identity}), 0, None
     if resume and checkpoints and not overwrite:
         resume_from = checkpoints[-1]
@@ -305,8 +346,8 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
         valid_set,
         schedule,
         optimizer,
-        value_and_grad,
-        loss_sum,
+        objective,
+        validate,
         n_layers,
         data_hash,
         state,
@@ -314,6 +355,7 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
         resume_from,
         complete,
         overwrite,
+        files_to_write,
     )
 
 
@@ -338,6 +380,7 @@ def manifest(run: RunPlan) -> dict:
         },
         "tokens": {"train": train_set.n_tokens, "train_supervised": train_set.n_supervised},
         "trainable_parameters": count_trainable(run.model),
+        "from_adapter_sha256": run.state.extra.get("run", {}).get("from_adapter_sha256"),
         "steps": run.schedule.steps,
         "steps_per_epoch": run.schedule.steps_per_epoch,
         "config": config.to_dict(),
@@ -358,6 +401,8 @@ def start_run(run: RunPlan, log=print) -> None:
             (output / name).unlink(missing_ok=True)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "manifest.json", json.dumps(manifest(run), indent=2))
+    for name, text in run.files_to_write.items():
+        atomic_write_text(output / name, text)
     _truncate_metrics(output / "metrics.jsonl", run.start_step)
     if run.resume_from is not None:
         log(f"resuming from {run.resume_from} (step {run.start_step} of {run.schedule.steps})")
@@ -410,11 +455,7 @@ def train(
         log(f"training already complete (step {run.start_step}); the adapter is {run.output / ADAPTER_FILE}")
         return run.state.to_dict()
     start_run(run, log)
-    if validation_loss is None and run.valid_set is not None:
-
-        def validation_loss(step: int) -> float:
-            return evaluate_loss(run.model, run.valid_set, config.batch_size, run.loss_sum)
-
+    validation_loss = validation_loss or run.validate
     settings = LoopSettings(
         config.seed,
         config.grad_accumulation,
@@ -428,8 +469,7 @@ def train(
         state = train_loop(
             run.model,
             run.optimizer,
-            run.value_and_grad,
-            run.train_set,
+            run.objective,
             run.schedule.micro_batches,
             run.schedule.steps,
             run.schedule.steps_per_epoch,

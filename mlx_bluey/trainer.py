@@ -1,10 +1,10 @@
 """The optimizer-step loop, apart from everything that sets a run up or writes its files.
 
-`train_loop` receives all it uses (model, optimizer, the step's gradient function, the data and its
+`train_loop` receives all it uses (model, optimizer, the objective that runs a micro-batch, its
 schedule, a validation function) and writes nothing: it reports through `TrainingCallback`s, as
 mlx-lm's trainer does. The files of a run (metrics, best adapter, checkpoints) are one such callback
 (`train.RunFiles`); a progress bar, a test or a benchmark are others. A new objective is a new
-`value_and_grad`, a new observer a new callback, and the loop stays one loop.
+`Objective` (SFT's is `SupervisedObjective`), a new observer a new callback, and the loop stays one loop.
 """
 
 from __future__ import annotations
@@ -85,11 +85,44 @@ def to_arrays(batch: Batch):
     return mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.target_positions)
 
 
+@dataclass
+class MicroStep:
+    """One micro-batch's share of an optimizer step, as an objective reports it."""
+
+    loss_sum: float  # the micro-batch's summed loss; the step's loss is the sum over micro-batches / weight
+    grads: dict  # gradients of loss_sum
+    weight: int  # what the loss is a mean over: target tokens (SFT), pairs (preference)
+    trained_tokens: int  # tokens the loss is taken on
+    input_tokens: int  # real (unpadded) tokens fed to the model
+    figures: dict = field(default_factory=dict)  # extra sums, logged as sum / weight (preference: margin, ...)
+
+
+class Objective:
+    """What a step trains on: `objective(model, indices)` runs one micro-batch and returns its MicroStep."""
+
+    def __call__(self, model, indices: list[int]) -> MicroStep:
+        raise NotImplementedError
+
+
+class SupervisedObjective(Objective):
+    """SFT: summed cross-entropy over the target tokens of a batch of conversations."""
+
+    def __init__(self, value_and_grad, train_set: EncodedDataset):
+        self.value_and_grad = value_and_grad  # (model, inputs, targets, positions) -> (loss sum, grads)
+        self.train_set = train_set
+
+    def __call__(self, model, indices: list[int]) -> MicroStep:
+        batch = make_batch(self.train_set, indices)
+        loss, grads = self.value_and_grad(model, *to_arrays(batch))
+        mx.eval(loss, grads)
+        targets = len(batch.target_positions)
+        return MicroStep(loss.item(), grads, targets, targets, batch.n_tokens)
+
+
 def train_loop(
     model,
     optimizer,
-    value_and_grad,
-    train_set: EncodedDataset,
+    objective: Objective,
     micro_batches: list[list[int]],
     steps: int,
     steps_per_epoch: int,
@@ -106,7 +139,7 @@ def train_loop(
     try:
         for step in range(start_step, steps):
             micro = micro_batches[step * settings.grad_accumulation : (step + 1) * settings.grad_accumulation]
-            row = _optimizer_step(model, optimizer, value_and_grad, train_set, micro, step, settings)
+            row = _optimizer_step(model, optimizer, objective, micro, step, settings)
             row["epoch"] = round((step + 1) / steps_per_epoch, 3)
             last = step + 1 == steps
             if validate is not None and settings.val_every > 0 and ((step + 1) % settings.val_every == 0 or last):
@@ -134,35 +167,40 @@ def train_loop(
     return state
 
 
-def _optimizer_step(model, optimizer, value_and_grad, train_set, micro, step, settings) -> dict:
+def _optimizer_step(model, optimizer, objective: Objective, micro, step, settings) -> dict:
     """One optimizer step over `micro` (grad_accumulation micro-batches): the metrics row."""
     started = time.perf_counter()
     mx.random.seed(settings.seed * 1_000_003 + step)  # dropout: same noise on resume
-    batches = [make_batch(train_set, indices) for indices in micro]
-    n_targets = sum(len(b.target_positions) for b in batches)
-    grads, total = None, 0.0
-    for batch in batches:
-        loss, g = value_and_grad(model, *to_arrays(batch))
-        grads = g if grads is None else tree_map(mx.add, grads, g)
-        mx.eval(loss, grads)
-        total += loss.item()
-    grads = tree_map(lambda g: g / n_targets, grads)  # mean over every target token of the step
+    parts = []
+    grads = None
+    for indices in micro:
+        part = objective(model, indices)
+        grads = part.grads if grads is None else tree_map(mx.add, grads, part.grads)
+        mx.eval(grads)
+        part.grads = None  # summed into grads; do not keep a second copy
+        parts.append(part)
+    weight = sum(p.weight for p in parts)
+    grads = tree_map(lambda g: g / weight, grads)  # the mean over every target token (or pair) of the step
     if settings.max_grad_norm > 0:
         grads, _ = optim.clip_grad_norm(grads, settings.max_grad_norm)
     learning_rate = float(optimizer.learning_rate)
     optimizer.update(model, grads)
     mx.eval(model.trainable_parameters(), optimizer.state)
     seconds = time.perf_counter() - started
-    return {
+    trained = sum(p.trained_tokens for p in parts)
+    row = {
         "step": step + 1,
-        "train_loss": total / n_targets,
+        "train_loss": sum(p.loss_sum for p in parts) / weight,
         "learning_rate": learning_rate,
-        "trained_tokens": n_targets,
-        "trained_tokens_per_second": n_targets / seconds,
-        "input_tokens_per_second": sum(b.n_tokens for b in batches) / seconds,
+        "trained_tokens": trained,
+        "trained_tokens_per_second": trained / seconds,
+        "input_tokens_per_second": sum(p.input_tokens for p in parts) / seconds,
         "seconds": seconds,
         "peak_memory_gb": mx.get_peak_memory() / 1e9,
     }
+    for name in parts[0].figures:
+        row[name] = sum(p.figures[name] for p in parts) / weight
+    return row
 
 
 def _each(callbacks, method: str, *args) -> None:

@@ -92,3 +92,129 @@ def test_reply_logprobs_equal_a_plain_forward_pass(tiny_model_dir, tiny_tokenize
         expected = sum(logprobs[i - 1, row.ids[i]].item() for i, keep in enumerate(row.labels) if keep)
         assert counts[b].item() == sum(row.labels) == [13, 3][b]
         assert sums[b].item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The preference stage end to end on the tiny model
+
+
+@pytest.fixture()
+def pair_data(tmp_path):
+    def pair(i):
+        prompt = [{"role": "user", "content": f"question {i}?"}]
+        return {"messages": prompt, "chosen": "Heaps of fun with Bingo!", "rejected": f"As an AI model {i}, no."}
+
+    write_jsonl(tmp_path / "pairs" / "train.jsonl", [pair(i) for i in range(8)])
+    write_jsonl(tmp_path / "pairs" / "valid.jsonl", [pair(i) for i in range(8, 10)])
+    return tmp_path / "pairs"
+
+
+def _config(tiny_model_dir, data, output, **kw):
+    from mlx_bluey.config import TrainConfig
+
+    base = dict(
+        model=str(tiny_model_dir),
+        data=str(data),
+        output=str(output),
+        iters=6,
+        batch_size=2,
+        grad_accumulation=1,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        val_every=3,
+        save_every=2,
+        progress=False,
+        lora_rank=4,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _rows(output):
+    import json
+
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["simpo", "orpo", "dpo"])
+def test_preference_training_runs_on_the_loop_and_prefers_the_chosen(tiny_model_dir, pair_data, tmp_path, method):
+    from mlx_bluey.train import train
+
+    output = tmp_path / method
+    train(_config(tiny_model_dir, pair_data, output, method=method, iters=12), log=lambda _: None)
+    rows = _rows(output)
+    assert [r["step"] for r in rows if "val_loss" in r] == [3, 6, 9, 12]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["margin"] > rows[0]["margin"] and rows[-1]["accuracy"] == 1.0
+    # trained tokens: both replies of 2 pairs with their <end_of_turn>: 2 x (24 + 1) + two rejected
+    assert all(r["trained_tokens"] > 2 * 25 for r in rows)
+    assert (output / "reference_logprobs.json").exists() is (method == "dpo")
+
+
+def test_dpo_reference_is_the_starting_model_cached_and_reused(tiny_model_dir, tiny_tokenizer, pair_data, tmp_path):
+    import json
+
+    from mlx_bluey.preference import read_pairs
+    from mlx_bluey.preference_train import encode_pairs, reference_logprobs
+    from mlx_bluey.train import apply_adapters, load_base, train
+
+    # an SFT-like starting adapter: a short SimPO run, then DPO from it
+    start = tmp_path / "start"
+    train(_config(tiny_model_dir, pair_data, start, method="simpo", iters=2, val_every=0), log=lambda _: None)
+    output = tmp_path / "dpo"
+    config = _config(tiny_model_dir, pair_data, output, method="dpo", iters=4, from_adapter=str(start))
+    train(config, log=lambda _: None)
+    cached = json.loads((output / "reference_logprobs.json").read_text())
+
+    model, tokenizer, _ = load_base(tiny_model_dir, "float32")
+    apply_adapters(model, config)
+    model.load_weights(str(start / "adapters.safetensors"), strict=False)
+    fresh = reference_logprobs(model, encode_pairs(read_pairs(pair_data / "train.jsonl"), tokenizer, 1024, "error"), 2)
+    assert cached["logprobs"]["train"]["chosen"] == pytest.approx(fresh["chosen"], rel=1e-5)
+    assert cached["logprobs"]["train"]["rejected"] == pytest.approx(fresh["rejected"], rel=1e-5)
+    assert len(cached["logprobs"]["valid"]["chosen"]) == 2
+
+    # a resumed run (here: a finished one, continued to 6 steps) reads the cache instead of the moved policy
+    logs = []
+    longer = _config(tiny_model_dir, pair_data, output, method="dpo", iters=6, from_adapter=str(start))
+    with pytest.raises(Exception, match="different config"):
+        train(longer, resume=True, log=logs.append)
+    before = (output / "reference_logprobs.json").stat().st_mtime_ns
+    train(longer, overwrite=True, log=logs.append)
+    assert any("DPO reference" in line for line in logs) is False  # same data, same start: the cache served
+    assert (output / "reference_logprobs.json").stat().st_mtime_ns >= before
+
+
+def test_from_adapter_must_fit_the_config(tiny_model_dir, pair_data, tmp_path):
+    from mlx_bluey.train import TrainError, train
+
+    start = tmp_path / "start"
+    train(_config(tiny_model_dir, pair_data, start, method="simpo", iters=1, val_every=0), log=lambda _: None)
+    with pytest.raises(TrainError, match=r"adapter_config.json: lora_parameters.rank is 4, this run's config makes 8"):
+        train(_config(tiny_model_dir, pair_data, tmp_path / "x", method="simpo", from_adapter=str(start), lora_rank=8))
+    with pytest.raises(TrainError, match=r"adapter_config.json: not found"):
+        train(_config(tiny_model_dir, pair_data, tmp_path / "y", method="simpo", from_adapter=str(tmp_path)))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # SFT reads chats: a pair file says what it lacks
+    with pytest.raises(DataError, match=r"train.jsonl:1:messages: must end with an assistant message"):
+        train(_config(tiny_model_dir, pair_data, tmp_path / "z"))
+
+
+def test_dpo_resumed_from_a_checkpoint_gives_the_uninterrupted_losses(tiny_model_dir, pair_data, tmp_path):
+    """As after a kill -9 between the step-4 and step-6 checkpoints: the resumed run must read the cached
+    reference (the policy at step 4 has moved from it) and replay the same dropout."""
+    import shutil
+
+    from mlx_bluey.train import train
+
+    config = dict(method="dpo", iters=6, lora_dropout=0.1, keep_checkpoints=3)
+    straight = tmp_path / "straight"
+    train(_config(tiny_model_dir, pair_data, straight, **config), log=lambda _: None)
+    cut = tmp_path / "cut"
+    shutil.copytree(straight, cut)
+    shutil.rmtree(cut / "checkpoints" / "step_000006")
+    logs = []
+    train(_config(tiny_model_dir, pair_data, cut, **config), resume=True, log=logs.append)
+    assert any("resuming from" in line and "step 4 of 6" in line for line in logs)
+    assert not any("DPO reference" in line for line in logs)
+    losses = lambda output: [r["train_loss"] for r in _rows(output)]  # noqa: E731
+    assert len(losses(cut)) == 6 and losses(cut) == pytest.approx(losses(straight), rel=1e-5)
