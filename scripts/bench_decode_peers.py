@@ -7,6 +7,10 @@ Same model (a fused directory; its ONNX export for onnxruntime), same prompt, gr
 --new-tokens tokens (every stop id blocked, so no run ends early), float32 for MLX. The two MLX
 runtimes also run with the chat's default sampling, each library's own sampler ("(sampled)" rows). Runs alternate
 (ours, mlx_lm, PyTorch, ort-q8, ..., ours, ...) for --rounds rounds so drift in the machine hits all.
+Ratios are paired: each round's figure over mlx_lm.generate's in the same round, then the median and
+range of those per-round ratios (not a ratio of medians, which pairs a fast round with a slow one).
+Greedy tokens: ours and mlx_lm.generate must emit the same N tokens (the script fails otherwise);
+for the other runtimes the position of the first token that differs from ours is recorded.
 PyTorch and onnxruntime run in the export environment (`make export-env`).
 
 Decode tokens/s = (N - 1) / (time for N tokens - time for the first token): the prompt is left out.
@@ -29,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from mlx_bluey.atomic import atomic_write_text  # noqa: E402 (after the checkout joins sys.path)
+
 PROMPT = [{"role": "user", "content": "G'day Bluey! What's your favourite game to play with Bingo and Dad?"}]
 
 
@@ -60,23 +66,26 @@ def mlx_runners(model_dir: str):
     stops = stop_token_ids(path, tokenizer)
     prompt = prompt_ids(tokenizer, PROMPT)
 
-    def ours(n: int) -> None:  # the chat path: streaming callback on, as `mlx_bluey generate` runs it
+    def ours(n: int) -> list[int]:  # the chat path: streaming callback on, as `mlx_bluey generate` runs it
         settings = GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0, repetition_penalty=1.0)
         reply = generate_reply(model, tokenizer, PROMPT, settings, stops, on_text=lambda _: None)
         assert len(reply.tokens) == n, len(reply.tokens)
+        return list(reply.tokens)
 
-    def theirs(n: int) -> None:
-        count = 0
-        for _ in stream_generate(
-            model,
-            tokenizer,
-            mx.array(prompt),
-            max_tokens=n,
-            sampler=make_sampler(temp=0.0),
-            logits_processors=[block_stops_until(n, len(prompt), stops)],
-        ):
-            count += 1
-        assert count == n, count
+    def theirs(n: int) -> list[int]:
+        tokens = [
+            response.token
+            for response in stream_generate(
+                model,
+                tokenizer,
+                mx.array(prompt),
+                max_tokens=n,
+                sampler=make_sampler(temp=0.0),
+                logits_processors=[block_stops_until(n, len(prompt), stops)],
+            )
+        ]
+        assert len(tokens) == n, len(tokens)
+        return tokens
 
     # The chat defaults (temperature 0.7, top-p 0.95, top-k 64, repetition penalty 1.1 over 64 tokens),
     # each library sampling its own way: mlx_bluey.sampling vs mlx-lm's make_sampler.
@@ -121,7 +130,7 @@ decoder = OrtDecoder(path)
 decoder.greedy(prompt, 4, set())  # warm-up
 tokens, speed = decoder.greedy(prompt, n, set())
 assert len(tokens) == n
-print(json.dumps({"decode_tokens_per_s": speed}))
+print(json.dumps({"decode_tokens_per_s": speed, "tokens": [int(t) for t in tokens]}))
 """
 
 
@@ -140,24 +149,25 @@ def timed(k):
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
                              do_sample=False, pad_token_id=0)
     assert out.shape[1] - ids.shape[1] == k
-    return time.perf_counter() - started
+    return time.perf_counter() - started, out[0, ids.shape[1]:].tolist()
 timed(4)  # warm-up
-first, full = timed(1), timed(n)
-print(json.dumps({"decode_tokens_per_s": (n - 1) / (full - first)}))
+(first, _), (full, tokens) = timed(1), timed(n)
+print(json.dumps({"decode_tokens_per_s": (n - 1) / (full - first), "tokens": tokens}))
 """
 
 
 def export_env_runner(code: str, *args: str):
-    """A figure measured by `code` in the export environment (onnxruntime, PyTorch), printed as JSON."""
+    """(decode tok/s, greedy tokens) measured by `code` in the export environment (onnxruntime, PyTorch)."""
     from mlx_bluey.export import export_python
 
-    def run(n: int) -> float:
+    def run(n: int) -> tuple[float, list[int]]:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         env.pop("LD_PRELOAD", None)  # MLX's OpenBLAS is not theirs
         out = subprocess.run(
             [str(export_python()), "-c", code, *args, str(n)], capture_output=True, text=True, env=env, check=True
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])["decode_tokens_per_s"]
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        return figures["decode_tokens_per_s"], figures["tokens"]
 
     return run
 
@@ -178,7 +188,7 @@ def main() -> None:
         help="also transformers' generate in the export environment (PyTorch CPU, fp32)",
     )
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", default=str(ROOT / "benchmarks"))
     args = parser.parse_args()
 
@@ -199,6 +209,14 @@ def main() -> None:
             )
     for runner in runners.values():
         runner(4)  # warm-up: kernels compiled, caches filled
+    # greedy tokens: ours is the reference; mlx_lm.generate runs the same MLX graph and must agree exactly
+    greedy = {"mlx_bluey": runners["mlx_bluey"](args.new_tokens), "mlx_lm.generate": None}
+    greedy["mlx_lm.generate"] = runners["mlx_lm.generate"](args.new_tokens)
+    if greedy["mlx_lm.generate"] != greedy["mlx_bluey"]:
+        sys.exit(
+            f"greedy tokens differ from mlx_lm.generate's at position "
+            f"{first_difference(greedy['mlx_bluey'], greedy['mlx_lm.generate'])}: the comparison is void"
+        )
     results: dict[str, list[float]] = {name: [] for name in [*runners, *others]}
     for round_index in range(args.rounds):
         for name, runner in runners.items():
@@ -206,15 +224,19 @@ def main() -> None:
             full = time_mlx(runner, args.new_tokens)
             results[name].append((args.new_tokens - 1) / (full - first))
         for name, runner in others.items():
-            results[name].append(runner(args.new_tokens))
+            speed, greedy[name] = runner(args.new_tokens)
+            results[name].append(speed)
         print(f"round {round_index + 1}: " + "  ".join(f"{k} {v[-1]:.1f}" for k, v in results.items()), flush=True)
 
     medians = {name: statistics.median(values) for name, values in results.items()}
-    # sampled rows against mlx_lm.generate sampled, the rest against its greedy decode
+    # paired per round: sampled rows over mlx_lm.generate sampled, the rest over its greedy decode
+    peer = lambda name: SAMPLED.format("mlx_lm.generate") if "(sampled)" in name else "mlx_lm.generate"  # noqa: E731 (one line, used twice below)
+    paired = {name: [a / b for a, b in zip(values, results[peer(name)])] for name, values in results.items()}
     ratios = {
-        name: medians[name] / medians[SAMPLED.format("mlx_lm.generate") if "(sampled)" in name else "mlx_lm.generate"]
-        for name in medians
+        name: {"median": statistics.median(r), "min": min(r), "max": max(r), "per_round": r}
+        for name, r in paired.items()
     }
+    agreement = {name: first_difference(greedy["mlx_bluey"], tokens) for name, tokens in greedy.items()}
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": runtime.machine_facts(),
@@ -230,23 +252,38 @@ def main() -> None:
         },
         "decode_tokens_per_s": results,
         "median": medians,
-        "ratio_over_mlx_lm_generate": ratios,
+        "paired_ratio_over_mlx_lm_generate": ratios,
+        "greedy_tokens": {"mlx_bluey": greedy["mlx_bluey"], "first_difference_from_mlx_bluey": agreement},
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_vs_peers.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "decode_vs_peers.json", json.dumps(summary, indent=2) + "\n")
+    same = lambda name: "all" if agreement[name] is None else f"first {agreement[name]}"  # noqa: E731 (one line, used below)
     rows = "\n".join(
-        f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]:.2f}x |"
+        f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]['median']:.2f}x "
+        f"({ratios[name]['min']:.2f}-{ratios[name]['max']:.2f}) | {same(name) if name in agreement else '-'} |"
         for name, v in results.items()
     )
-    (out / "decode_vs_peers.md").write_text(
+    atomic_write_text(
+        out / "decode_vs_peers.md",
         f"# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}\n\n{summary['setup']}\n\n"
-        "| runtime | decode tok/s (median) | range | vs mlx_lm.generate (same sampling) |\n|---|---:|---:|---:|\n"
-        + rows
-        + "\n"
+        f"Ratios: each round's figure over mlx_lm.generate's in the same round (same sampling), median and range "
+        f"over {args.rounds} rounds. Greedy tokens equal to ours: of {args.new_tokens}.\n\n"
+        "| runtime | decode tok/s (median) | range | paired ratio vs mlx_lm.generate (range) "
+        "| greedy tokens equal to ours |\n|---|---:|---:|---:|---:|\n" + rows + "\n",
     )
     print(rows)
+
+
+def first_difference(reference: list[int], tokens: list[int] | None) -> int | None:
+    """Index of the first token that differs (None: all equal)."""
+    if tokens is None:
+        return None
+    for i, (a, b) in enumerate(zip(reference, tokens)):
+        if a != b:
+            return i
+    return None if len(reference) == len(tokens) else min(len(reference), len(tokens))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlx_bluey.bench import GEMMA3_1B_CONFIG, ModelResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,9 +164,15 @@ def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path
     ]
     assert list(summary["decode_tokens_per_s"]) == names
     assert all(len(values) == 2 and min(values) > 0 for values in summary["decode_tokens_per_s"].values())
-    # each row against mlx_lm.generate with the same sampling
-    assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate"] == 1.0
-    assert summary["ratio_over_mlx_lm_generate"]["mlx_lm.generate (sampled)"] == 1.0
+    # each row against mlx_lm.generate with the same sampling, paired within each round
+    ratios = summary["paired_ratio_over_mlx_lm_generate"]
+    assert ratios["mlx_lm.generate"]["per_round"] == [1.0, 1.0]
+    assert ratios["mlx_lm.generate (sampled)"]["median"] == 1.0
+    speeds = summary["decode_tokens_per_s"]
+    assert ratios["mlx_bluey"]["per_round"] == [a / b for a, b in zip(speeds["mlx_bluey"], speeds["mlx_lm.generate"])]
+    # ours and mlx_lm.generate emit the same greedy tokens (the script fails otherwise)
+    greedy = summary["greedy_tokens"]
+    assert len(greedy["mlx_bluey"]) == 6 and greedy["first_difference_from_mlx_bluey"]["mlx_lm.generate"] is None
     assert "| mlx_bluey (sampled) |" in (tmp_path / "decode_vs_peers.md").read_text()
 
 
@@ -184,3 +192,29 @@ def test_sampler_benchmark_script_runs():
         "argpartition, top 64",
     ]
     assert all(float(ms) > 0 for _, ms in rows)
+
+
+def test_training_peers_share_one_batch_plan_and_their_settings_are_checked():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "scripts" / "bench_peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    plan = peers.make_plan(examples=8, batch_size=4, steps=3)
+    assert plan == peers.make_plan(examples=8, batch_size=4, steps=3)  # seeded
+    assert sorted(plan[0] + plan[1]) == list(range(8)) and plan[2] == plan[0]  # every example, then again
+    settings = {"rank": 8, "scale": 20.0, "dropout": 0.0, "layers": 18, "batch_size": 4, "trainable_parameters": 9}
+    run = lambda tokens, **changed: {"settings": {**settings, **changed}, "trained_tokens_by_step": tokens}  # noqa: E731
+    ours = run([500, 510])
+    # mlx-lm: 2 more tokens per conversation at every step is its masking, not other batches
+    assert peers.check_settings({"mlx_bluey": [ours], "mlx_lm.lora": [run([508, 518])]}, 4) == (
+        settings,
+        {"mlx_bluey": 0, "mlx_lm.lora": 2},
+    )
+    for results in (
+        {"mlx_bluey": [ours], "mlx_lm.lora": [run([508, 519])]},  # not a constant difference: other batches
+        {"mlx_bluey": [ours], "pytorch+peft": [run([502, 512])]},  # PyTorch trains our very tokens
+        {"mlx_bluey": [ours], "pytorch+peft": [run([500, 510], dropout=0.05)]},
+    ):
+        with pytest.raises(SystemExit):
+            peers.check_settings(results, 4)
