@@ -1,7 +1,8 @@
 """Character cards: what is specific to one persona, kept beside its dataset.
 
     data/bluey/character.yaml     name, description, default_system_prompt,
-                                  voice_markers, break_character_markers, facts
+                                  voice_markers, break_character_markers, facts,
+                                  pressure_markers, assistant_templates
 
 The commands are persona-agnostic: `mlx_bluey generate` takes the speaker's name (and, with
 --system-from-card, the system prompt) from the card of the data an adapter was trained on;
@@ -40,6 +41,8 @@ class CharacterCard:
     voice_markers: list[str] = field(default_factory=list)  # words that mark the voice
     break_character_markers: list[str] = field(default_factory=list)  # phrases of a generic assistant
     facts: list[CardFact] = field(default_factory=list)  # what the character never gets wrong
+    pressure_markers: list[str] = field(default_factory=list)  # a prompt naming one asks for the assistant
+    assistant_templates: list[str] = field(default_factory=list)  # assistant-style replies: preference negatives
 
 
 def load_card(path: str | Path) -> CharacterCard:
@@ -47,7 +50,7 @@ def load_card(path: str | Path) -> CharacterCard:
     data = read_yaml_mapping(path, list(CharacterCard.__dataclass_fields__), CardError, "character card")
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise CardError(f"{path}:name: required, a non-empty string")
-    for key in ("voice_markers", "break_character_markers"):
+    for key in ("voice_markers", "break_character_markers", "pressure_markers", "assistant_templates"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise CardError(f"{path}:{key}: must be a list of non-empty strings")

@@ -419,6 +419,54 @@ def data_split(inputs, output, valid, test, seed) -> None:
     click.echo(", ".join(f"{name}: {n}" for name, n in counts.items()))
 
 
+@data.command("pairs")
+@click.argument("input_path", type=click.Path())
+@click.option("--output", required=True, type=click.Path(), help="The pair JSONL to write (and OUTPUT.stats.json).")
+@click.option("--adapter", type=click.Path(), help="The SFT adapter: its failing sampled replies become rejected.")
+@click.option("--model", help="Base model (default: the adapter's base, else the embedded 270M).")
+@click.option("--base/--no-base", "use_base", default=True, help="Also the untuned base model's replies.")
+@click.option(
+    "--character",
+    "character_path",
+    type=click.Path(),
+    help="Card with markers, facts and assistant templates (default: character.yaml beside the input).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Conversation i samples with seed + i.")
+@click.option("--limit", type=int, help="Only the first N conversations (quick runs).")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+def data_pairs(input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens) -> None:
+    """Build a preference file (chosen: the dataset's reply; rejected: templates, base and adapter replies)."""
+    from tqdm import tqdm
+
+    from .character import CARD_FILE, CardError, load_card
+    from .data import read_jsonl
+    from .data_pairs import SOURCES, build_pairs
+    from .generate import GenerationSettings
+
+    try:
+        card = load_card(Path(character_path) if character_path else Path(input_path).parent / CARD_FILE)
+        conversations = len(read_jsonl(input_path))
+        total = min(limit or conversations, conversations) * (1 + use_base + (adapter is not None))
+        with tqdm(total=total, unit="reply", file=sys.stderr) as bar:
+            stats = build_pairs(
+                input_path,
+                output,
+                card,
+                model,
+                adapter,
+                use_base,
+                seed,
+                limit,
+                GenerationSettings(max_new_tokens=max_new_tokens),
+                bar.update,
+                log=lambda m: click.echo(m, err=True),
+            )
+    except (*_user_errors(), CardError) as error:
+        _fail(error)
+    counts = ", ".join(f"{s} {stats['by_source'][s]}" for s in SOURCES)
+    click.echo(f"{stats['pairs']} pairs from {stats['conversations']} conversations ({counts}): {output}")
+
+
 def _tokenizer(model):
     from transformers import AutoTokenizer
 

@@ -178,6 +178,12 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     return Reply(text=text, tokens=tokens, finish_reason=finish, truncated=truncated)
 
 
+def base_model_of(adapter: str | Path) -> str | None:
+    """The base model an adapter was trained on (train writes it into adapter_config.json); None: the default."""
+    config_path = Path(adapter) / "adapter_config.json"
+    return json.loads(config_path.read_text()).get("base_model") if config_path.exists() else None
+
+
 def load_for_generation(model: str | None, adapter: str | None, dtype: str = "auto", log=print):
     """Base model (registry name, HF id, directory or embedded default), plus an optional adapter."""
     from mlx_lm.tuner.utils import load_adapters
@@ -188,10 +194,7 @@ def load_for_generation(model: str | None, adapter: str | None, dtype: str = "au
     from .models import resolve_model
 
     if model is None and adapter is not None:
-        # An adapter remembers its base model: train writes it into adapter_config.json.
-        config_path = Path(adapter) / "adapter_config.json"
-        if config_path.exists():
-            model = json.loads(config_path.read_text()).get("base_model")
+        model = base_model_of(adapter)
     model_dir = resolve_model(model, log=log)
     network, _ = load_model(model_dir)
     network.set_dtype(runtime.resolve_dtype(dtype))

@@ -1,0 +1,189 @@
+"""`mlx_bluey data pairs`: a preference file built from chat data and the models at hand, no annotation.
+
+For every conversation of the input, the prompt is every turn before the last reply and **chosen**
+is that reply, the dataset's own. **Rejected** replies come from three sources, each at most one
+pair per conversation and each counted in the stats file:
+
+- ``template``: the prompt names one of the card's ``pressure_markers`` (an identity, jailbreak or
+  off-domain request): an assistant-style reply from the card's ``assistant_templates``, picked
+  with the seed. Another persona's card brings its own markers and templates.
+- ``base``: the untuned base model's sampled reply (it talks like no one in particular).
+- ``adapter``: the SFT adapter's own sampled reply, kept only when it fails a check (on-policy
+  negatives): assistant talk (metrics.assistant_phrases: the lexicon and the card's markers), not
+  finished, contradicting a card fact (one of its rejected phrases), or a length far from the
+  dataset's reply (under a third or over twice its words, by more than LENGTH_SLACK_WORDS).
+
+Sampling uses the chat defaults and seed + conversation index, so a run is repeatable. Results go to
+a ``.partial`` file as they come; an interrupted run continues from it, and the output (pairs in
+conversation order, then ``<output>.stats.json``) is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+from . import metrics
+from .atomic import atomic_write_text
+from .data import DataError, read_jsonl
+from .text import count_markers, words
+
+SOURCES = ("template", "base", "adapter")  # the order pairs of one conversation are written in
+LENGTH_SLACK_WORDS = 20  # a reply 3 words long is not "twice as long" as one of 1 word
+
+
+def length_problem(reply: str, chosen: str) -> str | None:
+    got, want = len(words(reply)), len(words(chosen))
+    if got > 2 * want + LENGTH_SLACK_WORDS:
+        return f"too long: {got} words, the dataset's reply {want}"
+    if got < want / 3 - LENGTH_SLACK_WORDS:
+        return f"too short: {got} words, the dataset's reply {want}"
+    return None
+
+
+def failed_checks(reply: str, finish_reason: str, chosen: str, card) -> list[str]:
+    """Why an adapter reply is a fair 'rejected' (empty: it passes every check)."""
+    problems = []
+    if phrases := metrics.assistant_phrases(reply, card.break_character_markers):
+        problems.append(f"out of character: {', '.join(phrases)}")
+    if not metrics.is_complete(reply, finish_reason):
+        problems.append("unfinished")
+    for fact in card.facts:
+        if fact.reject and count_markers(reply, list(fact.reject)):
+            problems.append(f"contradicts card fact {fact.id}")
+    if problem := length_problem(reply, chosen):
+        problems.append(problem)
+    return problems
+
+
+def template_pair(prompt: list[dict], card, rng: random.Random) -> tuple[str, str] | None:
+    """(an assistant-style reply, the reason) when the last user turn names a pressure marker."""
+    user = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+    hits = sorted(count_markers(user, card.pressure_markers))
+    if not hits or not card.assistant_templates:
+        return None
+    return rng.choice(card.assistant_templates), f"assistant-style template (prompt names {', '.join(hits)})"
+
+
+class _Generator:
+    """One model (base, or base + adapter) loaded on first use."""
+
+    def __init__(self, model: str | None, adapter: str | None, settings, log):
+        self.model, self.adapter, self.settings, self.log = model, adapter, settings, log
+        self.loaded = None
+
+    def reply(self, prompt: list[dict], seed: int):
+        from .generate import generate_reply, load_for_generation, stop_token_ids
+
+        if self.loaded is None:
+            network, tokenizer, model_dir = load_for_generation(self.model, self.adapter, log=self.log)
+            self.loaded = network, tokenizer, stop_token_ids(model_dir, tokenizer)
+        network, tokenizer, stops = self.loaded
+        return generate_reply(network, tokenizer, prompt, replace(self.settings, seed=seed), stops)
+
+
+def build_pairs(
+    data: str | Path,
+    output: str | Path,
+    card,
+    model: str | None,
+    adapter: str | None,
+    use_base: bool = True,
+    seed: int = 0,
+    limit: int | None = None,
+    settings=None,
+    progress=None,
+    log=print,
+) -> dict:
+    """Write the pair file and its stats; return the stats. `model` is the base (None: the adapter's
+    base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's."""
+    from .generate import GenerationSettings, base_model_of
+
+    if model is None and adapter is not None:
+        model = base_model_of(adapter)
+
+    conversations = read_jsonl(data)[:limit]
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    done = _read_partial(partial, data, seed)
+    settings = settings or GenerationSettings()
+    generators = {
+        "base": _Generator(model, None, settings, log) if use_base else None,
+        "adapter": _Generator(model, adapter, settings, log) if adapter else None,
+    }
+    with open(partial, "a", encoding="utf-8") as sink:
+        if not done:
+            sink.write(json.dumps({"header": {"data": str(data), "seed": seed}}) + "\n")
+        for source in SOURCES:
+            if source != "template" and generators[source] is None:
+                continue
+            for index, conversation in enumerate(conversations):
+                if (source, index) not in done:
+                    pair = _one(source, index, conversation.messages, card, seed, generators)
+                    record = {"source": source, "conversation": index, "pair": pair}
+                    sink.write(json.dumps(record) + "\n")
+                    sink.flush()
+                    done[(source, index)] = pair
+                if progress:
+                    progress(1)
+    pairs = [
+        done[(source, index)]
+        for index in range(len(conversations))
+        for source in SOURCES
+        if done.get((source, index)) is not None
+    ]
+    stats = {
+        "data": str(data),
+        "conversations": len(conversations),
+        "seed": seed,
+        "base_model": model if use_base or adapter else None,
+        "adapter": adapter,
+        "pairs": len(pairs),
+        "by_source": {s: sum(p["source"] == s for p in pairs) for s in SOURCES},
+        "adapter_replies_kept": {
+            reason: sum(reason in p["reason"] for p in pairs if p["source"] == "adapter")
+            for reason in ("out of character", "unfinished", "contradicts card fact", "too long", "too short")
+        },
+    }
+    atomic_write_text(output, "".join(json.dumps(p) + "\n" for p in pairs))
+    atomic_write_text(output.with_name(output.name + ".stats.json"), json.dumps(stats, indent=2) + "\n")
+    partial.unlink()
+    return stats
+
+
+def _one(source: str, index: int, messages: list[dict], card, seed: int, generators) -> dict | None:
+    prompt, chosen = messages[:-1], messages[-1]["content"]
+    pair = lambda rejected, reason: {  # noqa: E731 (one line, three uses)
+        "messages": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "reason": reason,
+        "source": source,
+    }
+    if source == "template":
+        picked = template_pair(prompt, card, random.Random(f"{seed}:{index}"))
+        return pair(*picked) if picked else None
+    reply = generators[source].reply(prompt, seed + index)
+    text = reply.text.strip()
+    if not text or text == chosen:
+        return None
+    if source == "base":
+        return pair(text, "untuned base model")
+    problems = failed_checks(text, reply.finish_reason, chosen, card)
+    return pair(text, "; ".join(problems)) if problems else None
+
+
+def _read_partial(path: Path, data, seed: int) -> dict:
+    """(source, conversation) -> pair of an interrupted run of the same data and seed; {} to start anew."""
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):  # killed mid-line: drop the unfinished record, keep the rest
+        text = text[: text.rfind("\n") + 1]
+        atomic_write_text(path, text)
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not lines or lines[0].get("header") != {"data": str(data), "seed": seed}:
+        raise DataError(str(path), f"an interrupted run of other data or seed: delete it to start again ({path})")
+    return {(r["source"], r["conversation"]): r["pair"] for r in lines[1:]}

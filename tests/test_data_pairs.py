@@ -1,0 +1,144 @@
+"""`mlx_bluey data pairs`: each check on hand-made replies, and the command on the tiny model
+(repeatable with a seed, resumable after a kill mid-line, every pair readable by the trainer)."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import chat, write_jsonl
+
+from mlx_bluey.character import CardFact, CharacterCard
+from mlx_bluey.data_pairs import build_pairs, failed_checks, length_problem, template_pair
+from mlx_bluey.generate import GenerationSettings
+from mlx_bluey.preference import read_pairs
+
+CARD = CharacterCard(
+    name="Bluey",
+    break_character_markers=["as an ai"],
+    facts=[CardFact("sister_age", ["How old is Bingo?"], ["four"], ["she's six"])],
+    pressure_markers=["robot", "code"],
+    assistant_templates=["As an AI, I cannot play.", "Sure! Here is the code."],
+)
+
+
+def test_length_problem_allows_slack_then_names_the_counts():
+    assert length_problem("word " * 41, "one") == "too long: 41 words, the dataset's reply 1"
+    assert length_problem("word " * 22, "one") is None  # 2 x 1 + 20 = 22 is not over
+    assert length_problem("hi", "word " * 69) == "too short: 1 words, the dataset's reply 69"
+    assert length_problem("hi", "word " * 60) is None  # 60 / 3 - 20 = 0
+
+
+def test_failed_checks_on_hand_made_replies():
+    chosen = "Bingo is four and we play heaps."
+    assert failed_checks("Bingo is four, mate!", "stop", chosen, CARD) == []
+    assert failed_checks("As an AI I think she's six", "length", chosen, CARD) == [
+        "out of character: as an ai",
+        "unfinished",
+        "contradicts card fact sister_age",
+    ]
+
+
+def test_templates_only_for_prompts_that_name_a_pressure_marker():
+    rng = random.Random("0:0")
+    prompt = [{"role": "user", "content": "write me some CODE please"}]
+    reply, reason = template_pair(prompt, CARD, rng)
+    assert reply in CARD.assistant_templates and reason == "assistant-style template (prompt names code)"
+    assert template_pair([{"role": "user", "content": "let's play shops"}], CARD, rng) is None
+    # the last user turn decides: earlier pressure that the user dropped does not count
+    turns = [*prompt, {"role": "assistant", "content": "No code!"}, {"role": "user", "content": "ok, shops?"}]
+    assert template_pair(turns, CARD, rng) is None
+
+
+@pytest.fixture()
+def chats(tmp_path):
+    rows = [
+        chat("are you a robot?", "No way, I'm Bluey!"),
+        chat("what's for brekky", "Toast with heaps of butter, mate."),
+        chat("hi", "G'day!", "show me code", "Code is for grown-ups. Let's play!"),
+    ]
+    return write_jsonl(tmp_path / "chats.jsonl", rows)
+
+
+def _build(chats, output, tiny_model_dir, adapter):
+    return build_pairs(
+        chats,
+        output,
+        CARD,
+        str(tiny_model_dir),
+        str(adapter),
+        use_base=True,
+        seed=3,
+        settings=GenerationSettings(max_new_tokens=6),
+        log=lambda _: None,
+    )
+
+
+def test_pairs_on_the_tiny_model_repeat_resume_and_load(tmp_path, tiny_model_dir, chats):
+    from mlx_bluey.config import TrainConfig
+    from mlx_bluey.train import train
+
+    data = write_jsonl(tmp_path / "sft" / "train.jsonl", [chat("hi", "Hooray, hi!")] * 4).parent
+    adapter = tmp_path / "adapter"
+    config = TrainConfig(model=str(tiny_model_dir), data=str(data), output=str(adapter), iters=1, progress=False)
+    train(config, log=lambda _: None)
+
+    first = tmp_path / "first.jsonl"
+    stats = _build(chats, first, tiny_model_dir, adapter)
+    pairs = read_pairs(first)
+    # templates for the two prompts naming a marker (exactly); what the tiny random model says depends on
+    # the machine's kernels, so only bounds for the model sources: at most one per conversation each, and
+    # its 6-token replies never finish, so an adapter reply that is kept is kept as unfinished
+    by_source = stats["by_source"]
+    assert by_source["template"] == 2 and by_source["base"] <= 3 and by_source["adapter"] <= 3
+    assert stats["pairs"] == len(pairs) == sum(by_source.values()) and by_source["base"] + by_source["adapter"] > 0
+    assert stats["adapter_replies_kept"]["unfinished"] == by_source["adapter"]
+    assert pairs[0].chosen == "No way, I'm Bluey!" and pairs[0].rejected in CARD.assistant_templates
+    assert all(p.reason for p in pairs)
+    assert [len(p.messages) for p in pairs if p.chosen.startswith("Code")] == [3] * sum(
+        p.chosen.startswith("Code") for p in pairs
+    )
+    assert not (tmp_path / "first.jsonl.partial").exists()
+
+    again = tmp_path / "again.jsonl"
+    _build(chats, again, tiny_model_dir, adapter)
+    assert again.read_bytes() == first.read_bytes()  # seeded: the same file
+
+    # killed mid-line after 4 records: the partial file keeps 4, drops the torn one, the rest is generated
+    resumed = tmp_path / "resumed.jsonl"
+    records = [json.dumps({"header": {"data": str(chats), "seed": 3}})]
+    for source, index in (("template", 0), ("template", 1), ("template", 2), ("base", 0)):
+        pair = next((json.loads(line) for line in first.read_text().splitlines() if _is(line, source, index)), None)
+        records.append(json.dumps({"source": source, "conversation": index, "pair": pair}))
+    (tmp_path / "resumed.jsonl.partial").write_text("\n".join(records) + '\n{"source": "base", "conv')
+    _build(chats, resumed, tiny_model_dir, adapter)
+    assert resumed.read_bytes() == first.read_bytes()
+
+
+def _is(line: str, source: str, index: int) -> bool:
+    row = json.loads(line)
+    prompts = {0: "are you a robot?", 1: "what's for brekky", 2: "show me code"}
+    return row["source"] == source and row["messages"][-1]["content"] == prompts[index]
+
+
+def test_pairs_command_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "data", "pairs", str(bad), "--output", str(tmp_path / "p.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "character.yaml" in result.stderr  # no card beside the file: named
+    card = tmp_path / "character.yaml"
+    card.write_text("name: Bluey\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_bluey.cli", "data", "pairs", str(bad), "--output", str(tmp_path / "p.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and f"{bad}:1:messages: must end with an assistant message" in result.stderr
