@@ -235,3 +235,28 @@ def bootstrap_interval(
             values.append(value)
     tail = 100 * (1 - level) / 2
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
+
+
+def jackknife_interval(
+    groups: Sequence[Sequence], statistic: Callable[[list], float | None], bounds=(-np.inf, np.inf)
+) -> tuple[float, float] | None:
+    """Normal 95% interval from the leave-one-group-out jackknife: value +- 1.96 * SE, clipped to `bounds`.
+
+    For statistics a bootstrap gets wrong: distinct-n counts unique n-grams, and a resample with
+    replacement repeats whole replies, so every resample looks less diverse than the data (the
+    bootstrap interval of distinct-1 can lie entirely below the value). Leaving one prompt out never
+    repeats one. SE^2 = (n - 1) / n * sum((theta_i - mean theta_i)^2).
+    """
+    value = statistic([row for group in groups for row in group])
+    if value is None or len(groups) < 2:
+        return None
+    leave_out = [
+        statistic([row for j, group in enumerate(groups) if j != i for row in group]) for i in range(len(groups))
+    ]
+    leave_out = np.array([v for v in leave_out if v is not None], dtype=float)
+    n = len(leave_out)
+    error = float(np.sqrt((n - 1) / n * np.sum((leave_out - leave_out.mean()) ** 2)))
+    return max(bounds[0], value - Z_95 * error), min(bounds[1], value + Z_95 * error)

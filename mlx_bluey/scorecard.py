@@ -34,6 +34,9 @@ class Figure:
     description: str
     higher_is_better: bool
     compute: Callable[[list[dict], dict], float | None]  # (rows, reference) -> value
+    # "bootstrap" (prompts resampled with replacement) or "jackknife" (leave one prompt out): for
+    # distinct-n, whose value a resample's repeated replies pull down (metrics.jackknife_interval)
+    interval: str = "bootstrap"
 
 
 def _share(rows: list[dict], keep, test) -> float | None:
@@ -112,15 +115,17 @@ FIGURES = [
     ),
     Figure(
         "distinct_1",
-        "unique words / all words over every reply",
+        "unique words / all words over every reply (jackknife interval)",
         True,
         lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 1) if rows else None,
+        "jackknife",
     ),
     Figure(
         "distinct_2",
-        "unique word pairs / all word pairs over every reply",
+        "unique word pairs / all word pairs over every reply (jackknife interval)",
         True,
         lambda rows, _: metrics.distinct_n([r["text"] for r in rows], 2) if rows else None,
+        "jackknife",
     ),
 ]
 
@@ -146,9 +151,11 @@ def headline(rows: list[dict], reference: dict, resamples: int = RESAMPLES, seed
     result = {}
     for figure in FIGURES:
         value = figure.compute(rows, reference)
-        interval = metrics.bootstrap_interval(
-            groups, lambda chosen, figure=figure: figure.compute(chosen, reference), resamples, seed
-        )
+        statistic = lambda chosen, figure=figure: figure.compute(chosen, reference)  # noqa: E731 (bound per figure)
+        if figure.interval == "jackknife":
+            interval = metrics.jackknife_interval(groups, statistic, bounds=(0.0, 1.0))
+        else:
+            interval = metrics.bootstrap_interval(groups, statistic, resamples, seed)
         result[figure.name] = {
             "value": value,
             "low": interval[0] if interval else None,
@@ -179,15 +186,24 @@ def paired_difference(
             "outside_noise": False,
             "prompts": len(shared),
         }
-    rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(resamples):
-        picked = [shared[i] for i in rng.integers(0, len(shared), len(shared))]
-        x = figure.compute([r for p in picked for r in a[p]], reference)
-        y = figure.compute([r for p in picked for r in b[p]], reference)
-        if x is not None and y is not None:
-            differences.append(y - x)
-    low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
+    if figure.interval == "jackknife":  # the difference's own jackknife, prompts left out from both runs
+
+        def difference(pairs: list) -> float | None:
+            x = figure.compute([r for rows, _ in pairs for r in rows], reference)
+            y = figure.compute([r for _, rows in pairs for r in rows], reference)
+            return None if x is None or y is None else y - x
+
+        low, high = metrics.jackknife_interval([[(a[p], b[p])] for p in shared], difference)
+    else:
+        rng = np.random.default_rng(seed)
+        differences = []
+        for _ in range(resamples):
+            picked = [shared[i] for i in rng.integers(0, len(shared), len(shared))]
+            x = figure.compute([r for p in picked for r in a[p]], reference)
+            y = figure.compute([r for p in picked for r in b[p]], reference)
+            if x is not None and y is not None:
+                differences.append(y - x)
+        low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
     return {
         "a": value_a,
         "b": value_b,

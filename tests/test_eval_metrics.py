@@ -58,3 +58,18 @@ def test_bootstrap_interval_resamples_prompts_and_brackets_the_figure():
     assert metrics.bootstrap_interval(groups, share, resamples=2000, seed=0) == (low, high)  # seeded
     assert metrics.bootstrap_interval([[1, 1], [1, 1]], share) == (1.0, 1.0)  # no spread, no interval
     assert metrics.bootstrap_interval([[]], lambda rows: None) is None
+
+
+def test_jackknife_interval_by_hand_and_distinct_stays_inside_its_interval():
+    groups = [["a b"], ["a c"], ["d"]]
+    distinct = lambda rows: metrics.distinct_n(rows, 1)  # noqa: E731
+    # all: a b a c d -> 4 / 5; leaving out each prompt: 3/3, 3/3, 3/4; mean 11/12
+    se = (2 / 3 * ((1 - 11 / 12) ** 2 * 2 + (0.75 - 11 / 12) ** 2)) ** 0.5  # = 1/6
+    low, high = metrics.jackknife_interval(groups, distinct, bounds=(0.0, 1.0))
+    assert low == pytest.approx(0.8 - metrics.Z_95 * se) and high == 1.0  # 0.8 + 0.327 clipped
+    # a bootstrap repeats replies, so its distinct-1 interval can sit wholly below the value; the jackknife's not
+    many = [[f"w{i} shared x{i % 3}"] for i in range(30)]
+    value = distinct([r for g in many for r in g])
+    boot = metrics.bootstrap_interval(many, distinct, resamples=200)
+    jack = metrics.jackknife_interval(many, distinct, bounds=(0.0, 1.0))
+    assert boot[1] < value and jack[0] <= value <= jack[1]
