@@ -27,12 +27,9 @@ def normalised(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def training_turns():
-    turns = [
-        (f"{c.source}", text)
-        for name in ("train", "valid", "test")
-        for c in read_jsonl(DATA / f"{name}.jsonl")
-        for text in user_turns(c.messages)
-    ]
+    # the split, and the conversations waiting to join it (data/bluey/pending/)
+    files = [DATA / f"{name}.jsonl" for name in ("train", "valid", "test")] + sorted((DATA / "pending").glob("*.jsonl"))
+    turns = [(f"{c.source}", text) for path in files for c in read_jsonl(path) for text in user_turns(c.messages)]
     return [(where, text, normalised(text), text_shingles(text)) for where, text in turns]
 
 
