@@ -4,7 +4,8 @@
 
 For checking that the 1B *size* exports and loads in the browser (the 2 GB protobuf limit, memory per
 variant) without the gated google/gemma-3-1b weights: speed and memory depend on shapes, not values.
-The tokenizer (and chat template) is copied from TOKENIZER_DIR (default: the embedded 270M's cache).
+The tokenizer (and chat template) is copied from TOKENIZER_DIR (default: the embedded 270M's
+directory, under $MLX_BLUEY_CACHE when set: mlx_bluey.embedded.embedded_model_dir).
 """
 
 import json
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import torch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mlx_bluey.embedded import embedded_model_dir  # noqa: E402 (numpy only: importable in .venv-export)
 
 # google/gemma-3-1b-pt's config.json (the same numbers as mlx_bluey/bench.py's GEMMA3_1B_CONFIG)
 CONFIG = dict(
@@ -39,9 +43,7 @@ CONFIG = dict(
 )
 
 out = Path(sys.argv[1])
-tokenizer_dir = (
-    Path(sys.argv[2]) if len(sys.argv) > 2 else Path.home() / ".cache/mlx_bluey/models/gemma-3-270m-embedded"
-)
+tokenizer_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else embedded_model_dir()
 torch.manual_seed(0)
 model = Gemma3ForCausalLM(Gemma3TextConfig(**CONFIG)).eval()
 model.save_pretrained(out, safe_serialization=True)
