@@ -1,5 +1,6 @@
 """The one chat format: exact ids and a label per token."""
 
+import pytest
 from conftest import TINY_VOCAB, chat
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE, encode_conversation, prompt_ids, render
@@ -39,6 +40,7 @@ def test_generation_prompt_ends_with_model_turn(tiny_tokenizer):
     assert ids.count(BOS) == 1
 
 
+@pytest.mark.real
 def test_template_file_is_the_one_in_the_embedded_tokenizer_config(embedded_dir):
     import json
 

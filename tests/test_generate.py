@@ -47,6 +47,7 @@ def test_stop_ids_come_from_config_tokenizer_and_end_of_turn(tiny):
     assert stop_token_ids(model_dir, tokenizer) == [1, 5]
 
 
+@pytest.mark.real
 def test_stop_ids_of_the_embedded_gemma(embedded_dir):
     from transformers import AutoTokenizer
 

@@ -15,6 +15,7 @@ def test_registry_names_point_at_google_repos():
     }
 
 
+@pytest.mark.real
 def test_no_name_means_the_embedded_model(embedded_dir):
     assert resolve_model(None, log=lambda _: None) == embedded_dir
 
@@ -151,6 +152,7 @@ def test_an_invalid_hub_id_is_a_model_error():
         resolve_model("google/gemma 3")
 
 
+@pytest.mark.real
 def test_offline_270m_falls_back_to_the_embedded_copy(monkeypatch, embedded_dir):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
