@@ -13,6 +13,7 @@ mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import click
 
 from . import runtime
+from .generation_settings import GenerationSettings
 
 
 def _fail(error: Exception) -> None:
@@ -32,6 +34,20 @@ def _user_errors():
     from .models import ModelError
 
     return (ConfigError, DataError, ModelError, FileNotFoundError)
+
+
+HELP = {"min_new_tokens": "Block every stop id until N tokens."}
+
+
+def sampling_options(command):
+    """--max-new-tokens ... --repetition-penalty, their defaults GenerationSettings' (one place for them)."""
+    for field in reversed(dataclasses.fields(GenerationSettings)):
+        if field.name != "seed":
+            flag = "--" + field.name.replace("_", "-")
+            kind = int if field.type in ("int", int) else float
+            option = click.option(flag, type=kind, default=field.default, show_default=True, help=HELP.get(field.name))
+            command = option(command)
+    return command
 
 
 @click.group()
@@ -119,13 +135,7 @@ def train(config_path, resume, overwrite, **overrides) -> None:
     help="Character card (default: the one beside the adapter's training data).",
 )
 @click.option("--system-from-card", is_flag=True, help="Use the character card's default system prompt.")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--min-new-tokens", type=int, default=0, show_default=True, help="Block every stop id until N tokens.")
-@click.option("--temperature", type=float, default=0.7, show_default=True)
-@click.option("--top-p", type=float, default=0.95, show_default=True)
-@click.option("--top-k", type=int, default=64, show_default=True)
-@click.option("--min-p", type=float, default=0.0, show_default=True)
-@click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
+@sampling_options
 @click.option("--seed", type=int, default=None)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
 def generate(model, adapter, prompt, system, character_path, system_from_card, dtype, **settings) -> None:
@@ -183,13 +193,7 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     "--base-likelihood/--no-base-likelihood", default=True, help="Also measure the held-out loss without the adapter."
 )
 @click.option("--output", required=True, type=click.Path(), help="Directory for results.json, report.md, lengths.png.")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
-@click.option("--min-new-tokens", type=int, default=0, show_default=True)
-@click.option("--temperature", type=float, default=0.7, show_default=True)
-@click.option("--top-p", type=float, default=0.95, show_default=True)
-@click.option("--top-k", type=int, default=64, show_default=True)
-@click.option("--min-p", type=float, default=0.0, show_default=True)
-@click.option("--repetition-penalty", type=float, default=1.1, show_default=True)
+@sampling_options
 @click.option(
     "--few-shot",
     type=int,
@@ -433,7 +437,7 @@ def data_split(inputs, output, valid, test, seed) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Conversation i samples with seed + i.")
 @click.option("--limit", type=int, help="Only the first N conversations (quick runs).")
-@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens, show_default=True)
 def data_pairs(input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens) -> None:
     """Build a preference file (chosen: the dataset's reply; rejected: templates, base and adapter replies)."""
     from tqdm import tqdm

@@ -110,12 +110,17 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     options = state["generationOptions"]
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
     assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
+    # the page's defaults are the CLI's (GenerationSettings, the one place they are written down)
+    from mlx_bluey.generation_settings import GenerationSettings
+
+    d = GenerationSettings()
     assert (options["temperature"], options["top_p"], options["top_k"], options["repetition_penalty"]) == (
-        0.7,
-        0.95,
-        64,
-        1.1,
+        d.temperature,
+        d.top_p,
+        d.top_k,
+        d.repetition_penalty,
     )
+    assert options["max_new_tokens"] == d.max_new_tokens
     assert SCREENSHOT.stat().st_size > 10_000
     # nothing left localhost (blob: URLs are the page's own, made from files it fetched here)
     assert requests and all(r.startswith(url) or r.startswith("blob:" + url) for r in requests), requests
