@@ -18,6 +18,7 @@ What it does differently from `mlx_lm.lora`, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -214,12 +215,14 @@ def run_differences(saved: dict, current: dict) -> list[str]:
         return ["the training or validation data changed"]
     if saved.get("from_adapter_sha256") != current.get("from_adapter_sha256"):
         return ["the from_adapter weights changed"]
+    # a key the checkpoint lacks was added to TrainConfig after it was made: it ran with the default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     old = {k: v for k, v in saved.get("config", {}).items() if k not in RESUME_NEUTRAL}
     new = current["config"]
     return [
-        f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+        f"{k}: {old.get(k, defaults.get(k, '(unset)'))} -> {new.get(k, '(unset)')}"
         for k in sorted(old.keys() | new.keys())
-        if old.get(k) != new.get(k)
+        if old.get(k, defaults.get(k)) != new.get(k)
     ]
 
 
