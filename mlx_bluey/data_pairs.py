@@ -107,15 +107,16 @@ def build_pairs(
     conversations = read_jsonl(data)[:limit]
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
-    done = _read_partial(partial, data, seed)
+    done = _read_partial(partial, data, seed) if partial.exists() else None
     settings = settings or GenerationSettings()
     generators = {
         "base": _Generator(model, None, settings, log) if use_base else None,
         "adapter": _Generator(model, adapter, settings, log) if adapter else None,
     }
     with open(partial, "a", encoding="utf-8") as sink:
-        if not done:
+        if done is None:  # a fresh start (or a file killed before its header was whole)
             sink.write(json.dumps({"header": {"data": str(data), "seed": seed}}) + "\n")
+            done = {}
         for source in SOURCES:
             if source != "template" and generators[source] is None:
                 continue
@@ -175,15 +176,15 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
     return pair(text, "; ".join(problems)) if problems else None
 
 
-def _read_partial(path: Path, data, seed: int) -> dict:
-    """(source, conversation) -> pair of an interrupted run of the same data and seed; {} to start anew."""
-    if not path.exists():
-        return {}
+def _read_partial(path: Path, data, seed: int) -> dict | None:
+    """(source, conversation) -> pair of an interrupted run of the same data and seed; None: no header yet."""
     text = path.read_text(encoding="utf-8")
     if text and not text.endswith("\n"):  # killed mid-line: drop the unfinished record, keep the rest
         text = text[: text.rfind("\n") + 1]
         atomic_write_text(path, text)
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not lines or lines[0].get("header") != {"data": str(data), "seed": seed}:
+    if not lines:
+        return None
+    if lines[0].get("header") != {"data": str(data), "seed": seed}:
         raise DataError(str(path), f"an interrupted run of other data or seed: delete it to start again ({path})")
     return {(r["source"], r["conversation"]): r["pair"] for r in lines[1:]}

@@ -114,6 +114,11 @@ def test_pairs_on_the_tiny_model_repeat_resume_and_load(tmp_path, tiny_model_dir
     (tmp_path / "resumed.jsonl.partial").write_text("\n".join(records) + '\n{"source": "base", "conv')
     _build(chats, resumed, tiny_model_dir, adapter)
     assert resumed.read_bytes() == first.read_bytes()
+    # killed while writing the header: a fresh start
+    torn = tmp_path / "torn.jsonl"
+    (tmp_path / "torn.jsonl.partial").write_text('{"head')
+    _build(chats, torn, tiny_model_dir, adapter)
+    assert torn.read_bytes() == first.read_bytes()
 
 
 def _is(line: str, source: str, index: int) -> bool:
