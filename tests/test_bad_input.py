@@ -525,7 +525,7 @@ def test_bad_prompt_file_names_file_line_and_field(tmp_path, data, message):
             "name: Bluey\nvoice-markers: [a]\n",
             (
                 ": unknown key(s) 'voice-markers'; known: name, description, default_system_prompt, voice_markers, "
-                "break_character_markers, facts"
+                "break_character_markers, facts, pressure_markers, assistant_templates"
             ),
         ),
     ],
