@@ -354,8 +354,17 @@ def fuse(adapter, model, output) -> None:
 
 
 @cli.command()
-@click.argument("fused", type=click.Path())
-@click.option("--output", required=True, type=click.Path(), help="Export directory (Transformers.js layout).")
+@click.argument("source", type=click.Path())
+@click.option(
+    "--format",
+    "kind",
+    type=click.Choice(["onnx", "peft"]),
+    default="onnx",
+    show_default=True,
+    help="onnx: SOURCE is a fused model, exported for the browser; peft: SOURCE is a LoRA adapter, written "
+    "as a PEFT adapter for the Hugging Face base.",
+)
+@click.option("--output", required=True, type=click.Path(), help="Export directory.")
 @click.option("--variants", default="q8,q4,fp16", show_default=True, help="Comma-separated: q8, q4, fp16, fp32.")
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
 @click.option(
@@ -364,13 +373,21 @@ def fuse(adapter, model, output) -> None:
 @click.option("--greedy-prompts", type=int, default=4, show_default=True, help="Prompts decoded greedily by both.")
 @click.option("--greedy-tokens", type=int, default=32, show_default=True, help="New tokens per greedy prompt.")
 @click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
-def export(fused, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
-    """Export a fused model to ONNX variants for the browser, with a size and parity report."""
+def export(source, kind, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
+    """Export a fused model to ONNX for the browser (with a size and parity report), or an adapter to PEFT."""
     from .export import ExportError, run_export
 
+    if kind == "peft":
+        from .peft_export import PeftExportError, export_peft
+
+        try:
+            click.echo(f"PEFT adapter: {export_peft(source, output)}")
+        except PeftExportError as error:
+            _fail(error)
+        return
     try:
         run_export(
-            Path(fused),
+            Path(source),
             Path(output),
             variants,
             Path(parity_data) if parity_data else None,
