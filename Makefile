@@ -71,7 +71,8 @@ train: $(STAMP)
 chat: $(STAMP)
 	$(RUN)/mlx_bluey generate --adapter $(OUTPUT)
 
-# 70 prompts x 3 samples through the adapter, plus the held-out loss with and without it.
+# The held-out prompts (data/eval/prompts.jsonl and the card's fact questions) x 3 samples through the
+# adapter, plus the held-out loss with and without it.
 evaluate: $(STAMP)
 	$(RUN)/mlx_bluey evaluate --adapter $(OUTPUT) --output reports/eval-$(RUN_NAME)
 
