@@ -9,9 +9,8 @@ What it does differently from `mlx_lm.lora`, and why:
 - Logits only where the loss is taken. Gemma's tied head is a 640 x 262,144 matmul per position
   (168M multiply-adds, ~63% of the 270M's forward FLOPs). The Bluey replies are 83% of its
   tokens (74,831 of 89,964 in train.jsonl), so that alone saves 17%; the larger win on a CPU is
-  computing head and loss in NumPy (head_loss.py): 2.39x mlx_lm.lora's trained tokens/s here
-  (benchmarks/train_vs_peers.md, 2 rounds whose trainers drew their own batches; scripts/bench_peers.py
-  now gives them one plan).
+  computing head and loss in NumPy (head_loss.py): 2.09x mlx_lm.lora's trained tokens/s here on
+  the same batches (benchmarks/train_vs_peers.md, rounds 1.82-2.32); PyTorch + PEFT is faster (0.66x).
 - Length-bucketed batches with no example dropped or cut (mlx-lm drops `len % batch_size`
   examples per pass and cuts long ones, losing their stop token).
 - Checkpoints with optimizer state and step; `--resume` continues to the same losses.
