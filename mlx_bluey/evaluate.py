@@ -309,6 +309,13 @@ def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int =
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": dataset.n_supervised, "skipped": len(dataset.skipped)}
 
 
+def _log_headline(summary: dict, output, log) -> None:
+    log(
+        "; ".join(f"{name} {scorecard.format_figure(figure)}" for name, figure in summary["headline"].items())
+        + f"; report: {Path(output) / 'report.md'}"
+    )
+
+
 def write_report(output: Path, result: dict) -> None:
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "results.json", json.dumps(result, indent=2))
@@ -461,10 +468,7 @@ def rescore(output, reference, train_data, card, assistant_replies: str | None =
         reference_words=[len(metrics.words(reply)) for _, reply in training_pairs],
     )
     write_report(Path(output), result)
-    log(
-        "; ".join(f"{name} {scorecard.format_figure(figure)}" for name, figure in summary["headline"].items())
-        + f"; report: {Path(output) / 'report.md'}"
-    )
+    _log_headline(summary, output, log)
     return result
 
 
@@ -545,8 +549,5 @@ def run(
         "rows": rows,
     }
     write_report(Path(output), result)
-    log(
-        "; ".join(f"{name} {scorecard.format_figure(figure)}" for name, figure in summary["headline"].items())
-        + f"; report: {Path(output) / 'report.md'}"
-    )
+    _log_headline(summary, output, log)
     return result

@@ -49,6 +49,10 @@ class PairDataset:
     def n_tokens(self) -> int:
         return sum(len(c.ids) + len(r.ids) for c, r in zip(self.chosen, self.rejected))
 
+    def replies(self, indices) -> list[Encoded]:
+        """The chosen replies of these pairs, then their rejected ones (the layout the losses split)."""
+        return [self.chosen[i] for i in indices] + [self.rejected[i] for i in indices]
+
     @property
     def n_supervised(self) -> int:
         return sum(c.n_supervised + r.n_supervised for c, r in zip(self.chosen, self.rejected))
@@ -92,7 +96,7 @@ class PreferenceObjective(Objective):
         return orpo_loss(chosen, rejected, chosen_n, rejected_n, c.orpo_lambda)
 
     def _inputs(self, indices: list[int]):
-        rows = [self.dataset.chosen[i] for i in indices] + [self.dataset.rejected[i] for i in indices]
+        rows = self.dataset.replies(indices)
         reference = None
         if self.reference is not None:
             reference = (
@@ -141,7 +145,7 @@ def reference_logprobs(model, dataset: PairDataset, batch_size: int) -> dict[str
     chosen, rejected = [], []
     for start in range(0, len(dataset), batch_size):
         indices = range(start, min(start + batch_size, len(dataset)))
-        rows = [dataset.chosen[i] for i in indices] + [dataset.rejected[i] for i in indices]
+        rows = dataset.replies(indices)
         sums, _ = reply_logprobs_packed(model, *pack_rows(rows), len(rows))
         values = sums.tolist()
         chosen += values[: len(indices)]

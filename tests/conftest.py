@@ -112,6 +112,27 @@ def embedded_dir() -> Path:
     return ensure_embedded_model(log=lambda _: None)
 
 
+def tiny_train_config(tiny_model_dir, data, output, **changes):
+    """A short, fast training config on the tiny model (6 steps of 4, validation every 3); `changes` override."""
+    from mlx_bluey.config import TrainConfig
+
+    base = dict(
+        model=str(tiny_model_dir),
+        data=str(data),
+        output=str(output),
+        iters=6,
+        batch_size=4,
+        grad_accumulation=1,
+        learning_rate=1e-2,
+        warmup_steps=2,
+        val_every=3,
+        save_every=2,
+        progress=False,
+        lora_rank=4,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
 def write_jsonl(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")

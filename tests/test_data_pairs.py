@@ -130,20 +130,10 @@ def _is(line: str, source: str, index: int) -> bool:
 def test_pairs_command_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "data", "pairs", str(bad), "--output", str(tmp_path / "p.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "mlx_bluey.cli", "data", "pairs", str(bad), "--output", str(tmp_path / "p.jsonl")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "character.yaml" in result.stderr  # no card beside the file: named
-    card = tmp_path / "character.yaml"
-    card.write_text("name: Bluey\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "data", "pairs", str(bad), "--output", str(tmp_path / "p.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    (tmp_path / "character.yaml").write_text("name: Bluey\n")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and f"{bad}:1:messages: must end with an assistant message" in result.stderr

@@ -5,7 +5,7 @@ import math
 
 import mlx.core as mx
 import pytest
-from conftest import write_jsonl
+from conftest import tiny_train_config, write_jsonl
 
 from mlx_bluey.chat_format import encode_conversation
 from mlx_bluey.data import DataError
@@ -110,23 +110,8 @@ def pair_data(tmp_path):
 
 
 def _config(tiny_model_dir, data, output, **kw):
-    from mlx_bluey.config import TrainConfig
-
-    base = dict(
-        model=str(tiny_model_dir),
-        data=str(data),
-        output=str(output),
-        iters=6,
-        batch_size=2,
-        grad_accumulation=1,
-        learning_rate=1e-2,
-        warmup_steps=0,
-        val_every=3,
-        save_every=2,
-        progress=False,
-        lora_rank=4,
-    )
-    return TrainConfig(**{**base, **kw})
+    """test_train's tiny config, with batches of 2 pairs and no warm-up."""
+    return tiny_train_config(tiny_model_dir, data, output, **{"batch_size": 2, "warmup_steps": 0, **kw})
 
 
 def _rows(output):

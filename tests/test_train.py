@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, chat, model_with_live_adapters, write_jsonl
+from conftest import TINY_CONFIG, chat, model_with_live_adapters, tiny_train_config, write_jsonl
 from mlx.utils import tree_flatten
 
 from mlx_bluey.config import TrainConfig
@@ -85,22 +85,7 @@ def test_loss_only_at_supervised_positions_equals_masked_full_loss(tiny_model_di
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
-def _config(tiny_model_dir, data, output, **kw):
-    base = dict(
-        model=str(tiny_model_dir),
-        data=str(data),
-        output=str(output),
-        iters=6,
-        batch_size=4,
-        grad_accumulation=1,
-        learning_rate=1e-2,
-        warmup_steps=2,
-        val_every=3,
-        save_every=2,
-        progress=False,
-        lora_rank=4,
-    )
-    return TrainConfig(**{**base, **kw})
+_config = tiny_train_config
 
 
 def _losses(output):
