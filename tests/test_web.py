@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import REPLY
 
 from mlx_bluey.chat_format import render
 from mlx_bluey.serve import ISOLATION_HEADERS, ServeError, make_server, serve_in_thread
@@ -83,14 +84,19 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
             assert page.inner_text("#title") == "Chat with Bluey"
             assert page.evaluate("self.crossOriginIsolated") is True
 
-            for turn, message in enumerate(["What are you playing?", "Can I play too?"]):
+            states = []
+            for turn, message in enumerate(["hi 3", "Can I play too?"]):
+                # the first reply is greedy, to a training prompt: the tiny adapter's learnt REPLY, the same on every
+                # run (the page samples with Math.random); the second uses the page's defaults
+                page.evaluate(f"document.getElementById('temperature').value = '{0 if turn == 0 else 0.7}'")
                 page.fill("#message", message)
                 page.press("#message", "Enter")
                 page.wait_for_function(
                     f"window.mlxBluey.messages.length === {2 * turn + 2} || window.mlxBluey.error", timeout=120_000
                 )
                 assert page.evaluate("window.mlxBluey.error") is None
-            state = page.evaluate("window.mlxBluey")
+                states.append(page.evaluate("window.mlxBluey"))
+            state = states[-1]
             page.screenshot(
                 path=str(SCREENSHOT.parent.mkdir(parents=True, exist_ok=True) or SCREENSHOT), full_page=True
             )
@@ -103,11 +109,13 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     messages = state["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert state["lastPrompt"] == render(tiny_tokenizer, messages[:3], add_generation_prompt=True)
-    # the tiny adapter learnt one reply with spaces in it, so the streamer sent it in several pieces
-    assert state["chunks"] > 1 and state["lastReply"]["tokens"] > 2
+    # the tiny adapter learnt one reply with spaces in it, so the greedy streamer sent it in several pieces
+    first = states[0]
+    assert first["generationOptions"]["do_sample"] is False
+    assert first["lastReply"]["text"] == REPLY and first["chunks"] > 1
     assert state["lastReply"]["decodeTokensPerSecond"] > 0 and state["lastReply"]["promptSeconds"] > 0
     assert messages[1]["content"] and messages[3]["content"]
-    options = state["generationOptions"]
+    options = state["generationOptions"]  # the page's defaults, as the second turn used them
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
     assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
     # the page's defaults are the CLI's (GenerationSettings, the one place they are written down)
