@@ -6,6 +6,7 @@
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
+#   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
 #   make test                         ruff, then the test suite (under 15 minutes on 2 CPU cores)
 #
 # The export stage has its own environment (.venv-export: torch CPU + optimum-onnx), the page its own
@@ -33,7 +34,7 @@ ADAPTER ?= $(OUTPUT)
 FUSED ?= fused/$(notdir $(ADAPTER))
 EXPORT ?= exports/$(notdir $(ADAPTER))
 
-.PHONY: setup train chat evaluate test info clean-venv export-env web browser fuse export serve
+.PHONY: setup train chat evaluate test info clean-venv export-env web browser fuse export serve api
 
 setup: $(STAMP)
 
@@ -87,6 +88,9 @@ export: fuse $(EXPORT_STAMP)
 
 serve: $(STAMP) $(WEB_STAMP)
 	$(RUN)/mlx_bluey serve $(EXPORT)
+
+api: $(STAMP)
+	$(RUN)/mlx_bluey serve --api --adapter $(ADAPTER)
 
 # The tests whose numbers come out of OpenBLAS matmuls (training, decoding, fusing, scoring, preference, and the
 # browser's greedy reply from a tiny adapter trained here).

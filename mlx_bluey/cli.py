@@ -406,8 +406,28 @@ def export(source, kind, output, variants, parity_data, parity_texts, greedy_pro
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default)."
 )
 @click.option("--port", type=int, default=8000, show_default=True)
-def serve(exports, host, port) -> None:
-    """Serve the chat page with exported models (directories written by `mlx_bluey export`)."""
+@click.option("--api", is_flag=True, help="Serve an OpenAI-compatible /v1/chat/completions instead of the page.")
+@click.option("--model", help="With --api: base model (registry name, HF id, directory; a fused model too).")
+@click.option("--adapter", type=click.Path(), help="With --api: adapter directory from `mlx_bluey train`.")
+@click.option("--name", help="With --api: the model id clients ask for (default: the adapter's or model's name).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+def serve(exports, host, port, api, model, adapter, name, dtype) -> None:
+    """Serve the chat page with exported models (directories written by `mlx_bluey export`),
+    or with --api an OpenAI-compatible endpoint for base + adapter or a fused model."""
+    if api:
+        if exports:
+            _fail(click.UsageError("--api serves --model/--adapter, not export directories"))
+        if model is None and adapter is None:
+            _fail(click.UsageError("--api needs --model, --adapter or both"))
+        from .serve_api import run_api
+
+        try:
+            run_api(model, adapter, name, host, port, dtype, log=click.echo)
+        except (FileNotFoundError, ValueError) as error:
+            _fail(error)
+        return
+    if model or adapter or name:
+        _fail(click.UsageError("--model, --adapter and --name go with --api"))
     from .serve import ServeError
     from .serve import serve as run_serve
 

@@ -33,7 +33,7 @@ HOLD_BACK_TOKENS = 48
 class Reply:
     text: str  # what the user sees (ends on a finished sentence when truncated)
     tokens: list[int] = field(default_factory=list)
-    finish_reason: str = "stop"  # "stop": the model ended its turn; "length": hit max_new_tokens
+    finish_reason: str = "stop"  # "stop": the model ended its turn; "length": hit max_new_tokens; "cancelled"
     truncated: bool = False  # text was cut back to the last finished sentence
 
     @property
@@ -109,8 +109,13 @@ def trim_to_sentence(text: str) -> tuple[str, bool]:
     return stripped[:end].rstrip(), True
 
 
-def generate_reply(model, tokenizer, messages, settings: GenerationSettings, stop_ids, on_text=None) -> Reply:
-    """Generate one assistant turn for `messages`; stream shown text through on_text(str)."""
+def generate_reply(
+    model, tokenizer, messages, settings: GenerationSettings, stop_ids, on_text=None, cancel=None
+) -> Reply:
+    """Generate one assistant turn for `messages`; stream shown text through on_text(str).
+
+    cancel: a threading.Event checked before every token (the API server sets it when its client hangs up).
+    """
     from mlx_lm.generate import generate_step
     from mlx_lm.sample_utils import make_logits_processors
 
@@ -142,6 +147,9 @@ def generate_reply(model, tokenizer, messages, settings: GenerationSettings, sto
     ):
         if token in stops:
             finish = "stop"
+            break
+        if cancel is not None and cancel.is_set():
+            finish = "cancelled"
             break
         tokens.append(token)
         if on_text is None:  # nothing streams (evaluation): decode once at the end
