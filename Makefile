@@ -7,6 +7,7 @@
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
+#   make gguf [ADAPTER=adapters/...]  fuse the adapter, export GGUF f16/q8_0/Q4_K_M + Ollama Modelfiles, parity
 #   make test                         ruff, then the test suite (under 15 minutes on 2 CPU cores)
 #
 # The export stage has its own environment (.venv-export: torch CPU + optimum-onnx), the page its own
@@ -33,8 +34,14 @@ WEB_STAMP := mlx_bluey/web/node_modules/.installed
 ADAPTER ?= $(OUTPUT)
 FUSED ?= fused/$(notdir $(ADAPTER))
 EXPORT ?= exports/$(notdir $(ADAPTER))
+GGUF ?= exports/$(notdir $(ADAPTER))-gguf
+GGUF_STAMP := $(VENV)/.gguf-installed
+# llama-cpp-python builds llama.cpp from source (minutes). Without the llava library, and on x86 for AVX2 rather
+# than -march=native: the native build's AMX int8 kernels crashed (segfault in decode) on Q8_0 and Q4_K files
+# on this kind of machine, the f16 file ran.
+LLAMA_CMAKE_ARGS = -DLLAVA_BUILD=OFF$(if $(filter x86_64,$(shell uname -m)), -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
-.PHONY: setup train chat evaluate test info clean-venv export-env web browser fuse export serve api
+.PHONY: setup train chat evaluate test info clean-venv export-env gguf-env web browser fuse export gguf serve api
 
 setup: $(STAMP)
 
@@ -54,6 +61,13 @@ $(EXPORT_STAMP): mlx_bluey/export_requirements.txt
 	touch $(EXPORT_STAMP)
 
 export-env: $(EXPORT_STAMP)
+
+# llama.cpp for the GGUF export's Q4_K_M quantizer and its parity checks (the `gguf` extra of pyproject.toml).
+$(GGUF_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e ".[gguf]"
+	touch $(GGUF_STAMP)
+
+gguf-env: $(GGUF_STAMP)
 
 # ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node (a dependency the page never uses) would download binaries.
 $(WEB_STAMP): mlx_bluey/web/package.json mlx_bluey/web/package-lock.json
@@ -86,6 +100,9 @@ fuse: $(STAMP)
 export: fuse $(EXPORT_STAMP)
 	$(RUN)/mlx_bluey export $(FUSED) --output $(EXPORT) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48
 
+gguf: fuse $(GGUF_STAMP)
+	$(RUN)/mlx_bluey export $(FUSED) --format gguf --output $(GGUF) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48
+
 serve: $(STAMP) $(WEB_STAMP)
 	$(RUN)/mlx_bluey serve $(EXPORT)
 
@@ -93,15 +110,15 @@ api: $(STAMP)
 	$(RUN)/mlx_bluey serve --api --adapter $(ADAPTER)
 
 # The tests whose numbers come out of OpenBLAS matmuls (training, decoding, fusing, scoring, preference, and the
-# browser's greedy reply from a tiny adapter trained here).
+# browser's greedy reply from a tiny adapter trained here, and llama.cpp's parity with it).
 KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_head.py tests/test_fuse.py tests/test_evaluate.py \
-    tests/test_preference.py tests/test_data_pairs.py tests/test_web.py
+    tests/test_preference.py tests/test_data_pairs.py tests/test_web.py tests/test_gguf_export.py
 # On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
 # CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here.
 KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
 
 # Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
-test: $(STAMP) $(EXPORT_STAMP) $(WEB_STAMP) browser
+test: $(STAMP) $(EXPORT_STAMP) $(GGUF_STAMP) $(WEB_STAMP) browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(RUN)/python -m pytest -q $(PYTEST_ARGS)

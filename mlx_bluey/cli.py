@@ -358,14 +358,17 @@ def fuse(adapter, model, output) -> None:
 @click.option(
     "--format",
     "kind",
-    type=click.Choice(["onnx", "peft"]),
+    type=click.Choice(["onnx", "gguf", "peft"]),
     default="onnx",
     show_default=True,
-    help="onnx: SOURCE is a fused model, exported for the browser; peft: SOURCE is a LoRA adapter, written "
-    "as a PEFT adapter for the Hugging Face base.",
+    help="onnx: SOURCE is a fused model, exported for the browser; gguf: a fused model, as GGUF files for "
+    "llama.cpp/Ollama/LM Studio (each with a Modelfile); peft: SOURCE is a LoRA adapter, written as a PEFT "
+    "adapter for the Hugging Face base.",
 )
 @click.option("--output", required=True, type=click.Path(), help="Export directory.")
-@click.option("--variants", default="q8,q4,fp16", show_default=True, help="Comma-separated: q8, q4, fp16, fp32.")
+@click.option(
+    "--variants", help="Comma-separated. onnx: q8, q4, fp16, fp32 (default q8,q4,fp16); gguf: f16, q8_0, Q4_K_M (all)."
+)
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
 @click.option(
     "--parity-texts", type=int, default=8, show_default=True, help="Conversations compared position by position."
@@ -385,11 +388,29 @@ def export(source, kind, output, variants, parity_data, parity_texts, greedy_pro
         except PeftExportError as error:
             _fail(error)
         return
+    if kind == "gguf":
+        from .gguf_export import ALL_VARIANTS, GgufExportError, export_gguf
+
+        try:
+            export_gguf(
+                Path(source),
+                Path(output),
+                (variants or ",".join(ALL_VARIANTS)).split(","),
+                Path(parity_data) if parity_data else None,
+                parity_texts,
+                greedy_prompts,
+                greedy_tokens,
+                command=" ".join(["mlx_bluey", *sys.argv[1:]]),
+                log=click.echo,
+            )
+        except GgufExportError as error:
+            _fail(error)
+        return
     try:
         run_export(
             Path(source),
             Path(output),
-            variants,
+            variants or "q8,q4,fp16",
             Path(parity_data) if parity_data else None,
             parity_texts,
             greedy_prompts,

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_directory
+from .parity import compare_logits, held_out_texts, identical_prefix, summarise
+from .parity import greedy_prompts as first_prompts
 
 TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their weights in FILE_data
 
@@ -200,17 +202,6 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------- parity
 
 
-def held_out_texts(path: Path, tokenizer, count: int, max_tokens: int) -> list[list[int]]:
-    """The first `count` conversations of a JSONL file, rendered with the model's own chat template."""
-    texts = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip() and len(texts) < count:
-            ids = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) else ids
-            texts.append(list(ids)[:max_tokens])
-    return texts
-
-
 class OrtDecoder:
     """One ONNX decoder session fed the way Transformers.js feeds it: ids, mask, past key/values."""
 
@@ -257,25 +248,6 @@ class OrtDecoder:
         return out, (len(out) - 1) / elapsed if len(out) > 1 and elapsed > 0 else 0.0
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab]."""
-    p, q = log_softmax(reference), log_softmax(candidate)
-    kl = (np.exp(p) * (p - q)).sum(-1)
-    return {
-        "positions": int(len(reference)),
-        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-        "kl_mean": float(kl.mean()),
-        "kl_max": float(kl.max()),
-        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
-    }
-
-
 def reference_outputs(
     fused: Path, texts: list[list[int]], prompts: list[list[int]], new_tokens: int, stops: set[int]
 ) -> dict:
@@ -308,26 +280,15 @@ def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int,
     for ids, ref in zip(texts, reference["logits"]):
         parts.append(compare_logits(ref, decoder.step(ids, decoder.empty_past(), 0)[0]))
         progress.update()
-    positions = sum(p["positions"] for p in parts)
     same_prefix, total, speeds = [], 0, []
     for prompt, want in zip(prompts, reference["greedy"]):
         got, speed = decoder.greedy(prompt, new_tokens, stops)
         progress.update()
         speeds.append(speed)
-        prefix = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
-        same_prefix.append(prefix)
+        same_prefix.append(identical_prefix(want, got))
         total += len(want)
     progress.close()
-    return {
-        "positions": positions,
-        "top1_agreement": round(sum(p["top1_agreement"] * p["positions"] for p in parts) / positions, 4),
-        "kl_mean": round(sum(p["kl_mean"] * p["positions"] for p in parts) / positions, 5),
-        "kl_max": round(max(p["kl_max"] for p in parts), 4),
-        "max_abs_logit_diff": round(max(p["max_abs_logit_diff"] for p in parts), 4),
-        "greedy_identical_prefix_tokens": same_prefix,
-        "greedy_identical_share": round(sum(same_prefix) / max(total, 1), 4),
-        "ort_decode_tokens_per_s": round(float(np.median(speeds)), 2) if speeds else 0.0,
-    }
+    return summarise(parts, same_prefix, total, speeds, "ort_decode_tokens_per_s")
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -421,12 +382,7 @@ def run(
                 else [generation["eos_token_id"]]
             )
             texts = held_out_texts(parity_data, tokenizer, parity_texts, max_tokens=512)
-            prompts = []
-            for line in parity_data.read_text(encoding="utf-8").splitlines()[:greedy_prompts]:
-                messages = json.loads(line)["messages"]
-                opening = messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")]
-                ids = tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)
-                prompts.append(list(ids["input_ids"] if isinstance(ids, dict) else ids))
+            prompts = first_prompts(parity_data, tokenizer, greedy_prompts)
             with ticking("reference logits and greedy tokens (transformers)"):
                 reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
             for entry in report["variants"]:

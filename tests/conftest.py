@@ -77,6 +77,25 @@ def make_tiny_tokenizer():
     return tokenizer
 
 
+def tiny_sentencepiece() -> bytes:
+    """TINY_VOCAB as a SentencePiece model (tokenizer.model, what the GGUF export hands llama.cpp)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    kinds = {"<unk>": pb.ModelProto.SentencePiece.UNKNOWN, "\n": pb.ModelProto.SentencePiece.USER_DEFINED}
+    proto = pb.ModelProto()
+    proto.trainer_spec.model_type = pb.TrainerSpec.BPE
+    proto.trainer_spec.vocab_size = len(TINY_VOCAB)
+    proto.trainer_spec.unk_id, proto.trainer_spec.bos_id = TINY_VOCAB["<unk>"], TINY_VOCAB["<bos>"]
+    proto.trainer_spec.eos_id, proto.trainer_spec.pad_id = TINY_VOCAB["<eos>"], TINY_VOCAB["<pad>"]
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = False
+    for token, i in TINY_VOCAB.items():
+        piece = proto.pieces.add()
+        piece.piece, piece.score = token, -float(i)
+        piece.type = kinds.get(token, pb.ModelProto.SentencePiece.CONTROL if token in SPECIALS else 1)
+    return proto.SerializeToString()
+
+
 def write_tiny_model(path: Path, seed: int = 0, config: dict | None = None) -> Path:
     """A randomly initialised Gemma 3 saved as an ordinary model directory."""
     import mlx.core as mx
@@ -92,6 +111,7 @@ def write_tiny_model(path: Path, seed: int = 0, config: dict | None = None) -> P
     (path / "config.json").write_text(json.dumps(config))
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, 5]}))
     make_tiny_tokenizer().save_pretrained(str(path))
+    (path / "tokenizer.model").write_bytes(tiny_sentencepiece())
     return path
 
 

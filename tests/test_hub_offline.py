@@ -166,6 +166,7 @@ def test_the_cache_is_one_huggingface_hub_reads_as_its_own(hf_home):
         "tokenizer.json",
         "tokenizer_config.json",
         "chat_template.jinja",
+        "tokenizer.model",  # the SentencePiece vocabulary, as in the real Gemma 3 repositories
     }
     snapshot = snapshot_dir(hf_home / "hub")
     assert try_to_load_from_cache(REPO, "config.json", cache_dir=hf_home / "hub") == str(snapshot / "config.json")

@@ -1,0 +1,75 @@
+"""Parity of an exported model against the fused one, shared by the ONNX worker (.venv-export) and the GGUF
+export (.venv): held-out texts and prompts, logit comparison, the per-variant summary. numpy only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _ids(encoded) -> list[int]:
+    """apply_chat_template's ids: a list in transformers 4 (.venv-export), a BatchEncoding in 5 (.venv)."""
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def held_out_texts(path: Path, tokenizer, count: int, max_tokens: int) -> list[list[int]]:
+    """The first `count` conversations of a JSONL file, rendered with the model's own chat template."""
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and len(texts) < count:
+            ids = _ids(tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True))
+            texts.append(ids[:max_tokens])
+    return texts
+
+
+def greedy_prompts(path: Path, tokenizer, count: int) -> list[list[int]]:
+    """The opening of the first `count` conversations (everything before the first reply), ready for a reply."""
+    prompts = []
+    for line in path.read_text(encoding="utf-8").splitlines()[:count]:
+        messages = json.loads(line)["messages"]
+        opening = messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")]
+        prompts.append(_ids(tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)))
+    return prompts
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab]."""
+    p, q = log_softmax(reference), log_softmax(candidate)
+    kl = (np.exp(p) * (p - q)).sum(-1)
+    return {
+        "positions": int(len(reference)),
+        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+    }
+
+
+def identical_prefix(want: list[int], got: list[int]) -> int:
+    """How many leading tokens two greedy continuations share."""
+    return next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+
+
+def summarise(
+    parts: list[dict], same_prefix: list[int], greedy_total: int, speeds: list[float], speed_key: str
+) -> dict:
+    """One variant's parity: logit figures weighted by positions, greedy agreement, median decode speed."""
+    positions = sum(p["positions"] for p in parts)
+    return {
+        "positions": positions,
+        "top1_agreement": round(sum(p["top1_agreement"] * p["positions"] for p in parts) / positions, 4),
+        "kl_mean": round(sum(p["kl_mean"] * p["positions"] for p in parts) / positions, 5),
+        "kl_max": round(max(p["kl_max"] for p in parts), 4),
+        "max_abs_logit_diff": round(max(p["max_abs_logit_diff"] for p in parts), 4),
+        "greedy_identical_prefix_tokens": same_prefix,
+        "greedy_identical_share": round(sum(same_prefix) / max(greedy_total, 1), 4),
+        speed_key: round(float(np.median(speeds)), 2) if speeds else 0.0,
+    }
