@@ -142,7 +142,8 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     """Chat with a model (base, base + adapter, or fused)."""
     from .character import CardError, card_for_adapter, load_card
     from .chat import run_chat, run_once
-    from .generate import GenerationSettings, load_for_generation, stop_token_ids
+    from .generate import GenerationSettings, load_for_generation
+    from .special_tokens import stop_token_ids
 
     try:
         card = load_card(character_path) if character_path else card_for_adapter(adapter)

@@ -75,7 +75,8 @@ class _Generator:
         self.loaded = None
 
     def reply(self, prompt: list[dict], seed: int):
-        from .generate import generate_reply, load_for_generation, stop_token_ids
+        from .generate import generate_reply, load_for_generation
+        from .special_tokens import stop_token_ids
 
         if self.loaded is None:
             network, tokenizer, model_dir = load_for_generation(self.model, self.adapter, log=self.log)

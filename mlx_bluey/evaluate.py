@@ -495,7 +495,8 @@ def run(
 
     from tqdm import tqdm
 
-    from .generate import load_for_generation, stop_token_ids
+    from .generate import load_for_generation
+    from .special_tokens import stop_token_ids
 
     prompts = all_prompts(prompts_file, card)[:limit]
     examples = few_shot_examples(train_data, few_shot)

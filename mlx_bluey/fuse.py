@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
-from .generate import suppressed_token_ids
+from .special_tokens import suppressed_token_ids
 
 LICENCE_FILES = ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
 
@@ -80,7 +80,8 @@ def write_hf_directory(
 
 def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path:
     from .character import card_for_adapter
-    from .generate import load_for_generation, stop_token_ids
+    from .generate import load_for_generation
+    from .special_tokens import stop_token_ids
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)
     count = fuse_model(network)

@@ -371,9 +371,9 @@ def export_gguf(
 
     from transformers import AutoTokenizer
 
-    from .generate import stop_token_ids
     from .parity import greedy_prompts as first_prompts
     from .parity import held_out_texts
+    from .special_tokens import stop_token_ids
 
     unknown = [v for v in variants if v not in ALL_VARIANTS]
     if unknown or not variants:

@@ -356,7 +356,7 @@ def context_tokens(model_dir) -> int:
 
 def make_api_server(model, tokenizer, model_dir, name: str, host: str = "127.0.0.1", port: int = 8000, log=print):
     """The server (not yet serving) and its generator; port 0 picks a free port."""
-    from .generate import stop_token_ids
+    from .special_tokens import stop_token_ids
 
     generator = Generator(model, tokenizer, stop_token_ids(model_dir, tokenizer), context_tokens(model_dir))
     handler = make_handler(name, generator, GenerationSettings(), log)
