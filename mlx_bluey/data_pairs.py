@@ -27,7 +27,8 @@ from pathlib import Path
 
 from . import metrics
 from .atomic import atomic_write_text
-from .data import DataError, read_jsonl
+from .data import read_jsonl
+from .journal import Journal
 from .text import count_markers, words
 
 SOURCES = ("template", "base", "adapter")  # the order pairs of one conversation are written in
@@ -107,29 +108,26 @@ def build_pairs(
 
     conversations = read_jsonl(data)[:limit]
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    done = _read_partial(partial, data, seed) if partial.exists() else None
+    journal = Journal(output.with_name(output.name + ".partial"), {"data": str(data), "seed": seed})
+    done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
     settings = settings or GenerationSettings()
     generators = {
         "base": _Generator(model, None, settings, log) if use_base else None,
         "adapter": _Generator(model, adapter, settings, log) if adapter else None,
     }
-    with open(partial, "a", encoding="utf-8") as sink:
-        if done is None:  # a fresh start (or a file killed before its header was whole)
-            sink.write(json.dumps({"header": {"data": str(data), "seed": seed}}) + "\n")
-            done = {}
+    try:
         for source in SOURCES:
             if source != "template" and generators[source] is None:
                 continue
             for index, conversation in enumerate(conversations):
                 if (source, index) not in done:
                     pair = _one(source, index, conversation.messages, card, seed, generators)
-                    record = {"source": source, "conversation": index, "pair": pair}
-                    sink.write(json.dumps(record) + "\n")
-                    sink.flush()
+                    journal.append({"source": source, "conversation": index, "pair": pair})
                     done[(source, index)] = pair
                 if progress:
                     progress(1)
+    finally:
+        journal.close()
     pairs = [
         done[(source, index)]
         for index in range(len(conversations))
@@ -151,7 +149,7 @@ def build_pairs(
     }
     atomic_write_text(output, "".join(json.dumps(p) + "\n" for p in pairs))
     atomic_write_text(output.with_name(output.name + ".stats.json"), json.dumps(stats, indent=2) + "\n")
-    partial.unlink()
+    journal.finish()
     return stats
 
 
@@ -175,17 +173,3 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         return pair(text, "untuned base model")
     problems = failed_checks(text, reply.finish_reason, chosen, card)
     return pair(text, "; ".join(problems)) if problems else None
-
-
-def _read_partial(path: Path, data, seed: int) -> dict | None:
-    """(source, conversation) -> pair of an interrupted run of the same data and seed; None: no header yet."""
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):  # killed mid-line: drop the unfinished record, keep the rest
-        text = text[: text.rfind("\n") + 1]
-        atomic_write_text(path, text)
-    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not lines:
-        return None
-    if lines[0].get("header") != {"data": str(data), "seed": seed}:
-        raise DataError(str(path), f"an interrupted run of other data or seed: delete it to start again ({path})")
-    return {(r["source"], r["conversation"]): r["pair"] for r in lines[1:]}

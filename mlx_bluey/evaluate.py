@@ -23,6 +23,7 @@ from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
 from .generate import GenerationSettings, generate_reply
+from .journal import Journal
 from .plots import save_png
 from .text import LONG_WORDS, SHORT_WORDS, count_markers
 
@@ -151,12 +152,22 @@ def generate_samples(
     progress=None,
     long_reply_tokens: int = LONG_REPLY_TOKENS,
     examples: list[dict] = (),
+    journal=None,
 ) -> list[dict]:
+    """One row per prompt and sample. With a journal.Journal, rows an interrupted run already made are reused
+    (each reply is seeded on its own, seed + sample, so they are the rows this run would make) and new ones
+    are recorded as they come."""
     rows = []
+    done = {(r["id"], r["sample"]): r for r in journal.records} if journal else {}
     for prompt in prompts:
         budget = max(settings.max_new_tokens, long_reply_tokens) if prompt.expect == "long" else settings.max_new_tokens
         messages = with_examples(prompt.messages, list(examples))
         for s in range(samples):
+            if (prompt.id, s) in done:
+                rows.append(done[(prompt.id, s)])
+                if progress:
+                    progress(1)
+                continue
             reply = generate_reply(
                 model, tokenizer, messages, replace(settings, seed=seed + s, max_new_tokens=budget), stop_ids
             )
@@ -176,6 +187,8 @@ def generate_samples(
                     "truncated": reply.truncated,
                 }
             )
+            if journal:
+                journal.append(rows[-1])
             if progress:
                 progress(1)
     return rows
@@ -506,19 +519,37 @@ def run(
     classifier, classifier_check = _classifier(training_replies, reference, assistant_replies, log)
     network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
     options = GenerationSettings(**settings)
-    with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
-        rows = generate_samples(
-            network,
-            tokenizer,
-            prompts,
-            samples,
-            seed,
-            options,
-            stop_token_ids(model_dir, tokenizer),
-            bar.update,
-            long_reply_tokens,
-            examples,
-        )
+    # an interrupted evaluation of the same model, prompts and settings continues from its replies so far
+    header = {
+        "model": str(model_dir),
+        "adapter": str(adapter) if adapter else None,
+        "prompts": [p.id for p in prompts],
+        "samples": samples,
+        "seed": seed,
+        "generation": asdict(options),
+        "few_shot": few_shot,
+        "long_reply_tokens": long_reply_tokens,
+    }
+    journal = Journal(Path(output).with_name(Path(output).name + ".partial.jsonl"), header)
+    if journal.records:
+        log(f"resuming: {len(journal.records)} replies from {journal.path}")
+    try:
+        with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
+            rows = generate_samples(
+                network,
+                tokenizer,
+                prompts,
+                samples,
+                seed,
+                options,
+                stop_token_ids(model_dir, tokenizer),
+                bar.update,
+                long_reply_tokens,
+                examples,
+                journal,
+            )
+    finally:
+        journal.close()
     summary = score(rows, card, training_pairs, classifier)
     summary["classifier"] = classifier_check
     likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
@@ -550,5 +581,6 @@ def run(
         "rows": rows,
     }
     write_report(Path(output), result)
+    journal.finish()
     _log_headline(summary, output, log)
     return result

@@ -434,3 +434,44 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
     # "count" twice in 4 + 3 training words: 100 x 2 / 7
     assert saved["summary"]["voice"]["training_markers_per_100_words"] == pytest.approx(200 / 7)
     assert saved["likelihood"]["tuned"]["tokens"] == len("Count again.") + 1  # one token a character, + <end_of_turn>
+
+
+def test_an_interrupted_evaluation_resumes_with_the_same_replies(tmp_path, tiny_model_dir, monkeypatch):
+    from mlx_bluey import evaluate
+    from mlx_bluey.character import load_card
+
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": f"short-{i}", "kind": "short", "expect": "short", "messages": [{"role": "user", "content": f"hi {i}"}]}
+         for i in range(2)],
+    )  # fmt: skip
+    data = write_jsonl(tmp_path / "train.jsonl", [chat("hi", "Mum said hi."), chat("yo", "Dad said yo.")])
+    (tmp_path / "card.yaml").write_text("name: Bluey\nvoice_markers: [Mum]\n")
+    card = load_card(tmp_path / "card.yaml")
+
+    def run(output, **changes):
+        arguments = dict(model=str(tiny_model_dir), adapter=None, prompts_file=prompts, samples=2, limit=None)
+        arguments.update(seed=0, reference=data, train_data=data, card=card, base_likelihood=False)
+        arguments.update(output=tmp_path / output, settings={"max_new_tokens": 8}, log=lambda _: None)
+        return evaluate.run(**{**arguments, **changes})
+
+    whole = run("whole")
+    real, calls = evaluate.generate_reply, []
+
+    def dies_on_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "generate_reply", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run("cut")
+    journal = tmp_path / "cut.partial.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 3 and not (tmp_path / "cut").exists()
+    with pytest.raises(DataError, match="an interrupted run with other settings"):
+        run("cut", seed=1)  # another seed would mix two runs' replies
+    resumed = run("cut")
+    assert len(calls) == 4 + 1  # only the missing reply was generated
+    assert resumed["rows"] == whole["rows"] and resumed["summary"] == whole["summary"]
+    assert not journal.exists()
