@@ -113,13 +113,14 @@ def info() -> None:
 def train(config_path, resume, overwrite, **overrides) -> None:
     """Fine-tune a Gemma 3 on chat JSONL (what `make train` runs)."""
     from .config import load_config
+    from .distributed import DistributedError
     from .train import TrainError
     from .train import train as run_training
 
     try:
         config = load_config(config_path, overrides)
         run_training(config, resume=resume, overwrite=overwrite, log=click.echo)
-    except (*_user_errors(), TrainError) as error:
+    except (*_user_errors(), TrainError, DistributedError) as error:
         _fail(error)
 
 

@@ -79,6 +79,8 @@ def encode_pairs(pairs: list[Pair], tokenizer, max_seq_length: int, on_too_long:
 class PreferenceObjective(Objective):
     """One micro-batch of pairs: the method's mean loss, weighted by the pair count."""
 
+    figure_names = ("accuracy", "chosen_logprob", "margin", "rejected_logprob")  # preference._logistic_loss
+
     def __init__(self, config, dataset: PairDataset, reference: dict[str, list[float]] | None = None):
         if config.method == "dpo" and reference is None:
             raise ValueError("DPO needs the reference log-probabilities")

@@ -453,11 +453,22 @@ def train(
     `callbacks` observe the loop beside the run's own files; `validation_loss(step) -> float` replaces
     the held-out loss of valid.jsonl (tests drive early stopping with it).
     """
+    from .distributed import ShardedObjective, agree, all_reduce, check_batch, world
+
+    group = world()  # size 1 unless launched by `mlx.launch` (distributed.py)
+    rank, size = group.rank(), group.size()
+    if size > 1:
+        check_batch(config.batch_size, size)
+        log = log if rank == 0 else (lambda _: None)  # one process speaks and writes
     run = prepare_run(config, resume, overwrite, log)
+    if size > 1:  # every rank has checked its files before rank 0 writes any
+        agree(group, {"run": run.state.extra.get("run"), "start": run.start_step, "complete": run.complete})
+        run.objective = ShardedObjective(run.objective, rank, size)
     if run.complete:
         log(f"training already complete (step {run.start_step}); the adapter is {run.output / ADAPTER_FILE}")
         return run.state.to_dict()
-    start_run(run, log)
+    if rank == 0:
+        start_run(run, log)
     validation_loss = validation_loss or run.validate
     settings = LoopSettings(
         config.seed,
@@ -467,7 +478,7 @@ def train(
         config.early_stopping_patience,
         config.save_every,
     )
-    progress = ProgressBar(run.schedule.steps, run.start_step, config.progress)
+    progress = ProgressBar(run.schedule.steps, run.start_step, config.progress and rank == 0)
     try:
         state = train_loop(
             run.model,
@@ -480,7 +491,8 @@ def train(
             run.state,
             run.start_step,
             validation_loss,
-            [RunFiles(run), progress, *callbacks],
+            [RunFiles(run), progress, *callbacks] if rank == 0 else list(callbacks),
+            all_reduce(group) if size > 1 else None,
         )
     except Interrupted as stop:
         raise TrainError(
@@ -488,7 +500,7 @@ def train(
         ) from None
     finally:
         progress.close()
-    return finish_run(run, state, log)
+    return finish_run(run, state, log) if rank == 0 else state.to_dict()
 
 
 def finish_run(run: RunPlan, state: LoopState, log=print) -> dict:

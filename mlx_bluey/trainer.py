@@ -100,6 +100,8 @@ class MicroStep:
 class Objective:
     """What a step trains on: `objective(model, indices)` runs one micro-batch and returns its MicroStep."""
 
+    figure_names: tuple[str, ...] = ()  # the MicroStep.figures it reports (the same on every process)
+
     def __call__(self, model, indices: list[int]) -> MicroStep:
         raise NotImplementedError
 
@@ -131,15 +133,19 @@ def train_loop(
     start_step: int,
     validate: Callable[[int], float] | None,
     callbacks: Sequence[TrainingCallback] = (),
+    reduce: Callable | None = None,
 ) -> LoopState:
-    """Optimizer steps start_step+1 .. steps (or an early stop); raises Interrupted after a Ctrl-C."""
+    """Optimizer steps start_step+1 .. steps (or an early stop); raises Interrupted after a Ctrl-C.
+
+    `reduce(grads, totals) -> (grads, totals)` combines a step's gradient and loss/token sums across
+    processes before they are averaged (distributed.all_reduce); None: one process."""
     interrupt = _StopOnInterrupt()
     model.train()
     mx.reset_peak_memory()
     try:
         for step in range(start_step, steps):
             micro = micro_batches[step * settings.grad_accumulation : (step + 1) * settings.grad_accumulation]
-            row = _optimizer_step(model, optimizer, objective, micro, step, settings)
+            row = _optimizer_step(model, optimizer, objective, micro, step, settings, reduce)
             row["epoch"] = round((step + 1) / steps_per_epoch, 3)
             last = step + 1 == steps
             if validate is not None and settings.val_every > 0 and ((step + 1) % settings.val_every == 0 or last):
@@ -167,7 +173,7 @@ def train_loop(
     return state
 
 
-def _optimizer_step(model, optimizer, objective: Objective, micro, step, settings) -> dict:
+def _optimizer_step(model, optimizer, objective: Objective, micro, step, settings, reduce=None) -> dict:
     """One optimizer step over `micro` (grad_accumulation micro-batches): the metrics row."""
     started = time.perf_counter()
     mx.random.seed(settings.seed * 1_000_003 + step)  # dropout: same noise on resume
@@ -179,7 +185,16 @@ def _optimizer_step(model, optimizer, objective: Objective, micro, step, setting
         mx.eval(grads)
         part.grads = None  # summed into grads; do not keep a second copy
         parts.append(part)
-    weight = sum(p.weight for p in parts)
+    totals = {
+        "weight": sum(p.weight for p in parts),
+        "loss_sum": sum(p.loss_sum for p in parts),
+        "trained_tokens": sum(p.trained_tokens for p in parts),
+        "input_tokens": sum(p.input_tokens for p in parts),
+        **{f"figure:{name}": sum(p.figures.get(name, 0.0) for p in parts) for name in _figure_names(objective, parts)},
+    }
+    if reduce is not None:  # several processes: the sums of the whole (global) batch
+        grads, totals = reduce(grads, totals)
+    weight = totals["weight"]
     grads = tree_map(lambda g: g / weight, grads)  # the mean over every target token (or pair) of the step
     if settings.max_grad_norm > 0:
         grads, _ = optim.clip_grad_norm(grads, settings.max_grad_norm)
@@ -187,20 +202,25 @@ def _optimizer_step(model, optimizer, objective: Objective, micro, step, setting
     optimizer.update(model, grads)
     mx.eval(model.trainable_parameters(), optimizer.state)
     seconds = time.perf_counter() - started
-    trained = sum(p.trained_tokens for p in parts)
+    trained = int(totals["trained_tokens"])
     row = {
         "step": step + 1,
-        "train_loss": sum(p.loss_sum for p in parts) / weight,
+        "train_loss": totals["loss_sum"] / weight,
         "learning_rate": learning_rate,
         "trained_tokens": trained,
         "trained_tokens_per_second": trained / seconds,
-        "input_tokens_per_second": sum(p.input_tokens for p in parts) / seconds,
+        "input_tokens_per_second": totals["input_tokens"] / seconds,
         "seconds": seconds,
         "peak_memory_gb": mx.get_peak_memory() / 1e9,
     }
-    for name in parts[0].figures:
-        row[name] = sum(p.figures[name] for p in parts) / weight
+    for name in _figure_names(objective, parts):
+        row[name] = totals[f"figure:{name}"] / weight
     return row
+
+
+def _figure_names(objective: Objective, parts: list[MicroStep]) -> list[str]:
+    """The extra figures of a step: those the objective declares (an empty share reports none), and any other."""
+    return sorted(set(objective.figure_names) | {name for p in parts for name in p.figures})
 
 
 def _each(callbacks, method: str, *args) -> None:

@@ -1,0 +1,81 @@
+"""Data-parallel training with MLX's own distributed engine: `mlx_bluey train` under `mlx.launch`.
+
+    .venv/bin/mlx.launch --backend ring -n 2 -- .venv/bin/mlx_bluey train --config configs/bluey.yaml
+
+Each process (rank) trains on a disjoint share of every micro-batch (rank r takes positions r, r + N, ...
+of the length-bucketed batch, so shares stay similar in length); after the step's micro-batches, gradients,
+losses and token counts are summed over the processes with `mx.distributed.all_sum`, then divided by the
+global token count: the step is the one a single process makes on the whole batch. Every rank validates on
+the whole validation set (the same weights give the same loss), so early stopping agrees. Only rank 0
+writes files. Before the first step the ranks compare a fingerprint of the config, the data and the resume
+point, so hosts with other data or settings stop with an error instead of training apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from .trainer import MicroStep, Objective
+
+
+class DistributedError(RuntimeError):
+    pass
+
+
+def world():
+    """The process group: size 1 when not launched by `mlx.launch` (then nothing here changes a run)."""
+    return mx.distributed.init()
+
+
+def check_batch(batch_size: int, size: int) -> None:
+    if batch_size % size:
+        raise DistributedError(
+            f"batch_size {batch_size} does not divide across {size} processes: use a multiple of {size}"
+        )
+
+
+class ShardedObjective(Objective):
+    """Runs the wrapped objective on this rank's share of each micro-batch (zero gradients when the share
+    is empty: an epoch's last, short batch can have fewer conversations than processes)."""
+
+    def __init__(self, inner: Objective, rank: int, size: int):
+        self.inner, self.rank, self.size = inner, rank, size
+        self.figure_names = inner.figure_names
+
+    def __call__(self, model, indices: list[int]) -> MicroStep:
+        share = indices[self.rank :: self.size]
+        if share:
+            return self.inner(model, share)
+        zeros = tree_map(mx.zeros_like, model.trainable_parameters())
+        return MicroStep(0.0, zeros, 0, 0, 0)
+
+
+def all_reduce(group):
+    """The loop's reduce hook: (summed gradients, summed figures) of this rank -> the sums over all ranks."""
+
+    def reduce(grads, totals: dict[str, float]):
+        flat = tree_flatten(grads)
+        summed = [mx.distributed.all_sum(value, group=group) for _, value in flat]
+        names = sorted(totals)
+        figures = mx.distributed.all_sum(mx.array([float(totals[n]) for n in names], dtype=mx.float32), group=group)
+        mx.eval(summed, figures)
+        return tree_unflatten(list(zip([k for k, _ in flat], summed))), dict(zip(names, figures.tolist()))
+
+    return reduce
+
+
+def agree(group, fingerprint: dict) -> None:
+    """Every rank must start the same run: same config, data and resume step (compared as a sha256)."""
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).digest()
+    mine = mx.array(list(digest), dtype=mx.int32)
+    every = mx.distributed.all_gather(mine[None], group=group)
+    mx.eval(every)
+    if not all((row == mine).all().item() for row in every):
+        raise DistributedError(
+            "the processes do not agree on the run (config, data or resume checkpoint differ between hosts): "
+            "give every host the same files"
+        )

@@ -1,0 +1,91 @@
+"""Data-parallel training: two processes on localhost over MLX's ring backend (`mlx.launch`), tiny model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import chat, write_jsonl
+
+LAUNCH = [str(Path(sys.executable).parent / "mlx.launch"), "--backend", "ring", "-n", "2", "--"]
+
+
+def _data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    lengths = ["Hooray!", "Mum and Dad are playing shops with us.", "Bingo!", "Let's play keepy uppy, Dad!"]
+    write_jsonl(data / "train.jsonl", [chat(f"hi {i}", lengths[i % 4] * (1 + i % 3)) for i in range(12)])
+    write_jsonl(data / "valid.jsonl", [chat("hello", "G'day!"), chat("bye", "See ya, Bingo!")])
+    return data
+
+
+def _train(tiny_model_dir, data, output, *extra, launch=False):
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir), "--data", str(data)]
+    command += ["--output", str(output), "--iters", "6", "--learning-rate", "1e-2", "--lora-rank", "4"]
+    command += ["--lora-dropout", "0", "--val-every", "3", "--save-every", "3", "--no-progress", *extra]
+    return subprocess.run((LAUNCH if launch else []) + command, capture_output=True, text=True, timeout=600)
+
+
+def _rows(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_make_the_steps_of_one(tiny_model_dir, tmp_path):
+    """2 processes x 2 conversations = 1 process x 4 (batch 4, and batch 2 x 2 accumulated): same losses."""
+    from safetensors.numpy import load_file
+
+    data = _data(tmp_path)
+    one = _train(tiny_model_dir, data, tmp_path / "one", "--batch-size", "4")
+    two = _train(tiny_model_dir, data, tmp_path / "two", "--batch-size", "4", launch=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    single, parallel = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert [r["step"] for r in parallel] == [1, 2, 3, 4, 5, 6]  # rank 0 alone wrote the metrics
+    # the same global batches: the summed losses and token counts of both shares are the single process's
+    assert [r["trained_tokens"] for r in parallel] == [r["trained_tokens"] for r in single]
+    np.testing.assert_allclose([r["train_loss"] for r in parallel], [r["train_loss"] for r in single], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r["val_loss"] for r in parallel if "val_loss" in r],
+        [r["val_loss"] for r in single if "val_loss" in r],
+        rtol=1e-4,
+    )
+    a, b = (
+        load_file(str(tmp_path / "one" / "adapters.safetensors")),
+        load_file(str(tmp_path / "two" / "adapters.safetensors")),
+    )
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-3, atol=1e-5)
+    assert (tmp_path / "two" / "manifest.json").exists() and "done: train loss" in two.stdout
+    assert two.stdout.count("done: train loss") == 1  # one process speaks
+
+
+def test_a_batch_that_does_not_divide_across_the_processes_is_refused(tiny_model_dir, tmp_path):
+    result = _train(tiny_model_dir, _data(tmp_path), tmp_path / "out", "--batch-size", "3", launch=True)
+    # mlx.launch itself exits 0 and reports each process's exit code (mlx 0.32.4)
+    assert "exited with code 1" in result.stderr
+    assert "batch_size 3 does not divide across 2 processes" in result.stdout + result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_processes_that_disagree_on_the_run_stop_before_the_first_step(tmp_path, same):
+    script = tmp_path / "agree.py"
+    script.write_text(
+        "import mlx.core as mx\n"
+        "from mlx_bluey.distributed import DistributedError, agree, world\n"
+        "group = world()\n"
+        f"fingerprint = {{'data': 'abc' if {same} or group.rank() == 0 else 'xyz'}}\n"
+        "try:\n"
+        "    agree(group, fingerprint)\n"
+        "    print('agreed', flush=True)\n"
+        "except DistributedError as error:\n"
+        "    print('refused:', error, flush=True)\n"
+    )
+    result = subprocess.run(LAUNCH + [sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if same:
+        assert result.stdout.count("agreed") == 2
+    else:
+        assert result.stdout.count("refused: the processes do not agree on the run") == 2
