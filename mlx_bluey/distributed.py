@@ -47,6 +47,9 @@ class ShardedObjective(Objective):
         self.figure_names = inner.figure_names
 
     def __call__(self, model, indices: list[int]) -> MicroStep:
+        # dropout: the loop seeded this step alike on every rank; a draw from that plus the rank gives each
+        # process its own masks, the same again on resume
+        mx.random.seed(int(mx.random.randint(0, 2**30, shape=()).item()) + self.rank)
         share = indices[self.rank :: self.size]
         if share:
             return self.inner(model, share)
@@ -62,7 +65,13 @@ def all_reduce(group):
         summed = [mx.distributed.all_sum(value, group=group) for _, value in flat]
         names = sorted(totals)
         figures = mx.distributed.all_sum(mx.array([float(totals[n]) for n in names], dtype=mx.float32), group=group)
-        mx.eval(summed, figures)
+        try:
+            mx.eval(summed, figures)
+        except RuntimeError as error:  # ring: "connection to a peer was lost" when a process dies
+            raise DistributedError(
+                f"a process of the group stopped ({error}); the checkpoints are in the output directory: "
+                "launch the group again with --resume"
+            ) from error
         return tree_unflatten(list(zip([k for k, _ in flat], summed))), dict(zip(names, figures.tolist()))
 
     return reduce

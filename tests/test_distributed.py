@@ -89,3 +89,47 @@ def test_processes_that_disagree_on_the_run_stop_before_the_first_step(tmp_path,
         assert result.stdout.count("agreed") == 2
     else:
         assert result.stdout.count("refused: the processes do not agree on the run") == 2
+
+
+def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
+    """kill -9 of rank 1 mid-run: rank 0 stops too (ring: the peer's connection is lost), the launch ends,
+    and the group launched again with --resume ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import time
+
+    data, out = _data(tmp_path), tmp_path / "out"
+    args = ["--batch-size", "4", "--iters", "30", "--save-every", "3", "--keep-checkpoints", "2", "--val-every", "0"]
+    command = LAUNCH + [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir)]
+    command += ["--data", str(data), "--output", str(out), "--learning-rate", "1e-2", "--lora-rank", "4"]
+    command += ["--lora-dropout", "0", "--no-progress", *args]
+    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranks = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(out).encode() in cmdline and b"mlx_bluey.cli" in cmdline:
+            rank = next((e.split(b"=")[1] for e in environ if e.startswith(b"MLX_RANK=")), None)
+            if rank is not None:
+                ranks[int(rank)] = int(pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGKILL)
+    _, stderr = launch.communicate(timeout=120)  # bounded: the launch ends instead of waiting forever
+    steps = [r["step"] for r in _rows(out)]
+    assert steps and steps[-1] < 30, "the run finished before the kill: make it longer"
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, (
+        resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    )
+    assert [r["step"] for r in _rows(out)] == list(range(1, 31))
+    whole = _train(tiny_model_dir, data, tmp_path / "whole", *args, launch=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    np.testing.assert_allclose(
+        [r["train_loss"] for r in _rows(out)], [r["train_loss"] for r in _rows(tmp_path / "whole")], rtol=1e-4
+    )
