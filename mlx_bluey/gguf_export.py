@@ -434,30 +434,11 @@ def export_gguf(
 def write_report(out: Path, report: dict) -> None:
     import llama_cpp
 
+    from .parity import report_markdown
+
     report["machine"] += f", llama-cpp-python {llama_cpp.__version__}"
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"# GGUF export of `{report['fused']}`",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
-        "variant in llama.cpp against the fused model in MLX (fp32); greedy: "
-        f"{report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens with the KV cache.",
-        "",
-        "| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | llama.cpp decode tok/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for v in report["variants"]:
-        p = v.get("parity", {})
-        lines.append(
-            f"| {v['variant']} | {v['file']} | {v['mb']} | {p.get('top1_agreement', '-')} | {p.get('kl_mean', '-')} | "
-            f"{p.get('kl_max', '-')} | {p.get('greedy_identical_share', '-')} | "
-            f"{p.get('llama_cpp_decode_tokens_per_s', '-')} |"
-        )
-    lines += [
-        "",
-        f"Machine: {report['machine']}. Each `.Modelfile` is for Ollama: `ollama create NAME -f FILE.Modelfile`.",
-        "",
-    ]
-    (out / "export.md").write_text("\n".join(lines))
+    footer = f"Machine: {report['machine']}. Each `.Modelfile` is for Ollama: `ollama create NAME -f FILE.Modelfile`."
+    compared = "in llama.cpp against the fused model in MLX (fp32)"
+    speed = ("llama_cpp_decode_tokens_per_s", "llama.cpp decode tok/s")
+    (out / "export.md").write_text(report_markdown(report, "GGUF export", compared, *speed, footer))

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_directory
-from .parity import compare_logits, held_out_texts, identical_prefix, summarise
+from .parity import compare_logits, held_out_texts, identical_prefix, report_markdown, summarise
 from .parity import greedy_prompts as first_prompts
 
 TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their weights in FILE_data
@@ -296,27 +296,10 @@ def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int,
 
 def write_report(out: Path, report: dict) -> None:
     (out / "export.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"# ONNX export of `{report['fused']}`",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
-        "variant (onnxruntime, CPU) against the fused model loaded by transformers in fp32; greedy: "
-        f"{report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens with the KV cache.",
-        "",
-        "| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | ORT decode tok/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for v in report["variants"]:
-        p = v.get("parity", {})
-        lines.append(
-            f"| {v['variant']} | {v['file']} | {v['mb']} | {p.get('top1_agreement', '-')} | "
-            f"{p.get('kl_mean', '-')} | {p.get('kl_max', '-')} | {p.get('greedy_identical_share', '-')} | "
-            f"{p.get('ort_decode_tokens_per_s', '-')} |"
-        )
-    lines += ["", f"Export (fp32 ONNX): {report['export_seconds']} s. Machine: {report['machine']}.", ""]
-    (out / "export.md").write_text("\n".join(lines))
+    compared = "(onnxruntime, CPU) against the fused model loaded by transformers in fp32"
+    footer = f"Export (fp32 ONNX): {report['export_seconds']} s. Machine: {report['machine']}."
+    text = report_markdown(report, "ONNX export", compared, "ort_decode_tokens_per_s", "ORT decode tok/s", footer)
+    (out / "export.md").write_text(text)
 
 
 def run(

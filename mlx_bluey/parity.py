@@ -73,3 +73,24 @@ def summarise(
         "greedy_identical_share": round(sum(same_prefix) / max(greedy_total, 1), 4),
         speed_key: round(float(np.median(speeds)), 2) if speeds else 0.0,
     }
+
+
+def report_markdown(report: dict, title: str, compared: str, speed_key: str, speed_header: str, footer: str) -> str:
+    """export.md of an export with parity: the command, what was compared, one row per variant, a footer."""
+    lines = [
+        f"# {title} of `{report['fused']}`",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Parity: {report['parity_texts']} held-out conversations ({report['parity_source']}), logits of each "
+        f"variant {compared}; greedy: {report['greedy_prompts']} prompts x {report['greedy_tokens']} new tokens "
+        "with the KV cache.",
+        "",
+        f"| variant | file | MB | top-1 agreement | KL mean | KL max | greedy identical | {speed_header} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v in report["variants"]:
+        p = v.get("parity", {})
+        figures = [p.get(k, "-") for k in ("top1_agreement", "kl_mean", "kl_max", "greedy_identical_share", speed_key)]
+        lines.append(f"| {v['variant']} | {v['file']} | {v['mb']} | " + " | ".join(map(str, figures)) + " |")
+    return "\n".join([*lines, "", footer, ""])

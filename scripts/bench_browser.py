@@ -119,16 +119,23 @@ def main() -> None:
         "prompt_seconds": [r["promptSeconds"] for r in replies],
         "replies": [r["text"] for r in replies],
     }
-    name = f"browser-{args.export.name}-{args.variant}"
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.output / f"{name}.md").write_text(
+    write(
+        args,
+        f"browser-{args.export.name}-{args.variant}",
+        summary,
         f"# {args.export.name} {args.variant} ({size} MB) in headless Chromium, WASM\n\n`{summary['command']}`\n\n"
         f"{summary['machine']}; page status: {threads}; load {summary['load_seconds']} s.\n\n"
         f"Decode tok/s over {args.rounds} replies of {args.new_tokens} tokens: "
         f"{', '.join(f'{d:.2f}' for d in decode)} (median **{summary['median_decode_tokens_per_s']:.2f}**); "
-        f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n"
+        f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n",
     )
+
+
+def write(args, name: str, summary: dict, markdown: str) -> None:
+    """benchmarks/NAME.json (every figure) and NAME.md (the sentence a reader wants)."""
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.output / f"{name}.md").write_text(markdown)
 
 
 def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: float) -> None:
@@ -146,10 +153,10 @@ def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: f
         "greedy_tokens_per_s": greedy,
         "greedy_over_sampled": ratios,
     }
-    name = f"browser-{args.export.name}-{args.variant}-sampling"
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.output / f"{name}.md").write_text(
+    write(
+        args,
+        f"browser-{args.export.name}-{args.variant}-sampling",
+        summary,
         f"# What the page's sampling costs: {args.export.name} {args.variant}, headless Chromium, WASM\n\n"
         f"`{summary['command']}`\n\n{summary['machine']}; page status: {threads}.\n\n"
         f"Per round, a reply with the page's sampling defaults, then a greedy one without the repetition penalty "
@@ -157,7 +164,7 @@ def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: f
         f"(median {statistics.median(sampled):.2f}); greedy: {', '.join(f'{v:.2f}' for v in greedy)} "
         f"(median {statistics.median(greedy):.2f}). Greedy / sampled, paired per round: "
         f"{', '.join(f'{r:.2f}' for r in ratios)} (median **{statistics.median(ratios):.2f}x**, "
-        f"range {min(ratios):.2f}-{max(ratios):.2f}).\n"
+        f"range {min(ratios):.2f}-{max(ratios):.2f}).\n",
     )
 
 
