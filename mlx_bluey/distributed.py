@@ -2,8 +2,10 @@
 
     .venv/bin/mlx.launch --backend ring -n 2 -- .venv/bin/mlx_bluey train --config configs/bluey.yaml
 
-Each process (rank) trains on a disjoint share of every micro-batch (rank r takes positions r, r + N, ...
-of the length-bucketed batch, so shares stay similar in length); after the step's micro-batches, gradients,
+Each process (rank) trains on a disjoint share of every step: whole micro-batches when grad_accumulation
+divides by the number of processes N (rank r takes micro-batches r, r + N, ...), else a share of every
+micro-batch (positions r, r + N, ... of the length-bucketed batch, so shares stay similar in length); after
+the step's micro-batches, gradients,
 losses and token counts are summed over the processes with `mx.distributed.all_sum`, then divided by the
 global token count: the step is the one a single process makes on the whole batch. Every rank validates on
 the whole validation set (the same weights give the same loss), so early stopping agrees. Only rank 0
@@ -31,26 +33,37 @@ def world():
     return mx.distributed.init()
 
 
-def check_batch(batch_size: int, size: int) -> None:
-    if batch_size % size:
-        raise DistributedError(
-            f"batch_size {batch_size} does not divide across {size} processes: use a multiple of {size}"
-        )
+def split_steps(micro_batches: list[list[int]], grad_accumulation: int, batch_size: int, rank: int, size: int):
+    """This rank's micro-batches and micro-batches per step, and whether each micro-batch is shared out.
+
+    grad_accumulation divisible by the processes: each rank runs whole micro-batches (rank r takes r, r + N, ...
+    of every step's), the shipped configs' case (batch 1 x 4); else batch_size divisible: every rank runs its
+    share of every micro-batch. Either way a step covers the same global batch as one process's step."""
+    if grad_accumulation % size == 0:
+        steps = [micro_batches[i : i + grad_accumulation] for i in range(0, len(micro_batches), grad_accumulation)]
+        return [m for step in steps for m in step[rank::size]], grad_accumulation // size, False
+    if batch_size % size == 0:
+        return micro_batches, grad_accumulation, True
+    raise DistributedError(
+        f"neither grad_accumulation {grad_accumulation} nor batch_size {batch_size} divides across {size} "
+        f"processes: make one of them a multiple of {size}"
+    )
 
 
 class ShardedObjective(Objective):
-    """Runs the wrapped objective on this rank's share of each micro-batch (zero gradients when the share
-    is empty: an epoch's last, short batch can have fewer conversations than processes)."""
+    """Runs the wrapped objective on this rank's share of each micro-batch when `share` (zero gradients when
+    the share is empty: an epoch's last, short batch can have fewer conversations than processes), else on
+    the whole micro-batch (split_steps gave each rank its own)."""
 
-    def __init__(self, inner: Objective, rank: int, size: int):
-        self.inner, self.rank, self.size = inner, rank, size
+    def __init__(self, inner: Objective, rank: int, size: int, share: bool = True):
+        self.inner, self.rank, self.size, self.share = inner, rank, size, share
         self.figure_names = inner.figure_names
 
     def __call__(self, model, indices: list[int]) -> MicroStep:
         # dropout: the loop seeded this step alike on every rank; a draw from that plus the rank gives each
         # process its own masks, the same again on resume
         mx.random.seed(int(mx.random.randint(0, 2**30, shape=()).item()) + self.rank)
-        share = indices[self.rank :: self.size]
+        share = indices[self.rank :: self.size] if self.share else indices
         if share:
             return self.inner(model, share)
         zeros = tree_map(mx.zeros_like, model.trainable_parameters())

@@ -453,17 +453,22 @@ def train(
     `callbacks` observe the loop beside the run's own files; `validation_loss(step) -> float` replaces
     the held-out loss of valid.jsonl (tests drive early stopping with it).
     """
-    from .distributed import ShardedObjective, agree, all_reduce, check_batch, world
+    from .distributed import ShardedObjective, agree, all_reduce, split_steps, world
 
     group = world()  # size 1 unless launched by `mlx.launch` (distributed.py)
     rank, size = group.rank(), group.size()
+    accumulation = config.grad_accumulation
     if size > 1:
-        check_batch(config.batch_size, size)
+        split_steps([], config.grad_accumulation, config.batch_size, rank, size)  # refuse before any work
         log = log if rank == 0 else (lambda _: None)  # one process speaks and writes
     run = prepare_run(config, resume, overwrite, log)
+    micro_batches = run.schedule.micro_batches
     if size > 1:  # every rank has checked its files before rank 0 writes any
         agree(group, {"run": run.state.extra.get("run"), "start": run.start_step, "complete": run.complete})
-        run.objective = ShardedObjective(run.objective, rank, size)
+        micro_batches, accumulation, share = split_steps(
+            micro_batches, config.grad_accumulation, config.batch_size, rank, size
+        )
+        run.objective = ShardedObjective(run.objective, rank, size, share)
     if run.complete:
         log(f"training already complete (step {run.start_step}); the adapter is {run.output / ADAPTER_FILE}")
         return run.state.to_dict()
@@ -472,7 +477,7 @@ def train(
     validation_loss = validation_loss or run.validate
     settings = LoopSettings(
         config.seed,
-        config.grad_accumulation,
+        accumulation,
         config.max_grad_norm,
         config.val_every,
         config.early_stopping_patience,
@@ -484,7 +489,7 @@ def train(
             run.model,
             run.optimizer,
             run.objective,
-            run.schedule.micro_batches,
+            micro_batches,
             run.schedule.steps,
             run.schedule.steps_per_epoch,
             settings,

@@ -31,13 +31,20 @@ def _rows(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_make_the_steps_of_one(tiny_model_dir, tmp_path):
-    """2 processes x 2 conversations = 1 process x 4 (batch 4, and batch 2 x 2 accumulated): same losses."""
+@pytest.mark.parametrize(
+    "batch",
+    [
+        ["--batch-size", "4", "--grad-accumulation", "1"],  # each process: half of every batch of 4
+        ["--batch-size", "1", "--grad-accumulation", "4"],  # each process: 2 of the step's 4 micro-batches
+    ],
+)
+def test_two_processes_make_the_steps_of_one(tiny_model_dir, tmp_path, batch):
+    """The same global batch on 2 processes and on 1: the same losses and adapter."""
     from safetensors.numpy import load_file
 
     data = _data(tmp_path)
-    one = _train(tiny_model_dir, data, tmp_path / "one", "--batch-size", "4")
-    two = _train(tiny_model_dir, data, tmp_path / "two", "--batch-size", "4", launch=True)
+    one = _train(tiny_model_dir, data, tmp_path / "one", *batch)
+    two = _train(tiny_model_dir, data, tmp_path / "two", *batch, launch=True)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     single, parallel = _rows(tmp_path / "one"), _rows(tmp_path / "two")
@@ -62,10 +69,11 @@ def test_two_processes_make_the_steps_of_one(tiny_model_dir, tmp_path):
 
 
 def test_a_batch_that_does_not_divide_across_the_processes_is_refused(tiny_model_dir, tmp_path):
-    result = _train(tiny_model_dir, _data(tmp_path), tmp_path / "out", "--batch-size", "3", launch=True)
+    args = ["--batch-size", "3", "--grad-accumulation", "1"]
+    result = _train(tiny_model_dir, _data(tmp_path), tmp_path / "out", *args, launch=True)
     # mlx.launch itself exits 0 and reports each process's exit code (mlx 0.32.4)
     assert "exited with code 1" in result.stderr
-    assert "batch_size 3 does not divide across 2 processes" in result.stdout + result.stderr
+    assert "neither grad_accumulation 1 nor batch_size 3 divides across 2 processes" in result.stdout + result.stderr
     assert not (tmp_path / "out").exists()  # nothing written
 
 
@@ -99,7 +107,8 @@ def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model
     import time
 
     data, out = _data(tmp_path), tmp_path / "out"
-    args = ["--batch-size", "4", "--iters", "30", "--save-every", "3", "--keep-checkpoints", "2", "--val-every", "0"]
+    args = ["--batch-size", "4", "--grad-accumulation", "1", "--iters", "30", "--save-every", "3"]
+    args += ["--keep-checkpoints", "2", "--val-every", "0"]
     command = LAUNCH + [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir)]
     command += ["--data", str(data), "--output", str(out), "--learning-rate", "1e-2", "--lora-rank", "4"]
     command += ["--lora-dropout", "0", "--no-progress", *args]
