@@ -16,6 +16,7 @@ point, so hosts with other data or settings stop with an error instead of traini
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import mlx.core as mx
@@ -74,10 +75,16 @@ def all_reduce(group):
     """The loop's reduce hook: (summed gradients, summed figures) of this rank -> the sums over all ranks."""
 
     def reduce(grads, totals: dict[str, float]):
+        # one message, not one per tensor: the gradients (252 tensors for the 270M) and the sums, concatenated
         flat = tree_flatten(grads)
-        summed = [mx.distributed.all_sum(value, group=group) for _, value in flat]
         names = sorted(totals)
-        figures = mx.distributed.all_sum(mx.array([float(totals[n]) for n in names], dtype=mx.float32), group=group)
+        parts = [value.reshape(-1).astype(mx.float32) for _, value in flat]
+        parts.append(mx.array([float(totals[n]) for n in names], dtype=mx.float32))
+        message = mx.distributed.all_sum(mx.concatenate(parts), group=group)
+        ends = list(itertools.accumulate(part.size for part in parts))
+        pieces = mx.split(message, ends[:-1])
+        summed = [piece.reshape(value.shape).astype(value.dtype) for piece, (_, value) in zip(pieces, flat)]
+        figures = pieces[-1]
         try:
             mx.eval(summed, figures)
         except RuntimeError as error:  # ring: "connection to a peer was lost" when a process dies
