@@ -110,9 +110,10 @@ api: $(STAMP)
 	$(RUN)/mlx_bluey serve --api --adapter $(ADAPTER)
 
 # The tests whose numbers come out of OpenBLAS matmuls (training, decoding, fusing, scoring, preference, and the
-# browser's greedy reply from a tiny adapter trained here, and llama.cpp's parity with it).
+# browser's and the API's greedy reply from a tiny adapter trained here, and llama.cpp's parity with it).
 KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_head.py tests/test_fuse.py tests/test_evaluate.py \
-    tests/test_preference.py tests/test_data_pairs.py tests/test_web.py tests/test_gguf_export.py tests/test_distributed.py
+    tests/test_preference.py tests/test_data_pairs.py tests/test_web.py tests/test_gguf_export.py tests/test_distributed.py \
+    tests/test_serve_api.py
 # On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
 # CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here.
 KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")

@@ -114,7 +114,7 @@ def _vocabulary(model_dir: Path) -> tuple[list[bytes], list[float], list[int]]:
     return tokens, scores, types
 
 
-def _special_ids(model_dir: Path, config: dict) -> dict:
+def _special_ids(model_dir: Path) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -170,7 +170,7 @@ def write_gguf(model_dir: Path, output: Path, variant: str, name: str | None = N
             f"{model_dir}: tokenizer.model has {len(tokens)} pieces, config vocab_size {config['vocab_size']}"
         )
     weights = _weights(model_dir)
-    special = _special_ids(model_dir, config)
+    special = _special_ids(model_dir)
     defaults = GenerationSettings()
     writer = gguf.GGUFWriter(str(output), "gemma3")
     writer.add_name(name or model_dir.name)
