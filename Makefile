@@ -116,13 +116,14 @@ KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_
     tests/test_serve_api.py
 # On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
 # CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here.
-KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
+KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),PYTHONFAULTHANDLER=1 OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
 
 # Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
 test: $(STAMP) $(EXPORT_STAMP) $(GGUF_STAMP) $(WEB_STAMP) browser
+	$(RUN)/mlx_bluey info
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(RUN)/python -m pytest -q $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(RUN)/python -m pytest -q $(PYTEST_ARGS)
 	$(KERNEL_RERUN)
 	$(EXPORT_VENV)/bin/python -m pytest -q tests/export_env
 

@@ -64,6 +64,7 @@ def info() -> None:
     from .embedded import embedded_model_dir, is_converted
 
     click.echo(f"mlx {mx.__version__}: device {runtime.device_name()}, default dtype {runtime.default_dtype_name()}")
+    click.echo(f"CPU: {runtime.describe_cpu()}")
     click.echo(f"BLAS: {runtime.describe_blas(runtime.blas_facts())}")
     state = "converted" if is_converted(embedded_model_dir()) else "not converted yet (first use converts it)"
     click.echo(f"embedded model: {embedded_model_dir()} ({state})")

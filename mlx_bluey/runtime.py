@@ -41,11 +41,11 @@ def find_openblas() -> str | None:
     return None
 
 
-def ensure_fast_blas() -> None:
+def ensure_fast_blas(before_exec=None) -> None:
     """On Linux, re-exec once with OpenBLAS preloaded, its spin-wait short and its kernel checked.
 
     A no-op on macOS, in a process that already went through it (or a child of one), and once mlx is
-    imported (a re-exec then would lose the work done).
+    imported (a re-exec then would lose the work done). `before_exec` runs just before an exec only.
     """
     if platform.system() != "Linux" or os.environ.get(_REEXEC_FLAG):
         return
@@ -56,6 +56,8 @@ def ensure_fast_blas() -> None:
     if not changes:
         return
     os.environ.update(changes)
+    if before_exec is not None:
+        before_exec()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
@@ -149,6 +151,21 @@ def blas_facts(measure: bool = True) -> dict:
     if measure:
         facts["matmul_gflops"] = round(matmul_gflops(), 1)
     return facts
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+    """'AMD EPYC, 2 cores, avx2 fma (no AVX-512)': what a log needs to tell one machine of a kind from another."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    model = next((line.partition(":")[2].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    flags = openblas.cpu_flags(cpuinfo)
+    simd = [name for name in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if name in flags]
+    return f"{model or platform.machine()}, {os.cpu_count()} cores, {' '.join(simd) or 'no AVX2'}" + (
+        "" if "avx512f" in flags else " (no AVX-512)"
+    )
 
 
 def machine_facts() -> dict:

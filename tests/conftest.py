@@ -21,15 +21,16 @@ from mlx_bluey import runtime
 def pytest_configure(config):
     """Re-exec with OpenBLAS preloaded (and its settings) when run as plain `pytest`.
 
-    pytest has already pointed fds 1 and 2 at its capture files; an exec inside that capture would
-    print the whole run into them (a silent exit 0), so the capture is suspended first.
+    Where pytest has pointed fds 1 and 2 at its capture files, an exec inside that capture would print
+    the whole run into them (a silent exit 0), so the capture is suspended just before an exec. It is
+    never resumed here: pytest runs this hook with it suspended, and resuming it sent the run's
+    progress, and faulthandler's traceback of a crash, into capture files nobody reads.
     """
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
-        capture.suspend_global_capture(in_=True)
-    runtime.ensure_fast_blas()
-    if capture is not None:
-        capture.resume_global_capture()
+        runtime.ensure_fast_blas(before_exec=lambda: capture.suspend_global_capture(in_=True))
+    else:
+        runtime.ensure_fast_blas()
 
 
 collect_ignore = ["export_env"]  # the export environment's suite, run with .venv-export's Python (Makefile)

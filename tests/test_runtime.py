@@ -132,3 +132,31 @@ def test_info_names_the_kernel_how_it_was_chosen_and_its_speed():
         out,
         re.M,
     ), out
+
+
+def test_cpu_line_names_the_model_cores_and_simd():
+    cpuinfo = "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: sse2 avx2 fma avx512f avx512_bf16 amx_tile\n"
+    assert runtime.describe_cpu(cpuinfo) == (
+        f"Intel(R) Xeon(R) Processor, {os.cpu_count()} cores, avx2 fma avx512f avx512_bf16 amx_tile"
+    )
+    amd = "model name\t: AMD EPYC\nflags\t\t: sse2 avx avx2 fma\n"
+    assert runtime.describe_cpu(amd) == f"AMD EPYC, {os.cpu_count()} cores, avx2 fma (no AVX-512)"
+
+
+@pytest.mark.parametrize("preloaded", [True, False], ids=["no re-exec", "re-exec"])
+def test_pytest_progress_reaches_the_terminal_with_and_without_the_re_exec(preloaded, tmp_path):
+    """The conftest's re-exec must not leave pytest's capture on: CI's log then lost every line of the run
+    (progress dots, and faulthandler's traceback of a crash) up to the summary."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
+    if not preloaded:
+        env = {k: v for k, v in env.items() if k not in ("LD_PRELOAD", "OPENBLAS_THREAD_TIMEOUT")}
+    tests = os.path.dirname(__file__)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", os.path.join(tests, "test_atomic.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(tests),
+    ).stdout
+    assert "test session starts" in out and "tests/test_atomic.py ..." in out, out
+    assert out.count("test session starts") == 1, out
