@@ -101,6 +101,7 @@ def info() -> None:
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
 @click.option("--progress/--no-progress", default=None)
+@click.option("--distributed-timeout", type=float, help="Seconds to wait for the other processes in a step.")
 @click.option(
     "--method", type=click.Choice(["sft", "dpo", "simpo", "orpo"]), help="sft on chats, or preference on pairs."
 )

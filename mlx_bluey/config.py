@@ -50,6 +50,7 @@ AT_LEAST = {  # key: (smallest value, what the smallest means)
     "max_grad_norm": (0, "0 = no clipping"),
     "simpo_gamma": (0, "0 = no target margin"),
     "orpo_lambda": (0, "0 = plain SFT on the chosen replies"),
+    "distributed_timeout": (0, "0 = wait forever"),
 }
 
 
@@ -117,6 +118,9 @@ class TrainConfig:
     """Base weight dtype: auto = float32 on a CPU (BLAS), bfloat16 on Metal; or float32/bfloat16/float16."""
     progress: bool = True
     """Show a progress bar."""
+    distributed_timeout: float = 300.0
+    """Under mlx.launch: seconds a process waits in a step's all-reduce before it stops the group (a host
+    that dropped off the network without closing its connection would otherwise hang it); 0 = wait forever."""
     method: str = "sft"
     """sft (chat JSONL), or a preference method on pair JSONL (preference.py): dpo, simpo or orpo."""
     from_adapter: str | None = None

@@ -29,7 +29,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from . import runtime
 from .atomic import atomic_write_text
@@ -206,7 +206,7 @@ def versions() -> dict:
 # Settings that change how a step is computed or shown, not what it computes (the tests check that
 # grad_checkpoint and two_pass give the same losses), and the paths of the data (its content is compared
 # by hash) and of the output (the directory being resumed): a run may resume with them changed.
-RESUME_NEUTRAL = {"progress", "grad_checkpoint", "two_pass", "data", "output"}
+RESUME_NEUTRAL = {"progress", "grad_checkpoint", "two_pass", "data", "output", "distributed_timeout"}
 
 
 def run_differences(saved: dict, current: dict) -> list[str]:
@@ -252,8 +252,13 @@ class RunPlan:
     files_to_write: dict  # name -> text that start_run writes (DPO's reference log-probabilities)
 
 
-def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print) -> RunPlan:
-    """Read the data and the model and check the whole run, resume identity included. Writes nothing."""
+def prepare_run(
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, log=print, read_output: bool = True
+) -> RunPlan:
+    """Read the data and the model and check the whole run, resume identity included. Writes nothing.
+
+    read_output False (the ranks but 0 of a distributed run): the output directory is not looked at; the
+    run starts fresh here and takes rank 0's start (train.take_rank_zeros_start)."""
     output = Path(config.output)
     train_path, valid_path = data_files(config)
     preference = config.method != "sft"
@@ -266,8 +271,8 @@ def prepare_run(config: TrainConfig, resume: bool = False, overwrite: bool = Fal
     valid_rows = read_rows(valid_path) if valid_path else []
     model_dir = resolve_model(config.model, log=log)
 
-    checkpoints = list_checkpoints(output)
-    if (checkpoints or (output / ADAPTER_FILE).exists()) and not (resume or overwrite):
+    checkpoints = list_checkpoints(output) if read_output else []
+    if read_output and (checkpoints or (output / ADAPTER_FILE).exists()) and not (resume or overwrite):
         raise TrainError(
             f"{output} already holds a training run: pass --resume to continue it or --overwrite to start again"
         )
@@ -440,6 +445,30 @@ class RunFiles(TrainingCallback):
         )
 
 
+def take_rank_zeros_start(group, run: RunPlan) -> None:
+    """Every rank starts where rank 0 does: its resume step, loop state, adapter and optimizer state (rank 0
+    alone reads checkpoints, so hosts need not share a disk)."""
+    from .distributed import from_rank_zero
+
+    arrays = {
+        **{f"model.{k}": v for k, v in tree_flatten(run.model.trainable_parameters())},
+        **{f"optimizer.{k}": v for k, v in tree_flatten(run.optimizer.state)},
+    }
+    header = {
+        "start": run.start_step,
+        "complete": run.complete,
+        "state": run.state.to_dict(),
+        "arrays": [[name, list(value.shape), str(value.dtype)] for name, value in arrays.items()],
+    }
+    header, received = from_rank_zero(group, header if group.rank() == 0 else None, arrays)
+    if group.rank() == 0:
+        return
+    run.start_step, run.complete = header["start"], header["complete"]
+    run.state = LoopState.from_dict(header["state"])
+    run.model.update(tree_unflatten([(k[6:], v) for k, v in received.items() if k.startswith("model.")]))
+    run.optimizer.state = tree_unflatten([(k[10:], v) for k, v in received.items() if k.startswith("optimizer.")])
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -453,18 +482,19 @@ def train(
     `callbacks` observe the loop beside the run's own files; `validation_loss(step) -> float` replaces
     the held-out loss of valid.jsonl (tests drive early stopping with it).
     """
-    from .distributed import ShardedObjective, agree, all_reduce, split_steps, world
+    from .distributed import ShardedObjective, agree, all_reduce, check_split, split_steps, world
 
     group = world()  # size 1 unless launched by `mlx.launch` (distributed.py)
     rank, size = group.rank(), group.size()
     accumulation = config.grad_accumulation
     if size > 1:
-        split_steps([], config.grad_accumulation, config.batch_size, rank, size)  # refuse before any work
+        check_split(config.grad_accumulation, config.batch_size, size)  # refuse before any work
         log = log if rank == 0 else (lambda _: None)  # one process speaks and writes
-    run = prepare_run(config, resume, overwrite, log)
+    run = prepare_run(config, resume, overwrite, log, read_output=rank == 0)
     micro_batches = run.schedule.micro_batches
     if size > 1:  # every rank has checked its files before rank 0 writes any
-        agree(group, {"run": run.state.extra.get("run"), "start": run.start_step, "complete": run.complete})
+        agree(group, {"run": run.state.extra.get("run")})
+        take_rank_zeros_start(group, run)
         micro_batches, accumulation, share = split_steps(
             micro_batches, config.grad_accumulation, config.batch_size, rank, size
         )
@@ -497,7 +527,7 @@ def train(
             run.start_step,
             validation_loss,
             [RunFiles(run), progress, *callbacks] if rank == 0 else list(callbacks),
-            all_reduce(group) if size > 1 else None,
+            all_reduce(group, config.distributed_timeout) if size > 1 else None,
         )
     except Interrupted as stop:
         raise TrainError(

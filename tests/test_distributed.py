@@ -99,23 +99,9 @@ def test_processes_that_disagree_on_the_run_stop_before_the_first_step(tmp_path,
         assert result.stdout.count("refused: the processes do not agree on the run") == 2
 
 
-def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
-    """kill -9 of rank 1 mid-run: rank 0 stops too (ring: the peer's connection is lost), the launch ends,
-    and the group launched again with --resume ends where an uninterrupted run ends."""
+def _rank_pids(marker: str) -> dict[int, int]:
     import os
-    import signal
-    import time
 
-    data, out = _data(tmp_path), tmp_path / "out"
-    args = ["--batch-size", "4", "--grad-accumulation", "1", "--iters", "30", "--save-every", "3"]
-    args += ["--keep-checkpoints", "2", "--val-every", "0"]
-    command = LAUNCH + [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir)]
-    command += ["--data", str(data), "--output", str(out), "--learning-rate", "1e-2", "--lora-rank", "4"]
-    command += ["--lora-dropout", "0", "--no-progress", *args]
-    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
     ranks = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -123,10 +109,44 @@ def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if str(out).encode() in cmdline and b"mlx_bluey.cli" in cmdline:
+        if marker.encode() in cmdline and b"mlx_bluey" in cmdline:
             rank = next((e.split(b"=")[1] for e in environ if e.startswith(b"MLX_RANK=")), None)
             if rank is not None:
                 ranks[int(rank)] = int(pid)
+    return ranks
+
+
+# Each rank in a working directory of its own, as on hosts that share no disk: the output path is relative.
+OWN_DIRECTORY = (
+    "import os, runpy, sys\n"
+    "os.chdir(sys.argv[1 + int(os.environ['MLX_RANK'])])\n"
+    "sys.argv = ['mlx_bluey', *sys.argv[3:]]\n"
+    "runpy.run_module('mlx_bluey.cli', run_name='__main__')\n"
+)
+
+
+def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
+    """kill -9 of rank 1 mid-run: rank 0 stops too (ring: the peer's connection is lost), the launch ends,
+    and the group launched again with --resume ends where an uninterrupted run ends. The ranks share no
+    directory: rank 1 never sees rank 0's checkpoints and resumes from what rank 0 sends it."""
+    import os
+    import signal
+    import time
+
+    data, hosts = _data(tmp_path), [tmp_path / "host0", tmp_path / "host1"]
+    for host in hosts:
+        host.mkdir()
+    out = hosts[0] / "out"
+    args = ["--batch-size", "4", "--grad-accumulation", "1", "--iters", "30", "--save-every", "3"]
+    args += ["--keep-checkpoints", "2", "--val-every", "0"]
+    command = LAUNCH + [sys.executable, "-c", OWN_DIRECTORY, *map(str, hosts), "train"]
+    command += ["--model", str(tiny_model_dir), "--data", str(data), "--output", "out", "--learning-rate", "1e-2"]
+    command += ["--lora-rank", "4", "--lora-dropout", "0", "--no-progress", *args]
+    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranks = _rank_pids(str(hosts[1]))
     assert sorted(ranks) == [0, 1], ranks
     os.kill(ranks[1], signal.SIGKILL)
     _, stderr = launch.communicate(timeout=120)  # bounded: the launch ends instead of waiting forever
@@ -137,8 +157,40 @@ def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model
         resumed.stdout[-2000:] + resumed.stderr[-2000:]
     )
     assert [r["step"] for r in _rows(out)] == list(range(1, 31))
+    assert list(hosts[1].iterdir()) == []  # rank 1 wrote nothing, and had nothing to read
     whole = _train(tiny_model_dir, data, tmp_path / "whole", *args, launch=True)
     assert whole.returncode == 0, whole.stderr[-2000:]
     np.testing.assert_allclose(
         [r["train_loss"] for r in _rows(out)], [r["train_loss"] for r in _rows(tmp_path / "whole")], rtol=1e-4
     )
+
+
+def test_a_process_that_stops_answering_ends_the_group_after_the_timeout(tiny_model_dir, tmp_path):
+    """SIGSTOP keeps rank 1's connections open but silent, as a host that dropped off the network: rank 0
+    must give up after distributed_timeout instead of waiting forever."""
+    import os
+    import signal
+    import time
+
+    data, out = _data(tmp_path), tmp_path / "out"
+    command = LAUNCH + [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(tiny_model_dir)]
+    command += ["--data", str(data), "--output", str(out), "--iters", "1000", "--save-every", "3", "--val-every", "0"]
+    command += ["--batch-size", "4", "--grad-accumulation", "1", "--no-progress", "--distributed-timeout", "5"]
+    launch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ranks = _rank_pids(str(out))
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        while ranks[0] in _rank_pids(str(out)).values() and time.monotonic() - stopped < 60:
+            time.sleep(0.2)
+        waited = time.monotonic() - stopped
+    finally:
+        os.kill(ranks[1], signal.SIGKILL)
+    _, stderr = launch.communicate(timeout=60)
+    assert 5 <= waited < 60, waited
+    assert "no answer from the other processes in 5 s (distributed_timeout)" in stderr, stderr[-2000:]
+    assert list(out.glob("checkpoints/step_*")), "the checkpoints are kept for --resume"
