@@ -23,6 +23,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
+from .generation_settings import generation_config_defaults
 from .special_tokens import suppressed_token_ids
 
 LICENCE_FILES = ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md")
@@ -56,6 +57,7 @@ def write_hf_directory(
             generation = json.loads((model_dir / "generation_config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         generation["eos_token_id"] = stop_ids
+        generation.update(generation_config_defaults())  # the CLI's sampling defaults (generation_settings.py)
         # The special tokens no reply contains, as `mlx_bluey generate` suppresses them; transformers
         # and Transformers.js apply this key in generate() too (SuppressTokensLogitsProcessor).
         generation["suppress_tokens"] = suppressed_token_ids(tokenizer, stop_ids)

@@ -20,3 +20,16 @@ class GenerationSettings:
     min_p: float = 0.0  # drop tokens below min_p * p(top token); 0 = off
     repetition_penalty: float = 1.1  # >1 discourages repeating the last 64 tokens; 1.0 = off
     seed: int | None = None  # fixes the sampling noise
+
+
+# GenerationSettings fields under their Hugging Face generation_config.json names: `mlx_bluey fuse` writes
+# the defaults there, so transformers' generate(), Transformers.js and the chat page (which fills its
+# sampling inputs from it) start from the CLI's defaults without a copy of them.
+GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens")
+
+
+def generation_config_defaults(settings: GenerationSettings | None = None) -> dict:
+    """The sampling defaults as generation_config.json keys (do_sample follows the temperature)."""
+    settings = settings or GenerationSettings()
+    values = {key: getattr(settings, key) for key in GENERATION_CONFIG_KEYS}
+    return {"do_sample": settings.temperature > 0, **values}

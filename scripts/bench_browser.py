@@ -67,8 +67,6 @@ def main() -> None:
             page.select_option("#model", f"{args.export.name}|{args.variant}")
             page.select_option("#device", "wasm")
             page.evaluate("document.querySelector('details').open = true")  # the settings panel
-            for field in ("max_new_tokens", "min_new_tokens"):
-                page.fill(f"#{field}", str(args.new_tokens))
             started = time.perf_counter()
             page.click("#load")
             page.wait_for_function("window.mlxBluey.ready || window.mlxBluey.error", timeout=args.timeout_s * 1000)
@@ -76,6 +74,8 @@ def main() -> None:
             if page.evaluate("window.mlxBluey.error"):
                 raise SystemExit(page.evaluate("window.mlxBluey.error"))
             threads = page.inner_text("#status")
+            for field in ("max_new_tokens", "min_new_tokens"):  # after the load, which fills in the model's defaults
+                page.fill(f"#{field}", str(args.new_tokens))
             defaults = {f: page.input_value(f"#{f}") for f in ("temperature", "repetition_penalty")}
             modes = ["sampled", "greedy"] if args.sampling_cost else ["sampled"]
             for round_index in range(args.rounds):

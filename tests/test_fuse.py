@@ -66,6 +66,21 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
     assert not any(name.startswith(".") for name in names | {p.name for p in tmp_path.iterdir()})
 
 
+def test_generation_config_holds_the_clis_sampling_defaults(tiny_fused):
+    from mlx_bluey.generation_settings import GenerationSettings
+
+    generation = json.loads((tiny_fused / "generation_config.json").read_text())
+    d = GenerationSettings()
+    assert {k: generation[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")} == {
+        "do_sample": True,
+        "temperature": d.temperature,
+        "top_p": d.top_p,
+        "top_k": d.top_k,
+        "repetition_penalty": d.repetition_penalty,
+    }
+    assert (generation["max_new_tokens"], generation["min_new_tokens"]) == (d.max_new_tokens, d.min_new_tokens)
+
+
 def test_generation_config_suppresses_the_special_tokens(tiny_fused):
     generation = json.loads((tiny_fused / "generation_config.json").read_text())
     assert generation["suppress_tokens"] == [0, 2, 3, 4, 102]  # every special token but the stops 1 and 5

@@ -118,17 +118,14 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     options = state["generationOptions"]  # the page's defaults, as the second turn used them
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
     assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
-    # the page's defaults are the CLI's (GenerationSettings, the one place they are written down)
-    from mlx_bluey.generation_settings import GenerationSettings
+    # the page's defaults are the CLI's: GenerationSettings, written into generation_config.json by fuse, read
+    # from there by the page (index.html holds no value of its own)
+    from mlx_bluey.generation_settings import GENERATION_CONFIG_KEYS, generation_config_defaults
 
-    d = GenerationSettings()
-    assert (options["temperature"], options["top_p"], options["top_k"], options["repetition_penalty"]) == (
-        d.temperature,
-        d.top_p,
-        d.top_k,
-        d.repetition_penalty,
-    )
-    assert options["max_new_tokens"] == d.max_new_tokens
+    defaults = generation_config_defaults()
+    assert state["defaults"] == {key: defaults[key] for key in GENERATION_CONFIG_KEYS}
+    assert {key: options[key] for key in GENERATION_CONFIG_KEYS} == state["defaults"]
+    assert options["do_sample"] is True
     assert SCREENSHOT.stat().st_size > 10_000
     # nothing left localhost (blob: URLs are the page's own, made from files it fetched here)
     assert requests and all(r.startswith(url) or r.startswith("blob:" + url) for r in requests), requests

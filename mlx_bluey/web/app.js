@@ -6,7 +6,8 @@
 //   the one training used; window.mlxBluey.lastPrompt shows it (the end-to-end test compares it);
 // - every stop id of generation_config.json (Gemma 3: <eos> = 1 and <end_of_turn> = 106) ends a reply,
 //   and "min new tokens" blocks all of them, not just <eos>;
-// - the same sampling defaults as the CLI (temperature 0.7, top-p 0.95, top-k 64, repetition 1.1);
+// - the same sampling defaults as the CLI: the inputs are filled from the model's generation_config.json,
+//   where `mlx_bluey fuse` writes mlx_bluey/generation_settings.py's defaults;
 // - a reply that hits the token limit is cut back to its last finished sentence, never mid-word (text.js).
 import { trimToSentence } from "./text.js";
 
@@ -17,7 +18,7 @@ const $ = (id) => document.getElementById(id);
 // State the end-to-end test reads; also handy from the console.
 const state = (window.mlxBluey = {
   ready: false, busy: false, messages: [], lastPrompt: null, lastReply: null, chunks: 0,
-  stopIds: [], suppressTokens: [], device: null, variant: null, generationOptions: null, error: null,
+  stopIds: [], suppressTokens: [], defaults: null, device: null, variant: null, generationOptions: null, error: null,
 });
 let catalogue = [];
 let character = {};
@@ -128,15 +129,23 @@ async function load() {
   character = entry.character || {};
   state.stopIds = ready.stopIds;
   state.suppressTokens = ready.suppressTokens;
+  // the sampling inputs start at the model's generation_config.json (the CLI's defaults, written by fuse)
+  for (const [key, value] of Object.entries(ready.defaults)) $(key).value = String(value);
+  state.defaults = ready.defaults;
+  const missing = SAMPLING_INPUTS.filter((id) => $(id).value === "");
   Object.assign(state, { ready: true, device, variant, messages: [] });
   $("title").textContent = character.name ? `Chat with ${character.name}` : "Chat";
   if (character.description) $("subtitle").textContent = character.description;
   $("chat").replaceChildren();
   for (const id of ["message", "send", "reset"]) $(id).disabled = false;
   $("load").disabled = false;
-  setStatus(`Ready: ${name} · ${variant} · ${device}${device === "wasm" ? ` · ${ready.threads} threads` : ""}`);
+  setStatus(`Ready: ${name} · ${variant} · ${device}${device === "wasm" ? ` · ${ready.threads} threads` : ""}` +
+    (missing.length ? ` · no default for ${missing.join(", ")} in generation_config.json (export again): set them above` : ""));
   $("message").focus();
 }
+
+// The sampling inputs (index.html), each named as its generation_config.json key.
+const SAMPLING_INPUTS = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens"];
 
 function generationOptions() {
   const number = (id) => Number($(id).value);

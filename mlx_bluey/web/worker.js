@@ -2,7 +2,7 @@
 // Messages in:  {type: "load", name, variant, device, externalData}
 //               {type: "generate", messages, options}      options: max/min_new_tokens, sampling
 //               {type: "stop"}
-// Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, threads}
+// Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, suppressTokens, defaults, threads}
 //               {type: "prompt", text} | {type: "chunk", text} | {type: "done", ids, seconds} | {type: "error", message}
 import {
   env,
@@ -16,6 +16,9 @@ import { makeNucleusProcessor, makeRepetitionProcessor } from "./sampling.js";
 
 // mlx_bluey/generate.py penalises repeats among the last 64 tokens (REPETITION_CONTEXT_TOKENS).
 const REPETITION_WINDOW = 64;
+// generation_config.json keys the page's sampling inputs take their defaults from (GENERATION_CONFIG_KEYS in
+// mlx_bluey/generation_settings.py, which fuse writes)
+const SAMPLING_KEYS = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens"];
 
 env.allowRemoteModels = false; // never the Hugging Face hub
 env.allowLocalModels = true;
@@ -55,7 +58,12 @@ async function load({ name, variant, device, externalData }) {
   stopIds = Array.isArray(eos) ? eos : [eos]; // Gemma 3: [1, 106], written by `mlx_bluey fuse`
   // generate() applies generation_config.suppress_tokens itself; reported so the page's state shows it
   const suppressTokens = model.generation_config?.suppress_tokens ?? [];
-  self.postMessage({ type: "ready", stopIds, suppressTokens, threads: env.backends.onnx.wasm.numThreads });
+  // the sampling defaults `mlx_bluey fuse` wrote (the CLI's, generation_settings.py): the page's inputs start there
+  const defaults = {};
+  for (const key of SAMPLING_KEYS) {
+    if (typeof model.generation_config?.[key] === "number") defaults[key] = model.generation_config[key];
+  }
+  self.postMessage({ type: "ready", stopIds, suppressTokens, defaults, threads: env.backends.onnx.wasm.numThreads });
 }
 
 async function generate({ messages, options }) {
