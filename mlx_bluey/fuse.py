@@ -5,11 +5,11 @@
 Each LoRA layer becomes one plain weight, W + scale * B^T A^T (DoRA layers fuse their magnitude too),
 computed in float32. The directory holds what transformers (and the export stage) load as is:
 config.json, model.safetensors, generation_config.json (every stop id: 1 and 106 for Gemma 3; the
-special tokens generation suppresses; the CLI's sampling defaults), tokenizer.json and tokenizer_config.json with the training chat
-template inside, the base's tokenizer.model (the SentencePiece vocabulary the GGUF export hands
-llama.cpp), character.json (name, description, system prompt from the adapter's character card, for the
-web page), and the base model's licence files. It is written under a temporary name and renamed when
-complete.
+special tokens generation suppresses; the CLI's sampling defaults), tokenizer.json and
+tokenizer_config.json with the training chat template inside, the base's tokenizer.model (the
+SentencePiece vocabulary the GGUF export hands llama.cpp), character.json (name, description, system
+prompt from the adapter's character card, for the web page), and the base model's licence files. It is
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations

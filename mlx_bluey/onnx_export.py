@@ -266,6 +266,7 @@ def reference_outputs(
                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                 max_new_tokens=new_tokens,
                 do_sample=False,
+                repetition_penalty=1.0,  # plain argmax, as the ONNX side: fuse's generation_config says 1.1
                 eos_token_id=sorted(stops),
                 pad_token_id=0,
             )

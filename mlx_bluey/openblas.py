@@ -12,7 +12,8 @@ library loads picks another kernel, so `runtime.ensure_fast_blas()` does that wh
   lacks is never chosen;
 - each candidate is tried in a child process first: the installed OpenBLAS must accept the name
   (`openblas_get_corename()` reads it back) and its sgemm must agree with NumPy's float64 product to
-  float32 rounding. The first that passes is used; each one that fails is reported.
+  float32 rounding on every shape of CHECK_SHAPES, without crashing. The first that passes is used;
+  each one that fails is reported.
 """
 
 from __future__ import annotations
@@ -61,33 +62,44 @@ PRE_AVX2_KERNELS = frozenset(
 CHOSEN_FROM_ENV = "MLX_BLUEY_BLAS_REPLACED_KERNEL"
 
 # A float32 dot product of length k carries a rounding error of at most ~k * 2^-24 of |a| . |b|
-# (256 * 6e-8 = 1.5e-5 here); 1e-4 leaves room for any summation order and still catches a kernel
-# that computes something else (a wrong result is off by O(1)).
-CHECK_SIZE = 256
+# (1024 * 6e-8 = 6e-5 for the longest product below); 1e-4 leaves room for any summation order and still
+# catches a kernel that computes something else (a wrong result is off by O(1)).
 CHECK_TOLERANCE = 1e-4
+# The products the check runs, (m, n, k, B transposed): a square one, and the shapes training and decoding
+# give MLX's sgemm (one row against a 640-wide layer, B transposed as in x @ W.T, and odd small sizes that
+# take OpenBLAS's small-matrix and edge paths). A kernel that crashes on any of them is not used.
+CHECK_SHAPES = [
+    (256, 256, 256, False),
+    (1, 1024, 640, True),
+    (7, 33, 5, False),
+    (96, 640, 1024, True),
+    (1, 1, 3, False),
+]
 
-# Runs in a child with OPENBLAS_CORETYPE set: loads the library, reads the kernel's name back, runs one
-# cblas_sgemm and compares it with NumPy's float64 product. Prints one JSON line.
+# Runs in a child with OPENBLAS_CORETYPE set: loads the library, reads the kernel's name back, runs
+# cblas_sgemm on CHECK_SHAPES and compares each with NumPy's float64 product. Prints one JSON line.
 _PROBE = r"""
 import ctypes, json, sys
 import numpy as np
 lib = ctypes.CDLL(sys.argv[1])
 lib.openblas_get_corename.restype = ctypes.c_char_p
-n = int(sys.argv[2])
-rng = np.random.default_rng(0)
-a = rng.standard_normal((n, n), dtype=np.float32)
-b = rng.standard_normal((n, n), dtype=np.float32)
-c = np.zeros((n, n), dtype=np.float32)
 p = ctypes.POINTER(ctypes.c_float)
-# cblas_sgemm(RowMajor=101, NoTrans=111, NoTrans=111, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+# cblas_sgemm(RowMajor=101, TransA, TransB (111 no, 112 yes), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 lib.cblas_sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, p, ctypes.c_int, p, ctypes.c_int,
                                                  ctypes.c_float, p, ctypes.c_int]
-lib.cblas_sgemm(101, 111, 111, n, n, n, 1.0, a.ctypes.data_as(p), n, b.ctypes.data_as(p), n, 0.0,
-                c.ctypes.data_as(p), n)
-exact = a.astype(np.float64) @ b.astype(np.float64)
-scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
-print(json.dumps({"kernel": lib.openblas_get_corename().decode(),
-                  "error": float(np.max(np.abs(c - exact) / scale))}))
+rng = np.random.default_rng(0)
+worst = 0.0
+for m, n, k, transposed in json.loads(sys.argv[2]):
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if transposed else (k, n), dtype=np.float32)
+    c = np.zeros((m, n), dtype=np.float32)
+    lib.cblas_sgemm(101, 111, 112 if transposed else 111, m, n, k, 1.0, a.ctypes.data_as(p), k,
+                    b.ctypes.data_as(p), k if transposed else n, 0.0, c.ctypes.data_as(p), n)
+    full = b.T if transposed else b
+    exact = a.astype(np.float64) @ full.astype(np.float64)
+    scale = np.abs(a).astype(np.float64) @ np.abs(full).astype(np.float64)
+    worst = max(worst, float(np.max(np.abs(c - exact) / scale)))
+print(json.dumps({"kernel": lib.openblas_get_corename().decode(), "error": worst}))
 """
 
 
@@ -128,7 +140,7 @@ def check_kernel(library: str, kernel: str, timeout: float = 60.0) -> KernelChec
     env["OPENBLAS_CORETYPE"] = kernel
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE, library, str(CHECK_SIZE)],
+            [sys.executable, "-c", _PROBE, library, json.dumps(CHECK_SHAPES)],
             env=env,
             capture_output=True,
             text=True,
