@@ -157,7 +157,7 @@ def agree(group, fingerprint: dict) -> None:
     every = _evaluated(mx.distributed.all_gather(mine[None], group=group), "comparing the run")
     if not all((row == mine).all().item() for row in every):
         raise DistributedError(
-            "the processes do not agree on the run (config, data or resume checkpoint differ between hosts): "
+            "the processes do not agree on the run (config or data differ between hosts): "
             "give every host the same files"
         )
 
