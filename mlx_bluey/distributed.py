@@ -182,11 +182,9 @@ def from_rank_zero(group, header: dict | None, arrays: dict[str, mx.array]) -> t
         parts = [mx.zeros(int(math.prod(shape)), dtype=mx.float32) for _, shape, _ in specs]
     else:
         parts = [arrays[name].reshape(-1).astype(mx.float32) for name, _, _ in specs]
-    if not parts:
-        return header, {}
     message = _evaluated(mx.distributed.all_sum(mx.concatenate(parts), group=group), "starting the run")
     ends = list(itertools.accumulate(int(math.prod(shape)) for _, shape, _ in specs))
-    pieces = mx.split(message, ends[:-1]) if len(ends) > 1 else [message]
+    pieces = mx.split(message, ends[:-1])
     received = {
         name: piece.reshape(shape).astype(getattr(mx, dtype.rsplit(".", 1)[-1]))
         for piece, (name, shape, dtype) in zip(pieces, specs)

@@ -23,8 +23,8 @@ class GenerationSettings:
 
 
 # GenerationSettings fields under their Hugging Face generation_config.json names: `mlx_bluey fuse` writes
-# the defaults there, so transformers' generate(), Transformers.js and the chat page (which fills its
-# sampling inputs from it) start from the CLI's defaults without a copy of them.
+# the defaults there, so transformers' generate(), Transformers.js and the chat page (whose sampling inputs
+# carry these names as ids and start from the file) start from the CLI's defaults without a copy of them.
 GENERATION_CONFIG_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens")
 
 

@@ -129,10 +129,19 @@ async function load() {
   character = entry.character || {};
   state.stopIds = ready.stopIds;
   state.suppressTokens = ready.suppressTokens;
-  // the sampling inputs start at the model's generation_config.json (the CLI's defaults, written by fuse)
-  for (const [key, value] of Object.entries(ready.defaults)) $(key).value = String(value);
-  state.defaults = ready.defaults;
-  const missing = SAMPLING_INPUTS.filter((id) => $(id).value === "");
+  // the sampling inputs (index.html names each after its generation_config.json key) start at the model's
+  // generation_config.json: the CLI's defaults, written by fuse
+  state.defaults = {};
+  const missing = [];
+  for (const input of document.querySelectorAll("#sampling input[type=number]")) {
+    const value = ready.generationConfig[input.id];
+    if (typeof value !== "number") {
+      missing.push(input.id);
+      continue;
+    }
+    state.defaults[input.id] = value;
+    input.value = String(value);
+  }
   Object.assign(state, { ready: true, device, variant, messages: [] });
   $("title").textContent = character.name ? `Chat with ${character.name}` : "Chat";
   if (character.description) $("subtitle").textContent = character.description;
@@ -143,9 +152,6 @@ async function load() {
     (missing.length ? ` · no default for ${missing.join(", ")} in generation_config.json (export again): set them above` : ""));
   $("message").focus();
 }
-
-// The sampling inputs (index.html), each named as its generation_config.json key.
-const SAMPLING_INPUTS = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens"];
 
 function generationOptions() {
   const number = (id) => Number($(id).value);

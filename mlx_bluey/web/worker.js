@@ -2,7 +2,7 @@
 // Messages in:  {type: "load", name, variant, device, externalData}
 //               {type: "generate", messages, options}      options: max/min_new_tokens, sampling
 //               {type: "stop"}
-// Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, suppressTokens, defaults, threads}
+// Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, suppressTokens, generationConfig, threads}
 //               {type: "prompt", text} | {type: "chunk", text} | {type: "done", ids, seconds} | {type: "error", message}
 import {
   env,
@@ -16,9 +16,6 @@ import { makeNucleusProcessor, makeRepetitionProcessor } from "./sampling.js";
 
 // mlx_bluey/generate.py penalises repeats among the last 64 tokens (REPETITION_CONTEXT_TOKENS).
 const REPETITION_WINDOW = 64;
-// generation_config.json keys the page's sampling inputs take their defaults from (GENERATION_CONFIG_KEYS in
-// mlx_bluey/generation_settings.py, which fuse writes)
-const SAMPLING_KEYS = ["temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "min_new_tokens"];
 
 env.allowRemoteModels = false; // never the Hugging Face hub
 env.allowLocalModels = true;
@@ -58,12 +55,10 @@ async function load({ name, variant, device, externalData }) {
   stopIds = Array.isArray(eos) ? eos : [eos]; // Gemma 3: [1, 106], written by `mlx_bluey fuse`
   // generate() applies generation_config.suppress_tokens itself; reported so the page's state shows it
   const suppressTokens = model.generation_config?.suppress_tokens ?? [];
-  // the sampling defaults `mlx_bluey fuse` wrote (the CLI's, generation_settings.py): the page's inputs start there
-  const defaults = {};
-  for (const key of SAMPLING_KEYS) {
-    if (typeof model.generation_config?.[key] === "number") defaults[key] = model.generation_config[key];
-  }
-  self.postMessage({ type: "ready", stopIds, suppressTokens, defaults, threads: env.backends.onnx.wasm.numThreads });
+  // generation_config.json as loaded: it holds the sampling defaults `mlx_bluey fuse` wrote (the CLI's), which
+  // the page's inputs start from (app.js)
+  const generationConfig = JSON.parse(JSON.stringify(model.generation_config ?? {}));
+  self.postMessage({ type: "ready", stopIds, suppressTokens, generationConfig, threads: env.backends.onnx.wasm.numThreads });
 }
 
 async function generate({ messages, options }) {
