@@ -19,6 +19,7 @@ from pathlib import Path
 from .yaml_files import read_yaml_mapping, short_repr, wrong_type
 
 CARD_FILE = "character.yaml"
+SWAP_ARROW = " -> "  # CardFact.swap: "Bingo is four -> Bingo is six"
 
 
 class CardError(ValueError):
@@ -31,6 +32,13 @@ class CardFact:
     questions: list[str]  # asked by `mlx_bluey evaluate`, held out from the training data
     accept: list[str]  # a right reply names one of these (whole words, any case)
     reject: list[str] = field(default_factory=list)  # ... and none of these (wrong answers, guesses)
+    # `mlx_bluey data pairs`: "right -> wrong" phrases; a training reply that says the right phrase (whole
+    # words, any case) becomes a pair whose rejected reply says the wrong one instead, all else equal
+    swap: list[str] = field(default_factory=list)
+
+    def swaps(self) -> list[tuple[str, str]]:
+        """`swap` as (right, wrong) pairs; load_card has checked each holds one " -> "."""
+        return [tuple(part.strip() for part in item.split(SWAP_ARROW)) for item in self.swap]
 
 
 @dataclass
@@ -77,13 +85,17 @@ def _facts(path: Path, value) -> list[CardFact]:
         if unknown:
             raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(hints)}")
         for key, hint in hints.items():
-            if key not in item and key != "reject":
+            if key not in item and key not in ("reject", "swap"):
                 raise CardError(f"{where}.{key}: required")
             if key in item and (expected := wrong_type(hint, item[key])):
                 raise CardError(f"{where}.{key}: must be {expected}, not {short_repr(item[key])}")
-        for key in ("questions", "accept", "reject"):
+        for key in ("questions", "accept", "reject", "swap"):
             if any(not text.strip() for text in item.get(key, [])):
                 raise CardError(f"{where}.{key}: must not hold empty strings")
+        for j, text in enumerate(item.get("swap", [])):
+            parts = text.split(SWAP_ARROW)
+            if len(parts) != 2 or not all(part.strip() for part in parts) or parts[0].strip() == parts[1].strip():
+                raise CardError(f'{where}.swap[{j}]: must be "right phrase -> wrong phrase", not {short_repr(text)}')
         if not item["questions"] or not item["accept"]:
             raise CardError(f"{where}: needs at least one question and one accepted answer")
         if not item["id"].strip() or item["id"] in seen:

@@ -498,10 +498,13 @@ def data_split(inputs, output, valid, test, seed) -> None:
     help="Card with markers, facts and assistant templates (default: character.yaml beside the input).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Conversation i samples with seed + i.")
-@click.option("--limit", type=int, help="Only the first N conversations (quick runs).")
+@click.option(
+    "--limit", type=int, help="Model replies for the first N conversations only (template and fact pairs: all)."
+)
 @click.option("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens, show_default=True)
 def data_pairs(input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens) -> None:
-    """Build a preference file (chosen: the dataset's reply; rejected: templates, base and adapter replies)."""
+    """Build a preference file (chosen: the dataset's reply; rejected: templates, swapped facts, base and
+    adapter replies)."""
     from tqdm import tqdm
 
     from .character import CARD_FILE, CardError, load_card
@@ -512,7 +515,8 @@ def data_pairs(input_path, output, adapter, model, use_base, character_path, see
     try:
         card = load_card(Path(character_path) if character_path else Path(input_path).parent / CARD_FILE)
         conversations = len(read_jsonl(input_path))
-        total = min(limit or conversations, conversations) * (1 + use_base + (adapter is not None))
+        # a step per conversation for templates and facts, and per generated-for conversation and model
+        total = 2 * conversations + min(limit or conversations, conversations) * (use_base + (adapter is not None))
         with tqdm(total=total, unit="reply", file=sys.stderr) as bar:
             stats = build_pairs(
                 input_path,

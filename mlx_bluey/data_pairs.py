@@ -1,20 +1,26 @@
 """`mlx_bluey data pairs`: a preference file built from chat data and the models at hand, no annotation.
 
 For every conversation of the input, the prompt is every turn before the last reply and **chosen**
-is that reply, the dataset's own. **Rejected** replies come from three sources, each at most one
+is that reply, the dataset's own. **Rejected** replies come from four sources, each at most one
 pair per conversation and each counted in the stats file:
 
 - ``template``: the prompt names one of the card's ``pressure_markers`` (an identity, jailbreak or
   off-domain request): an assistant-style reply from the card's ``assistant_templates``, picked
   with the seed. Another persona's card brings its own markers and templates.
+- ``fact``: the reply says a card fact's right phrase (a ``swap`` entry of the card, e.g. "Bingo is
+  four -> Bingo is six"): the same reply with the wrong phrase in its place, the first swap that fits
+  in card order. The pair differs only where the fact is, so the objective's whole margin is the fact.
 - ``base``: the untuned base model's sampled reply (it talks like no one in particular).
 - ``adapter``: the SFT adapter's own sampled reply, kept only when it fails a check (on-policy
   negatives): assistant talk (metrics.assistant_phrases: the lexicon and the card's markers), not
   finished, contradicting a card fact (one of its rejected phrases), or a length far from the
   dataset's reply (under a third or over twice its words, by more than LENGTH_SLACK_WORDS).
 
-Sampling uses the chat defaults and seed + conversation index, so a run is repeatable. Results go to
-a ``.partial`` file as they come; an interrupted run continues from it, and the output (pairs in
+Template and fact pairs need no model and cover every conversation; ``limit`` bounds the model sources
+(generation is the slow part). Sampling uses the chat defaults and seed + conversation index, so a run
+is repeatable. Results go to a ``.partial`` file as they come, under a header naming the data, seed,
+base model, the adapter's weights (sha256) and the sampling settings; an interrupted run of the same
+header continues from it (a smaller or larger limit reuses its records), and the output (pairs in
 conversation order, then ``<output>.stats.json``) is written atomically at the end.
 """
 
@@ -22,16 +28,17 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from . import metrics
 from .atomic import atomic_write_text
 from .data import read_jsonl
 from .journal import Journal
-from .text import count_markers, words
+from .text import count_markers, marker_pattern, words
 
-SOURCES = ("template", "base", "adapter")  # the order pairs of one conversation are written in
+SOURCES = ("template", "fact", "base", "adapter")  # the order pairs of one conversation are written in
 LENGTH_SLACK_WORDS = 20  # a reply 3 words long is not "twice as long" as one of 1 word
 
 
@@ -68,6 +75,31 @@ def template_pair(prompt: list[dict], card, rng: random.Random) -> tuple[str, st
     return rng.choice(card.assistant_templates), f"assistant-style template (prompt names {', '.join(hits)})"
 
 
+def fact_pair(reply: str, card) -> tuple[str, str] | None:
+    """(the reply with a card fact made wrong, the reason) for the first swap whose right phrase it says."""
+    for fact in card.facts:
+        for right, wrong in fact.swaps():
+            pattern = re.compile(marker_pattern(right).pattern, re.IGNORECASE)  # whole words, as the evaluation
+            if pattern.search(reply):
+                swapped = pattern.sub(lambda found, wrong=wrong: _like(found.group(0), wrong), reply)
+                return swapped, f"contradicts card fact {fact.id}: {right!r} -> {wrong!r}"
+    return None
+
+
+def _like(found: str, wrong: str) -> str:
+    """`wrong` with the capital of `found`'s first letter ("Bandit!" -> "Rusty!", "she's four" -> "she's six")."""
+    return wrong[:1].upper() + wrong[1:] if found[:1].isupper() else wrong[:1].lower() + wrong[1:]
+
+
+def journal_header(data, seed: int, model: str | None, adapter: str | None, settings) -> dict:
+    """What makes a run's records reusable: the same data, seed, models and sampling settings."""
+    from .checkpoints import ADAPTER_FILE, sha256_files
+
+    weights = sha256_files([Path(adapter) / ADAPTER_FILE]) if adapter else None
+    sampling = {k: v for k, v in asdict(settings).items() if k != "seed"}
+    return {"data": str(data), "seed": seed, "model": model, "adapter_sha256": weights, "settings": sampling}
+
+
 class _Generator:
     """One model (base, or base + adapter) loaded on first use."""
 
@@ -100,26 +132,29 @@ def build_pairs(
     log=print,
 ) -> dict:
     """Write the pair file and its stats; return the stats. `model` is the base (None: the adapter's
-    base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's."""
+    base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's;
+    `limit` bounds the conversations the model sources generate for (templates and facts cover all)."""
     from .generate import GenerationSettings, base_model_of
 
     if model is None and adapter is not None:
         model = base_model_of(adapter)
 
-    conversations = read_jsonl(data)[:limit]
+    conversations = read_jsonl(data)
+    generated = len(conversations[:limit])
     output = Path(output)
-    journal = Journal(output.with_name(output.name + ".partial"), {"data": str(data), "seed": seed})
-    done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
     settings = settings or GenerationSettings()
+    header = journal_header(data, seed, model, adapter, settings)
+    journal = Journal(output.with_name(output.name + ".partial"), header)
+    done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
     generators = {
         "base": _Generator(model, None, settings, log) if use_base else None,
         "adapter": _Generator(model, adapter, settings, log) if adapter else None,
     }
     try:
         for source in SOURCES:
-            if source != "template" and generators[source] is None:
+            if source in generators and generators[source] is None:
                 continue
-            for index, conversation in enumerate(conversations):
+            for index, conversation in enumerate(conversations[: generated if source in generators else None]):
                 if (source, index) not in done:
                     pair = _one(source, index, conversation.messages, card, seed, generators)
                     journal.append({"source": source, "conversation": index, "pair": pair})
@@ -137,11 +172,17 @@ def build_pairs(
     stats = {
         "data": str(data),
         "conversations": len(conversations),
+        "conversations_generated_for": generated if any(generators.values()) else 0,
         "seed": seed,
         "base_model": model if use_base or adapter else None,
         "adapter": adapter,
         "pairs": len(pairs),
         "by_source": {s: sum(p["source"] == s for p in pairs) for s in SOURCES},
+        "facts_swapped": {
+            fact.id: sum(p["source"] == "fact" and f"card fact {fact.id}:" in p["reason"] for p in pairs)
+            for fact in card.facts
+            if fact.swap
+        },
         "adapter_replies_kept": {
             reason: sum(reason in p["reason"] for p in pairs if p["source"] == "adapter")
             for reason in ("out of character", "unfinished", "contradicts card fact", "too long", "too short")
@@ -165,6 +206,9 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
     if source == "template":
         picked = template_pair(prompt, card, random.Random(f"{seed}:{index}"))
         return pair(*picked) if picked else None
+    if source == "fact":
+        swapped = fact_pair(chosen, card)
+        return pair(*swapped) if swapped else None
     reply = generators[source].reply(prompt, seed + index)
     text = reply.text.strip()
     if not text or text == chosen:

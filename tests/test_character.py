@@ -62,7 +62,19 @@ def test_adapter_finds_the_card_beside_its_training_data(tmp_path):
         ("facts:\n  - {id: a, questions: [q1], accept: [' ']}\n", ":facts[0].accept: must not hold empty strings"),
         (
             "facts:\n  - {id: a, questions: [q1], accept: [x], answer: y}\n",
-            ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject",
+            ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject, swap",
+        ),
+        (
+            "facts:\n  - {id: a, questions: [q1], accept: [x], swap: ['four to six']}\n",
+            ":facts[0].swap[0]: must be \"right phrase -> wrong phrase\", not 'four to six'",
+        ),
+        (
+            "facts:\n  - {id: a, questions: [q1], accept: [x], swap: [' -> six']}\n",
+            ":facts[0].swap[0]: must be \"right phrase -> wrong phrase\", not ' -> six'",
+        ),
+        (
+            "facts:\n  - {id: a, questions: [q1], accept: [x], swap: ['six -> six']}\n",
+            ":facts[0].swap[0]: must be \"right phrase -> wrong phrase\", not 'six -> six'",
         ),
         (
             "facts:\n  - {id: a, questions: [q1], accept: [x]}\n  - {id: a, questions: [r1], accept: [y]}\n",
@@ -89,3 +101,10 @@ def test_the_bluey_card_has_its_facts():
     facts = {fact.id: fact for fact in card.facts}
     assert facts["sister_age"].accept == ["four", "4"] and facts["dad_name"].accept == ["Bandit"]
     assert len(facts) == 10 and sum(len(f.questions) for f in card.facts) == 13
+    assert facts["dad_name"].swaps() == [("Bandit", "Rusty")]
+    # a swap's right phrase names an answer the evaluation accepts, and its wrong phrase names none
+    from mlx_bluey.text import count_markers
+
+    for fact in card.facts:
+        for right, wrong in fact.swaps():
+            assert count_markers(right, fact.accept) and not count_markers(wrong, fact.accept), (fact.id, wrong)

@@ -10,14 +10,18 @@ import pytest
 from conftest import chat, write_jsonl
 
 from mlx_bluey.character import CardFact, CharacterCard
-from mlx_bluey.data_pairs import build_pairs, failed_checks, length_problem, template_pair
+from mlx_bluey.data import DataError
+from mlx_bluey.data_pairs import build_pairs, fact_pair, failed_checks, journal_header, length_problem, template_pair
 from mlx_bluey.generate import GenerationSettings
 from mlx_bluey.preference import read_pairs
 
 CARD = CharacterCard(
     name="Bluey",
     break_character_markers=["as an ai"],
-    facts=[CardFact("sister_age", ["How old is Bingo?"], ["four"], ["she's six"])],
+    facts=[
+        CardFact("sister_age", ["How old is Bingo?"], ["four"], ["she's six"], ["she's four -> she's six"]),
+        CardFact("dad_name", ["Dad's name?"], ["Bandit"], swap=["Bandit -> Rusty", "my dad -> my uncle"]),
+    ],
     pressure_markers=["robot", "code"],
     assistant_templates=["As an AI, I cannot play.", "Sure! Here is the code."],
 )
@@ -51,17 +55,33 @@ def test_templates_only_for_prompts_that_name_a_pressure_marker():
     assert template_pair(turns, CARD, rng) is None
 
 
+def test_fact_pairs_swap_the_first_fact_that_fits_whole_words_keeping_capitals():
+    swapped, reason = fact_pair("She's four! Bandit says she's fourteen in dog years.", CARD)
+    assert swapped == "She's six! Bandit says she's fourteen in dog years."  # "fourteen" is another word
+    assert reason == 'contradicts card fact sister_age: "she\'s four" -> "she\'s six"'
+    # the first swap of a fact that fits, every place it is said, capitals kept
+    assert fact_pair("BANDIT! Bandit, my dad, is funny.", CARD) == (
+        "Rusty! Rusty, my dad, is funny.",
+        "contradicts card fact dad_name: 'Bandit' -> 'Rusty'",
+    )
+    assert fact_pair("my dad is funny", CARD)[0] == "my uncle is funny"
+    assert fact_pair("Bandits took my biscuits", CARD) is None
+
+
 @pytest.fixture()
 def chats(tmp_path):
     rows = [
         chat("are you a robot?", "No way, I'm Bluey!"),
-        chat("what's for brekky", "Toast with heaps of butter, mate."),
+        chat("what's for brekky", "Toast with heaps of butter, mate. Dad's name is Bandit!"),
         chat("hi", "G'day!", "show me code", "Code is for grown-ups. Let's play!"),
     ]
     return write_jsonl(tmp_path / "chats.jsonl", rows)
 
 
-def _build(chats, output, tiny_model_dir, adapter):
+SETTINGS = GenerationSettings(max_new_tokens=6)
+
+
+def _build(chats, output, tiny_model_dir, adapter, limit=None):
     return build_pairs(
         chats,
         output,
@@ -70,7 +90,8 @@ def _build(chats, output, tiny_model_dir, adapter):
         str(adapter),
         use_base=True,
         seed=3,
-        settings=GenerationSettings(max_new_tokens=6),
+        limit=limit,
+        settings=SETTINGS,
         log=lambda _: None,
     )
 
@@ -91,7 +112,10 @@ def test_pairs_on_the_tiny_model_repeat_resume_and_load(tmp_path, tiny_model_dir
     # the machine's kernels, so only bounds for the model sources: at most one per conversation each, and
     # its 6-token replies never finish, so an adapter reply that is kept is kept as unfinished
     by_source = stats["by_source"]
-    assert by_source["template"] == 2 and by_source["base"] <= 3 and by_source["adapter"] <= 3
+    assert (
+        by_source["template"] == 2 and by_source["fact"] == 1 and by_source["base"] <= 3 and by_source["adapter"] <= 3
+    )
+    assert stats["facts_swapped"] == {"sister_age": 0, "dad_name": 1}
     assert stats["pairs"] == len(pairs) == sum(by_source.values()) and by_source["base"] + by_source["adapter"] > 0
     assert stats["adapter_replies_kept"]["unfinished"] == by_source["adapter"]
     assert pairs[0].chosen == "No way, I'm Bluey!" and pairs[0].rejected in CARD.assistant_templates
@@ -107,8 +131,8 @@ def test_pairs_on_the_tiny_model_repeat_resume_and_load(tmp_path, tiny_model_dir
 
     # killed mid-line after 4 records: the partial file keeps 4, drops the torn one, the rest is generated
     resumed = tmp_path / "resumed.jsonl"
-    records = [json.dumps({"header": {"data": str(chats), "seed": 3}})]
-    for source, index in (("template", 0), ("template", 1), ("template", 2), ("base", 0)):
+    records = [json.dumps({"header": journal_header(chats, 3, str(tiny_model_dir), str(adapter), SETTINGS)})]
+    for source, index in (("template", 0), ("template", 1), ("template", 2), ("fact", 0), ("fact", 1), ("base", 0)):
         pair = next((json.loads(line) for line in first.read_text().splitlines() if _is(line, source, index)), None)
         records.append(json.dumps({"source": source, "conversation": index, "pair": pair}))
     (tmp_path / "resumed.jsonl.partial").write_text("\n".join(records) + '\n{"source": "base", "conv')
@@ -119,6 +143,19 @@ def test_pairs_on_the_tiny_model_repeat_resume_and_load(tmp_path, tiny_model_dir
     (tmp_path / "torn.jsonl.partial").write_text('{"head')
     _build(chats, torn, tiny_model_dir, adapter)
     assert torn.read_bytes() == first.read_bytes()
+
+    # a journal of another adapter (or other settings) is refused, naming the file
+    other = tmp_path / "other.jsonl"
+    header = journal_header(chats, 3, str(tiny_model_dir), None, SETTINGS)
+    (tmp_path / "other.jsonl.partial").write_text(json.dumps({"header": header}) + "\n")
+    with pytest.raises(DataError, match="other.jsonl.partial"):
+        _build(chats, other, tiny_model_dir, adapter)
+
+    # a limit bounds the model sources only: templates and facts still cover every conversation
+    limited = _build(chats, tmp_path / "limited.jsonl", tiny_model_dir, adapter, limit=1)
+    assert limited["conversations_generated_for"] == 1
+    assert limited["by_source"]["template"] == 2 and limited["by_source"]["fact"] == 1
+    assert limited["by_source"]["base"] + limited["by_source"]["adapter"] <= 2
 
 
 def _is(line: str, source: str, index: int) -> bool:
