@@ -42,6 +42,7 @@ class Pair:
     rejected: str
     reason: str
     source: str  # file:line
+    origin: str = ""  # the line's "source": how `data pairs` made the rejected reply (template, fact, base, adapter)
 
 
 def check_pair(row, where: str) -> Pair:
@@ -58,9 +59,10 @@ def check_pair(row, where: str) -> Pair:
             raise DataError(f"{where}:{key}", problem)
     if row["chosen"] == row["rejected"]:
         raise DataError(f"{where}:rejected", "is the same text as chosen (nothing to prefer)")
-    reason = row.get("reason", "")
-    if not isinstance(reason, str):
-        raise DataError(f"{where}:reason", "must be a string")
+    reason, origin = row.get("reason", ""), row.get("source", "")
+    for key, value in (("reason", reason), ("source", origin)):
+        if not isinstance(value, str):
+            raise DataError(f"{where}:{key}", "must be a string")
     prompt = row.get("messages")
     if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "assistant":
         raise DataError(f"{where}:messages", "must end on a user turn: the replies are chosen and rejected")
@@ -69,7 +71,7 @@ def check_pair(row, where: str) -> Pair:
         {"messages": [*prompt, {"role": "assistant", "content": row["chosen"]}]} if isinstance(prompt, list) else row,
         where,
     )
-    return Pair(messages[:-1], row["chosen"], row["rejected"], reason, where)
+    return Pair(messages[:-1], row["chosen"], row["rejected"], reason, where, origin)
 
 
 def read_pairs(path: str | Path) -> list[Pair]:

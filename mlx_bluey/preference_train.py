@@ -36,7 +36,8 @@ class PairDataset:
 
     chosen: list[Encoded]
     rejected: list[Encoded]
-    sources: list[str]
+    sources: list[str]  # file:line of each pair
+    origins: list[str]  # how each rejected reply was made (Pair.origin)
     skipped: list[str]
 
     def __post_init__(self):
@@ -60,7 +61,7 @@ class PairDataset:
 
 def encode_pairs(pairs: list[Pair], tokenizer, max_seq_length: int, on_too_long: str) -> PairDataset:
     """Both replies of every pair with its prompt; a side over max_seq_length is an error or a counted skip."""
-    chosen, rejected, sources, skipped = [], [], [], []
+    chosen, rejected, sources, origins, skipped = [], [], [], [], []
     for pair in pairs:
         c = encode_reply(tokenizer, pair.messages, pair.chosen)
         r = encode_reply(tokenizer, pair.messages, pair.rejected)
@@ -73,7 +74,8 @@ def encode_pairs(pairs: list[Pair], tokenizer, max_seq_length: int, on_too_long:
         chosen.append(c)
         rejected.append(r)
         sources.append(pair.source)
-    return PairDataset(chosen, rejected, sources, skipped)
+        origins.append(pair.origin)
+    return PairDataset(chosen, rejected, sources, origins, skipped)
 
 
 class PreferenceObjective(Objective):
@@ -125,15 +127,26 @@ class PreferenceObjective(Objective):
             {name: value.item() * n for name, value in figures.items()},
         )
 
-    def mean_loss(self, model, batches: list[list[int]]) -> float:
-        """The method's loss over the given batches of pairs, mean over pairs (the validation loss)."""
-        total, count = 0.0, 0
+    def held_out(self, model, batches: list[list[int]]) -> tuple[float, dict[str, float]]:
+        """(the method's loss, its figures) over the given batches, means over pairs: the validation
+        figures. A batch whose pairs share one origin also counts toward that origin's accuracy and margin."""
+        totals: dict[str, list[float]] = {}  # name -> [sum of per-pair means x pairs, pairs]
+
+        def add(name: str, value: float, n: int) -> None:
+            total = totals.setdefault(name, [0.0, 0])
+            total[0], total[1] = total[0] + value * n, total[1] + n
+
         for indices in batches:
             _, packed, reference = self._inputs(indices)
-            loss, _ = self._loss(model, packed, len(indices), reference)
-            total += loss.item() * len(indices)
-            count += len(indices)
-        return total / count
+            loss, figures = self._loss(model, packed, len(indices), reference)
+            values = {"loss": loss.item(), **{name: value.item() for name, value in figures.items()}}
+            for name, value in values.items():
+                add(name, value, len(indices))
+            if len(origins := {self.dataset.origins[i] for i in indices}) == 1 and (origin := origins.pop()):
+                for name in ("accuracy", "margin"):
+                    add(f"{name}_{origin}", values[name], len(indices))
+        means = {name: total / n for name, (total, n) in totals.items()}
+        return means.pop("loss"), means
 
 
 def tree_scale(tree, factor: float):
@@ -183,9 +196,16 @@ def preference_objective(config, model, train_set, valid_set, identity, files_to
     if valid_set is None:
         return objective, None
     held_out = PreferenceObjective(config, valid_set, reference and reference["valid"])
-    size = config.batch_size
-    batches = [list(range(i, min(i + size, len(valid_set)))) for i in range(0, len(valid_set), size)]
-    return objective, lambda step: held_out.mean_loss(model, batches)
+    return objective, lambda step: held_out.held_out(model, origin_batches(valid_set, config.batch_size))
+
+
+def origin_batches(dataset: PairDataset, size: int) -> list[list[int]]:
+    """Batches of at most `size` pairs, each of one origin (origins in first-seen order), so validation
+    reports each origin's accuracy (template, fact, adapter, ...) as well as the whole set's."""
+    groups: dict[str, list[int]] = {}
+    for index, origin in enumerate(dataset.origins):
+        groups.setdefault(origin, []).append(index)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def _read_json(path: Path) -> dict:

@@ -43,16 +43,17 @@ def test_orpo_loss_by_hand():
 
 def test_pair_file_errors_name_line_and_field(tmp_path):
     good = {"messages": [{"role": "user", "content": "how old is Bingo?"}], "chosen": "Four!", "rejected": "Six."}
-    pairs = read_pairs(write_jsonl(tmp_path / "ok.jsonl", [good, {**good, "reason": "base model"}]))
-    assert [(p.chosen, p.rejected, p.reason, p.source) for p in pairs] == [
-        ("Four!", "Six.", "", f"{tmp_path / 'ok.jsonl'}:1"),
-        ("Four!", "Six.", "base model", f"{tmp_path / 'ok.jsonl'}:2"),
+    pairs = read_pairs(write_jsonl(tmp_path / "ok.jsonl", [good, {**good, "reason": "base model", "source": "base"}]))
+    assert [(p.chosen, p.rejected, p.reason, p.source, p.origin) for p in pairs] == [
+        ("Four!", "Six.", "", f"{tmp_path / 'ok.jsonl'}:1", ""),
+        ("Four!", "Six.", "base model", f"{tmp_path / 'ok.jsonl'}:2", "base"),
     ]
     cases = [
         ({k: v for k, v in good.items() if k != "chosen"}, ":2: missing field 'chosen'"),
         ({**good, "rejected": " "}, ":2:rejected: must be a non-empty string"),
         ({**good, "rejected": "Four!"}, ":2:rejected: is the same text as chosen"),
         ({**good, "reason": 3}, ":2:reason: must be a string"),
+        ({**good, "source": ["base"]}, ":2:source: must be a string"),
         (
             {**good, "messages": [*good["messages"], {"role": "assistant", "content": "hi"}]},
             ":2:messages: must end on a user turn",
@@ -105,7 +106,9 @@ def pair_data(tmp_path):
         return {"messages": prompt, "chosen": "Heaps of fun with Bingo!", "rejected": f"As an AI model {i}, no."}
 
     write_jsonl(tmp_path / "pairs" / "train.jsonl", [pair(i) for i in range(8)])
-    write_jsonl(tmp_path / "pairs" / "valid.jsonl", [pair(i) for i in range(8, 10)])
+    # the validation pairs name how their rejected reply was made (data pairs' "source")
+    valid = [{**pair(8), "source": "fact"}, {**pair(9), "source": "template"}]
+    write_jsonl(tmp_path / "pairs" / "valid.jsonl", valid)
     return tmp_path / "pairs"
 
 
@@ -133,6 +136,12 @@ def test_preference_training_runs_on_the_loop_and_prefers_the_chosen(tiny_model_
     # trained tokens: both replies of 2 pairs with their <end_of_turn>: 2 x (24 + 1) + two rejected
     assert all(r["trained_tokens"] > 2 * 25 for r in rows)
     assert (output / "reference_logprobs.json").exists() is (method == "dpo")
+    # held out: the method's figures over both pairs and over each origin's one pair (batched apart)
+    held_out = rows[-1]
+    for name in ("accuracy", "margin"):
+        by_origin = [held_out[f"val_{name}_fact"], held_out[f"val_{name}_template"]]
+        assert held_out[f"val_{name}"] == pytest.approx(sum(by_origin) / 2, rel=1e-6)
+    assert held_out["val_accuracy"] in (0.0, 0.5, 1.0) and "val_chosen_logprob" in held_out
 
 
 def test_dpo_reference_is_the_starting_model_cached_and_reused(tiny_model_dir, tiny_tokenizer, pair_data, tmp_path):
