@@ -7,7 +7,9 @@ Reads each directory's results.json (written by `mlx_bluey evaluate`). For every
 (scorecard.FIGURES) and every run after the first, the difference from the first run is computed on
 the prompts both answered, with a 95% paired bootstrap interval (the same prompt draw for both runs);
 it is "outside the noise" when that interval excludes 0. Writes OUTPUT/compare.md and
-OUTPUT/compare.png (each figure with its interval, a bar per run).
+OUTPUT/compare.png (each figure with its interval, a bar per run). The Markdown ends with example
+replies: the first EXAMPLES_PER_KIND prompts of each kind that every run answered, sample 0 (the same
+prompt and seed), each run's reply side by side with the checks it failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 from . import scorecard
 from .atomic import atomic_write_text
 from .plots import save_png
+
+EXAMPLES_PER_KIND = 2  # prompts per kind shown with every run's reply
+EXAMPLE_CHARACTERS = 400  # a longer reply is shown cut here, marked with "..."
 
 
 class CompareError(ValueError):
@@ -57,7 +62,31 @@ def compare(directories: list[Path], resamples: int = scorecard.RESAMPLES) -> di
             for d, r in zip(directories, results)
         ],
         "comparisons": comparisons,
+        "examples": examples([r["rows"] for r in results]),
     }
+
+
+def examples(runs_rows: list[list[dict]], per_kind: int = EXAMPLES_PER_KIND) -> list[dict]:
+    """Sample 0 of the first `per_kind` prompts of each kind that every run answered (first run's order)."""
+    by_run = [{row["id"]: row for row in rows if row.get("sample") == 0} for rows in runs_rows]
+    shown: dict[str, int] = {}
+    picked = []
+    for prompt_id, row in by_run[0].items():
+        if all(prompt_id in rows for rows in by_run) and shown.get(row["kind"], 0) < per_kind:
+            shown[row["kind"]] = shown.get(row["kind"], 0) + 1
+            replies = [{"text": rows[prompt_id]["text"], "failed": failed_checks(rows[prompt_id])} for rows in by_run]
+            picked.append({"id": prompt_id, "kind": row["kind"], "prompt": row["prompt_text"], "replies": replies})
+    return picked
+
+
+def failed_checks(row: dict) -> list[str]:
+    """What the evaluation held against one reply (the row's own flags)."""
+    failed = ["unfinished"] if row.get("complete") is False else []
+    if phrases := row.get("assistant_phrases"):  # what the in_character figure counts
+        failed.append(f"assistant talk: {', '.join(phrases)}")
+    if row.get("fact_right") is False:
+        failed.append("fact wrong")
+    return failed
 
 
 def to_markdown(report: dict) -> str:
@@ -97,7 +126,22 @@ def to_markdown(report: dict) -> str:
                 f"| {figure.name} | {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] | "
                 f"{'yes' if d['outside_noise'] else 'no'} | {verdict} |"
             )
+    if report.get("examples"):
+        lines += ["", "## Example replies (sample 0: the same prompt and seed in every run)"]
+        for example in report["examples"]:
+            lines += ["", f"**{example['id']}** ({example['kind']}): {_quote(example['prompt'])}", ""]
+            for i, reply in enumerate(example["replies"]):
+                text = reply["text"]
+                if len(text) > EXAMPLE_CHARACTERS:
+                    text = text[:EXAMPLE_CHARACTERS].rstrip() + "..."
+                failed = f" *({', '.join(reply['failed'])})*" if reply["failed"] else ""
+                lines.append(f"- run {i + 1}{failed}: {_quote(text)}")
     return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    """One Markdown line: newlines as spaces."""
+    return " ".join(text.split())
 
 
 def chart(report: dict, png: Path) -> None:

@@ -71,6 +71,15 @@ def test_a_clear_difference_is_outside_the_noise_and_an_equal_one_is_not(tmp_pat
     assert "| in_character | +1.000 [+1.000, +1.000] | yes | run 2 |" in done.stdout
     assert "| in_character | +0.000 [+0.000, +0.000] | no | neither |" in done.stdout
     assert (out / "compare.png").stat().st_size > 0 and (out / "compare.md").exists()
+    # example replies: the first two prompts of the kind, sample 0 of each run, with the checks it failed
+    assert [e["id"] for e in report["examples"]] == ["p0", "p1"]
+    first = report["examples"][0]["replies"]
+    assert first[1] == {"text": "I'm Bluey! Mum says hi.", "failed": []}
+    assert first[0] == {
+        "text": "As an AI language model, I can't.",
+        "failed": ["assistant talk: as an ai, language model"],
+    }
+    assert "- run 2: I'm Bluey! Mum says hi." in (out / "compare.md").read_text()
 
 
 def test_paired_difference_uses_only_the_prompts_both_runs_answered():
