@@ -105,14 +105,19 @@ def _facts(path: Path, value) -> list[CardFact]:
     return facts
 
 
-def data_dir_for_adapter(adapter: str | Path | None) -> Path | None:
-    """The directory of the data an adapter was trained on (from its manifest), if it says."""
-    if adapter is None:
+def data_dir_for_adapter(adapter: str | Path | None, _seen: frozenset = frozenset()) -> Path | None:
+    """The directory of the chat data an adapter was trained on (from its manifest), if it says. A
+    preference stage trained on pairs: the data of the adapter it started from (its from_adapter)."""
+    if adapter is None or str(adapter) in _seen:
         return None
     manifest = Path(adapter) / "manifest.json"
     if not manifest.exists():
         return None
-    return Path(json.loads(manifest.read_text())["data"]["train"]).parent
+    saved = json.loads(manifest.read_text())
+    config = saved.get("config") or {}
+    if config.get("method", "sft") != "sft" and config.get("from_adapter"):
+        return data_dir_for_adapter(config["from_adapter"], _seen | {str(adapter)})
+    return Path(saved["data"]["train"]).parent
 
 
 def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:

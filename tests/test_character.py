@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlx_bluey.character import CardError, card_for_adapter, load_card
+from mlx_bluey.character import CardError, card_for_adapter, data_dir_for_adapter, load_card
 
 BLUEY = Path(__file__).parent.parent / "data" / "bluey" / "character.yaml"
 
@@ -43,6 +43,18 @@ def test_adapter_finds_the_card_beside_its_training_data(tmp_path):
     )
     assert card_for_adapter(tmp_path / "run").name == "Tutor"
     assert card_for_adapter(None) is None
+    # a preference stage (trained on pairs, no card beside them) uses the card of the adapter it started from
+    (tmp_path / "simpo").mkdir()
+    (tmp_path / "simpo" / "manifest.json").write_text(
+        json.dumps(
+            {
+                "data": {"train": str(tmp_path / "pairs" / "train.jsonl")},
+                "config": {"method": "simpo", "from_adapter": str(tmp_path / "run")},
+            }
+        )
+    )
+    assert data_dir_for_adapter(tmp_path / "simpo") == tmp_path / "data"
+    assert card_for_adapter(tmp_path / "simpo").name == "Tutor"
 
 
 @pytest.mark.parametrize(
