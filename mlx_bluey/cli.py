@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from . import runtime
+from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
 from .generation_settings import GenerationSettings
 
 
@@ -173,10 +174,12 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option(
     "--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train` (omit for the base model)."
 )
-@click.option("--prompts", "prompts_file", default="data/eval/prompts.jsonl", show_default=True, type=click.Path())
-@click.option("--samples", type=int, default=3, show_default=True, help="Replies per prompt.")
+@click.option("--prompts", "prompts_file", default=EvaluationArgs.prompts_file, show_default=True, type=click.Path())
+@click.option("--samples", type=int, default=EvaluationArgs.samples, show_default=True, help="Replies per prompt.")
 @click.option("--limit", type=int, help="Only the first N prompts (quick runs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sample s of every prompt uses seed + s.")
+@click.option(
+    "--seed", type=int, default=EvaluationArgs.seed, show_default=True, help="Sample s of every prompt uses seed + s."
+)
 @click.option(
     "--reference",
     type=click.Path(),
@@ -201,19 +204,20 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option(
     "--few-shot",
     type=int,
-    default=0,
+    default=EvaluationArgs.few_shot,
     show_default=True,
     help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).",
 )
 @click.option(
     "--long-reply-tokens",
     type=int,
-    default=None,
-    help="max_new_tokens for prompts that ask for a long answer [default: evaluate.LONG_REPLY_TOKENS].",
+    default=EvaluationArgs.long_reply_tokens,
+    show_default=True,
+    help="max_new_tokens for prompts that ask for a long answer.",
 )
 @click.option(
     "--assistant-replies",
-    default="data/eval/assistant_replies.jsonl",
+    default=ASSISTANT_REPLIES,
     show_default=True,
     type=click.Path(),
     help="Generic assistant replies: the in-character classifier's other side ('' = no classifier).",
@@ -243,7 +247,7 @@ def evaluate(
 ) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
     from .character import CardError, load_card
-    from .evaluate import LONG_REPLY_TOKENS, reference_files, saved_result
+    from .evaluate import reference_files, saved_result
     from .evaluate import rescore as rescore_evaluation
     from .evaluate import run as run_evaluation
 
@@ -260,24 +264,24 @@ def evaluate(
                 output, reference, train_data, load_card(character_path), assistant_replies or None, log=click.echo
             )
             return
-        run_evaluation(
+        arguments = EvaluationArgs(
+            output=output,
+            reference=reference,
+            train_data=train_data,
+            card=load_card(character_path),
             model=model,
             adapter=adapter,
             prompts_file=prompts_file,
             samples=samples,
             limit=limit,
             seed=seed,
-            reference=reference,
-            train_data=train_data,
-            card=load_card(character_path),
             base_likelihood=base_likelihood,
-            output=output,
-            settings=settings,
-            log=click.echo,
+            settings=GenerationSettings(**settings),
             few_shot=few_shot,
-            long_reply_tokens=long_reply_tokens or LONG_REPLY_TOKENS,
+            long_reply_tokens=long_reply_tokens,
             assistant_replies=assistant_replies or None,
         )
+        run_evaluation(arguments, log=click.echo)
     except (*_user_errors(), CardError) as error:
         _fail(error)
 

@@ -22,16 +22,13 @@ from pathlib import Path
 from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
+from .evaluation_args import LONG_REPLY_TOKENS, EvaluationArgs
 from .generate import GenerationSettings, generate_reply
 from .journal import Journal
 from .plots import save_png
 from .text import LONG_WORDS, SHORT_WORDS, count_markers
 
 OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
-# Token budget of prompts that ask for a long answer. A long reply is over 120 words (LONG_WORDS), about
-# 160 Gemma tokens; the longest training replies (~250 words) take ~330. At 200 tokens 31 of 36 long
-# replies of the 2026-11 report were cut by the limit (reports/eval-270m-bluey); 512 lets them finish.
-LONG_REPLY_TOKENS = 512
 # Training prompts whose replies are a prompt's length reference: 5 gives a median that one odd
 # neighbour cannot move far; more reaches for prompts that are no longer alike.
 SIMILAR_PROMPTS = 5
@@ -485,24 +482,7 @@ def rescore(output, reference, train_data, card, assistant_replies: str | None =
     return result
 
 
-def run(
-    model,
-    adapter,
-    prompts_file,
-    samples,
-    limit,
-    seed,
-    reference,
-    train_data,
-    card,
-    base_likelihood,
-    output,
-    settings: dict,
-    log=print,
-    few_shot: int = 0,
-    long_reply_tokens: int = LONG_REPLY_TOKENS,
-    assistant_replies: str | None = None,
-) -> dict:
+def run(args: EvaluationArgs, log=print) -> dict:
     """The whole evaluation: load, generate, score, measure likelihood, write the report."""
     import sys
 
@@ -511,76 +491,76 @@ def run(
     from .generate import load_for_generation
     from .special_tokens import stop_token_ids
 
-    prompts = all_prompts(prompts_file, card)[:limit]
-    examples = few_shot_examples(train_data, few_shot)
-    training_pairs = reply_pairs(train_data)
+    prompts = all_prompts(args.prompts_file, args.card)[: args.limit]
+    examples = few_shot_examples(args.train_data, args.few_shot)
+    training_pairs = reply_pairs(args.train_data)
     training_replies = [reply for _, reply in training_pairs]
     # trained and checked before the long part, so a bad file fails early
-    classifier, classifier_check = _classifier(training_replies, reference, assistant_replies, log)
-    network, tokenizer, model_dir = load_for_generation(model, adapter, log=log)
-    options = GenerationSettings(**settings)
+    classifier, classifier_check = _classifier(training_replies, args.reference, args.assistant_replies, log)
+    network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, log=log)
+    options = args.settings
     # an interrupted evaluation of the same model, prompts and settings continues from its replies so far
     header = {
         "model": str(model_dir),
-        "adapter": str(adapter) if adapter else None,
+        "adapter": str(args.adapter) if args.adapter else None,
         "prompts": [p.id for p in prompts],
-        "samples": samples,
-        "seed": seed,
+        "samples": args.samples,
+        "seed": args.seed,
         "generation": asdict(options),
-        "few_shot": few_shot,
-        "long_reply_tokens": long_reply_tokens,
+        "few_shot": args.few_shot,
+        "long_reply_tokens": args.long_reply_tokens,
     }
-    journal = Journal(Path(output).with_name(Path(output).name + ".partial.jsonl"), header)
+    journal = Journal(Path(args.output).with_name(Path(args.output).name + ".partial.jsonl"), header)
     if journal.records:
         log(f"resuming: {len(journal.records)} replies from {journal.path}")
     try:
-        with tqdm(total=len(prompts) * samples, unit="reply", file=sys.stderr) as bar:
+        with tqdm(total=len(prompts) * args.samples, unit="reply", file=sys.stderr) as bar:
             rows = generate_samples(
                 network,
                 tokenizer,
                 prompts,
-                samples,
-                seed,
+                args.samples,
+                args.seed,
                 options,
                 stop_token_ids(model_dir, tokenizer),
                 bar.update,
-                long_reply_tokens,
+                args.long_reply_tokens,
                 examples,
                 journal,
             )
     finally:
         journal.close()
-    summary = score(rows, card, training_pairs, classifier)
+    summary = score(rows, args.card, training_pairs, classifier)
     summary["classifier"] = classifier_check
-    likelihood = {"tuned" if adapter else "model": held_out_loss(network, tokenizer, reference)}
-    if adapter and base_likelihood:
+    likelihood = {"tuned" if args.adapter else "model": held_out_loss(network, tokenizer, args.reference)}
+    if args.adapter and args.base_likelihood:
         base, base_tokenizer, _ = load_for_generation(str(model_dir), None, log=log)
-        likelihood["base"] = held_out_loss(base, base_tokenizer, reference)
-    label = f"{model_dir.name} + {Path(adapter).name}" if adapter else model_dir.name
+        likelihood["base"] = held_out_loss(base, base_tokenizer, args.reference)
+    label = f"{model_dir.name} + {Path(args.adapter).name}" if args.adapter else model_dir.name
     if examples:
-        label += f" ({few_shot}-shot)"
+        label += f" ({args.few_shot}-shot)"
     result = {
         "command": "mlx_bluey " + " ".join(sys.argv[1:]),
-        "model": {"label": label, "model_dir": str(model_dir), "adapter": adapter},
+        "model": {"label": label, "model_dir": str(model_dir), "adapter": str(args.adapter) if args.adapter else None},
         "config": {
-            "prompts_file": str(prompts_file),
+            "prompts_file": str(args.prompts_file),
             "prompts": len(prompts),
-            "samples": samples,
-            "seed": seed,
+            "samples": args.samples,
+            "seed": args.seed,
             "generation": asdict(options),
-            "reference": str(reference),
-            "train_data": str(train_data),
-            "few_shot": few_shot,
-            "long_reply_tokens": long_reply_tokens,
-            "facts": len(card.facts),
-            "assistant_replies": assistant_replies,
+            "reference": str(args.reference),
+            "train_data": str(args.train_data),
+            "few_shot": args.few_shot,
+            "long_reply_tokens": args.long_reply_tokens,
+            "facts": len(args.card.facts),
+            "assistant_replies": str(args.assistant_replies) if args.assistant_replies else None,
         },
         "summary": summary,
         "likelihood": likelihood,
         "reference_words": [len(metrics.words(t)) for t in training_replies],
         "rows": rows,
     }
-    write_report(Path(output), result)
+    write_report(Path(args.output), result)
     journal.finish()
-    _log_headline(summary, output, log)
+    _log_headline(summary, args.output, log)
     return result

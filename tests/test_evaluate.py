@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from conftest import chat, write_jsonl
@@ -11,6 +12,8 @@ from mlx_bluey import metrics
 from mlx_bluey.character import CharacterCard
 from mlx_bluey.data import DataError
 from mlx_bluey.evaluate import read_prompts, score
+from mlx_bluey.evaluation_args import EvaluationArgs
+from mlx_bluey.generation_settings import GenerationSettings
 
 
 def test_words_and_ngrams():
@@ -450,10 +453,18 @@ def test_an_interrupted_evaluation_resumes_with_the_same_replies(tmp_path, tiny_
     card = load_card(tmp_path / "card.yaml")
 
     def run(output, **changes):
-        arguments = dict(model=str(tiny_model_dir), adapter=None, prompts_file=prompts, samples=2, limit=None)
-        arguments.update(seed=0, reference=data, train_data=data, card=card, base_likelihood=False)
-        arguments.update(output=tmp_path / output, settings={"max_new_tokens": 8}, log=lambda _: None)
-        return evaluate.run(**{**arguments, **changes})
+        arguments = EvaluationArgs(
+            output=tmp_path / output,
+            reference=data,
+            train_data=data,
+            card=card,
+            model=str(tiny_model_dir),
+            prompts_file=prompts,
+            samples=2,
+            base_likelihood=False,
+            settings=GenerationSettings(max_new_tokens=8),
+        )
+        return evaluate.run(replace(arguments, **changes), log=lambda _: None)
 
     whole = run("whole")
     real, calls = evaluate.generate_reply, []
