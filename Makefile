@@ -4,6 +4,7 @@
 #   make train [MODEL=gemma-3-1b-it] [DATA=data/bluey] [CONFIG=configs/bluey.yaml]
 #   make chat  [MODEL=...]            chat with the adapter `make train` wrote
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
+#   make prefer [MODEL=...]           the preference stage on it: pair files, then SimPO into OUTPUT-simpo
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
@@ -41,7 +42,7 @@ GGUF_STAMP := $(VENV)/.gguf-installed
 # on this kind of machine, the f16 file ran.
 LLAMA_CMAKE_ARGS = -DLLAVA_BUILD=OFF$(if $(filter x86_64,$(shell uname -m)), -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
-.PHONY: setup train chat evaluate test info clean-venv export-env gguf-env web browser fuse export gguf serve api
+.PHONY: setup train chat evaluate prefer test info clean-venv export-env gguf-env web browser fuse export gguf serve api
 
 setup: $(STAMP)
 
@@ -90,6 +91,18 @@ chat: $(STAMP)
 # adapter, plus the held-out loss with and without it.
 evaluate: $(STAMP)
 	$(RUN)/mlx_bluey evaluate --adapter $(OUTPUT) --output reports/eval-$(RUN_NAME)
+
+# The preference stage (README "Preference stage"). Pair files are built once (file targets; data/bluey-pairs
+# is committed, made from adapters/bluey-270m-sft): the adapter's failing replies to the first PAIRS_LIMIT
+# training and 48 validation conversations (the slow part), template and fact-swap pairs for all of them.
+# Then SimPO (configs/bluey-simpo.yaml) from the make-train adapter into OUTPUT-simpo.
+PAIRS ?= $(DATA)-pairs
+PAIRS_LIMIT ?= 200
+$(PAIRS)/%.jsonl: | $(STAMP)
+	$(RUN)/mlx_bluey data pairs $(DATA)/$*.jsonl --output $@ --adapter $(OUTPUT) --no-base --limit $(if $(filter train,$*),$(PAIRS_LIMIT),48)
+
+prefer: $(PAIRS)/train.jsonl $(PAIRS)/valid.jsonl
+	$(RUN)/mlx_bluey train --config configs/bluey-simpo.yaml --data $(PAIRS) --from-adapter $(OUTPUT) --output $(OUTPUT)-simpo $(if $(MODEL),--model $(MODEL)) --resume
 
 info: $(STAMP)
 	$(RUN)/mlx_bluey info
