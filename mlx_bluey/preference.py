@@ -136,8 +136,8 @@ def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> tuple[m
 
 def simpo_loss(chosen, rejected, chosen_tokens, rejected_tokens, beta: float, gamma: float) -> tuple[mx.array, dict]:
     """Mean SimPO loss: length-normalised log-probabilities as rewards, a target margin gamma."""
-    margin = beta * (chosen / chosen_tokens - rejected / rejected_tokens) - gamma
-    return _logistic_loss(margin, chosen, rejected)
+    reward_gap = beta * (chosen / chosen_tokens - rejected / rejected_tokens)
+    return _logistic_loss(reward_gap - gamma, chosen, rejected, reward_gap)
 
 
 def orpo_loss(chosen, rejected, chosen_tokens, rejected_tokens, lam: float) -> tuple[mx.array, dict]:
@@ -149,12 +149,17 @@ def orpo_loss(chosen, rejected, chosen_tokens, rejected_tokens, lam: float) -> t
     return mx.mean(-mean_chosen) + lam * ratio_loss, figures
 
 
-def _logistic_loss(margin, chosen, rejected) -> tuple[mx.array, dict]:
-    """-log sigma(margin) averaged over pairs (stable: logaddexp(0, -m)), with the figures to log."""
+def _logistic_loss(margin, chosen, rejected, reward_gap=None) -> tuple[mx.array, dict]:
+    """-log sigma(margin) averaged over pairs (stable: logaddexp(0, -m)), with the figures to log.
+
+    accuracy: the share of pairs whose chosen reply gets the higher implicit reward (reward_gap > 0;
+    SimPO's margin subtracts its target gamma from the gap, so a pair can be ranked right and still
+    short of the target)."""
     loss = mx.mean(mx.logaddexp(mx.zeros_like(margin), -margin))
+    gap = margin if reward_gap is None else reward_gap
     return loss, {
         "margin": mx.mean(margin),
-        "accuracy": mx.mean((margin > 0).astype(mx.float32)),
+        "accuracy": mx.mean((gap > 0).astype(mx.float32)),
         "chosen_logprob": mx.mean(chosen),
         "rejected_logprob": mx.mean(rejected),
     }

@@ -30,6 +30,9 @@ def test_simpo_loss_by_hand():
     loss, figures = simpo_loss(mx.array([-10.0]), mx.array([-30.0]), mx.array([10.0]), mx.array([20.0]), 2.0, 0.5)
     assert loss.item() == pytest.approx(softplus(-0.5), rel=1e-6)
     assert figures["margin"].item() == pytest.approx(0.5, rel=1e-6) and figures["accuracy"].item() == 1.0
+    # ranked right (reward gap 2 * (-1 + 1.1) = 0.2 > 0) but short of gamma 0.5: accurate, margin -0.3
+    loss, figures = simpo_loss(mx.array([-10.0]), mx.array([-22.0]), mx.array([10.0]), mx.array([20.0]), 2.0, 0.5)
+    assert figures["margin"].item() == pytest.approx(-0.3, rel=1e-5) and figures["accuracy"].item() == 1.0
 
 
 def test_orpo_loss_by_hand():
