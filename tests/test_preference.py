@@ -215,3 +215,34 @@ def test_dpo_resumed_from_a_checkpoint_gives_the_uninterrupted_losses(tiny_model
     assert not any("DPO reference" in line for line in logs)
     losses = lambda output: [r["train_loss"] for r in _rows(output)]  # noqa: E731
     assert len(losses(cut)) == 6 and losses(cut) == pytest.approx(losses(straight), rel=1e-5)
+
+
+def test_score_pairs_script_counts_each_origin(tiny_model_dir, pair_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlx_bluey.generate import load_for_generation
+    from mlx_bluey.preference import encode_reply, reply_logprobs
+    from mlx_bluey.train import train
+
+    adapter = tmp_path / "simpo"
+    train(_config(tiny_model_dir, pair_data, adapter, method="simpo", iters=2), log=lambda _: None)
+    script = Path(__file__).parent.parent / "scripts" / "score_pairs.py"
+    out = tmp_path / "scored"
+    command = [sys.executable, str(script), "--pairs", str(pair_data / "valid.jsonl"), "--adapter", str(adapter)]
+    done = subprocess.run([*command, "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((out / "pairs.json").read_text())["results"][str(adapter)]
+    assert [(o, figures[o]["pairs"]) for o in figures] == [("fact", 1), ("all", 2), ("template", 1)]
+    # the counts are the comparisons of the pairs' reply log-probabilities under the adapter
+    model, tokenizer, _ = load_for_generation(None, str(adapter), log=lambda _: None)
+    right = 0
+    for pair in read_pairs(pair_data / "valid.jsonl"):
+        sums, _ = reply_logprobs(
+            model, [encode_reply(tokenizer, pair.messages, r) for r in (pair.chosen, pair.rejected)]
+        )
+        right += sums[0].item() > sums[1].item()
+    assert figures["all"]["right_by_sum"] == right and figures["all"]["share_by_sum"] == right / 2
+    assert (out / "pairs.md").read_text().startswith("# Held-out pairs ranked right")
