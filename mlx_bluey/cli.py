@@ -506,7 +506,14 @@ def data_split(inputs, output, valid, test, seed) -> None:
     "--limit", type=int, help="Model replies for the first N conversations only (template and fact pairs: all)."
 )
 @click.option("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens, show_default=True)
-def data_pairs(input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens) -> None:
+@click.option(
+    "--max-per-fact",
+    type=click.IntRange(min=0),
+    help="At most N fact-swap pairs per card fact (SimPO over-taught the most frequent: reports/compare-270m-simpo).",
+)
+def data_pairs(
+    input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens, max_per_fact
+) -> None:
     """Build a preference file (chosen: the dataset's reply; rejected: templates, swapped facts, base and
     adapter replies)."""
     from tqdm import tqdm
@@ -534,6 +541,7 @@ def data_pairs(input_path, output, adapter, model, use_base, character_path, see
                 GenerationSettings(max_new_tokens=max_new_tokens),
                 bar.update,
                 log=lambda m: click.echo(m, err=True),
+                max_per_fact=max_per_fact,
             )
     except (*_user_errors(), CardError) as error:
         _fail(error)

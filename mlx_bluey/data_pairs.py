@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from .journal import Journal
 from .text import count_markers, marker_pattern, words
 
 SOURCES = ("template", "fact", "base", "adapter")  # the order pairs of one conversation are written in
+FACT_ID = re.compile(r"^contradicts card fact (\S+):")  # a fact pair's reason names its fact
 LENGTH_SLACK_WORDS = 20  # a reply 3 words long is not "twice as long" as one of 1 word
 
 
@@ -75,9 +77,12 @@ def template_pair(prompt: list[dict], card, rng: random.Random) -> tuple[str, st
     return rng.choice(card.assistant_templates), f"assistant-style template (prompt names {', '.join(hits)})"
 
 
-def fact_pair(reply: str, card) -> tuple[str, str] | None:
-    """(the reply with a card fact made wrong, the reason) for the first swap whose right phrase it says."""
+def fact_pair(reply: str, card, skip: frozenset = frozenset()) -> tuple[str, str] | None:
+    """(the reply with a card fact made wrong, the reason) for the first swap whose right phrase it says;
+    facts whose id is in `skip` are passed over."""
     for fact in card.facts:
+        if fact.id in skip:
+            continue
         for right, wrong in fact.swaps():
             pattern = re.compile(marker_pattern(right).pattern, re.IGNORECASE)  # whole words, as the evaluation
             if pattern.search(reply):
@@ -91,13 +96,16 @@ def _like(found: str, wrong: str) -> str:
     return wrong[:1].upper() + wrong[1:] if found[:1].isupper() else wrong[:1].lower() + wrong[1:]
 
 
-def journal_header(data, seed: int, model: str | None, adapter: str | None, settings) -> dict:
-    """What makes a run's records reusable: the same data, seed, models and sampling settings."""
+def journal_header(
+    data, seed: int, model: str | None, adapter: str | None, settings, max_per_fact: int | None = None
+) -> dict:
+    """What makes a run's records reusable: the same data, seed, models, sampling settings and fact cap."""
     from .checkpoints import ADAPTER_FILE, sha256_files
 
     weights = sha256_files([Path(adapter) / ADAPTER_FILE]) if adapter else None
     sampling = {k: v for k, v in asdict(settings).items() if k != "seed"}
-    return {"data": str(data), "seed": seed, "model": model, "adapter_sha256": weights, "settings": sampling}
+    header = {"data": str(data), "seed": seed, "model": model, "adapter_sha256": weights, "settings": sampling}
+    return header if max_per_fact is None else {**header, "max_per_fact": max_per_fact}
 
 
 class _Generator:
@@ -130,10 +138,12 @@ def build_pairs(
     settings=None,
     progress=None,
     log=print,
+    max_per_fact: int | None = None,
 ) -> dict:
     """Write the pair file and its stats; return the stats. `model` is the base (None: the adapter's
     base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's;
-    `limit` bounds the conversations the model sources generate for (templates and facts cover all)."""
+    `limit` bounds the conversations the model sources generate for (templates and facts cover all);
+    `max_per_fact` caps the fact-swap pairs of each card fact (in conversation order; None = no cap)."""
     from .generate import GenerationSettings, base_model_of
 
     if model is None and adapter is not None:
@@ -143,9 +153,10 @@ def build_pairs(
     generated = len(conversations[:limit])
     output = Path(output)
     settings = settings or GenerationSettings()
-    header = journal_header(data, seed, model, adapter, settings)
+    header = journal_header(data, seed, model, adapter, settings, max_per_fact)
     journal = Journal(output.with_name(output.name + ".partial"), header)
     done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
+    per_fact: Counter = Counter()  # fact-swap pairs so far, by fact id
     generators = {
         "base": _Generator(model, None, settings, log) if use_base else None,
         "adapter": _Generator(model, adapter, settings, log) if adapter else None,
@@ -156,9 +167,14 @@ def build_pairs(
                 continue
             for index, conversation in enumerate(conversations[: generated if source in generators else None]):
                 if (source, index) not in done:
-                    pair = _one(source, index, conversation.messages, card, seed, generators)
+                    full = frozenset(
+                        f.id for f in card.facts if max_per_fact is not None and per_fact[f.id] >= max_per_fact
+                    )
+                    pair = _one(source, index, conversation.messages, card, seed, generators, full)
                     journal.append({"source": source, "conversation": index, "pair": pair})
                     done[(source, index)] = pair
+                if source == "fact" and done[(source, index)] is not None:
+                    per_fact[FACT_ID.search(done[(source, index)]["reason"]).group(1)] += 1
                 if progress:
                     progress(1)
     finally:
@@ -174,6 +190,7 @@ def build_pairs(
         "conversations": len(conversations),
         "conversations_generated_for": generated if any(generators.values()) else 0,
         "seed": seed,
+        "max_per_fact": max_per_fact,
         "base_model": model if use_base or adapter else None,
         "adapter": adapter,
         "pairs": len(pairs),
@@ -194,7 +211,7 @@ def build_pairs(
     return stats
 
 
-def _one(source: str, index: int, messages: list[dict], card, seed: int, generators) -> dict | None:
+def _one(source: str, index: int, messages: list[dict], card, seed: int, generators, full=frozenset()) -> dict | None:
     prompt, chosen = messages[:-1], messages[-1]["content"]
     pair = lambda rejected, reason: {  # noqa: E731 (one line, three uses)
         "messages": prompt,
@@ -207,7 +224,7 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         picked = template_pair(prompt, card, random.Random(f"{seed}:{index}"))
         return pair(*picked) if picked else None
     if source == "fact":
-        swapped = fact_pair(chosen, card)
+        swapped = fact_pair(chosen, card, skip=full)
         return pair(*swapped) if swapped else None
     reply = generators[source].reply(prompt, seed + index)
     text = reply.text.strip()

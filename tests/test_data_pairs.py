@@ -174,3 +174,26 @@ def test_pairs_command_errors_name_the_file(tmp_path):
     (tmp_path / "character.yaml").write_text("name: Bluey\n")
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and f"{bad}:1:messages: must end with an assistant message" in result.stderr
+
+
+def test_fact_pairs_capped_per_fact_in_conversation_order(tmp_path):
+    rows = [
+        chat("who's your dad?", "My dad is Bandit!"),
+        chat("and Bingo?", "She's four and Dad is Bandit."),
+        chat("dad again?", "Bandit, for real life."),
+    ]
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    build = lambda output, cap: build_pairs(  # noqa: E731 (no model: templates and facts only)
+        data, tmp_path / output, CARD, None, None, use_base=False, log=lambda _: None, max_per_fact=cap
+    )
+    assert build("all.jsonl", None)["facts_swapped"] == {"sister_age": 1, "dad_name": 2}
+    capped = build("capped.jsonl", 1)
+    # the second reply's sister_age swap comes first in card order; dad_name's one pair is the first reply's
+    assert capped["facts_swapped"] == {"sister_age": 1, "dad_name": 1} and capped["max_per_fact"] == 1
+    reasons = [p.reason for p in read_pairs(tmp_path / "capped.jsonl")]
+    assert reasons == [
+        "contradicts card fact dad_name: 'Bandit' -> 'Rusty'",
+        'contradicts card fact sister_age: "she\'s four" -> "she\'s six"',
+    ]
+    # with the cap 0 every fact is passed over
+    assert build("none.jsonl", 0)["by_source"]["fact"] == 0
