@@ -156,7 +156,7 @@ def build_pairs(
     header = journal_header(data, seed, model, adapter, settings, max_per_fact)
     journal = Journal(output.with_name(output.name + ".partial"), header)
     done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
-    per_fact: Counter = Counter()  # fact-swap pairs so far, by fact id
+    per_fact: Counter = Counter()  # fact-swap pairs so far (at the end: in the output), by fact id
     generators = {
         "base": _Generator(model, None, settings, log) if use_base else None,
         "adapter": _Generator(model, adapter, settings, log) if adapter else None,
@@ -167,10 +167,8 @@ def build_pairs(
                 continue
             for index, conversation in enumerate(conversations[: generated if source in generators else None]):
                 if (source, index) not in done:
-                    full = frozenset(
-                        f.id for f in card.facts if max_per_fact is not None and per_fact[f.id] >= max_per_fact
-                    )
-                    pair = _one(source, index, conversation.messages, card, seed, generators, full)
+                    capped = _capped(card, per_fact, max_per_fact) if source == "fact" else frozenset()
+                    pair = _one(source, index, conversation.messages, card, seed, generators, capped)
                     journal.append({"source": source, "conversation": index, "pair": pair})
                     done[(source, index)] = pair
                 if source == "fact" and done[(source, index)] is not None:
@@ -195,11 +193,7 @@ def build_pairs(
         "adapter": adapter,
         "pairs": len(pairs),
         "by_source": {s: sum(p["source"] == s for p in pairs) for s in SOURCES},
-        "facts_swapped": {
-            fact.id: sum(p["source"] == "fact" and f"card fact {fact.id}:" in p["reason"] for p in pairs)
-            for fact in card.facts
-            if fact.swap
-        },
+        "facts_swapped": {fact.id: per_fact[fact.id] for fact in card.facts if fact.swap},
         "adapter_replies_kept": {
             reason: sum(reason in p["reason"] for p in pairs if p["source"] == "adapter")
             for reason in ("out of character", "unfinished", "contradicts card fact", "too long", "too short")
@@ -211,7 +205,12 @@ def build_pairs(
     return stats
 
 
-def _one(source: str, index: int, messages: list[dict], card, seed: int, generators, full=frozenset()) -> dict | None:
+def _capped(card, per_fact: Counter, max_per_fact: int | None) -> frozenset:
+    """The facts whose swap pairs have reached the cap (none without one)."""
+    return frozenset(f.id for f in card.facts if max_per_fact is not None and per_fact[f.id] >= max_per_fact)
+
+
+def _one(source: str, index: int, messages: list[dict], card, seed: int, generators, capped=frozenset()) -> dict | None:
     prompt, chosen = messages[:-1], messages[-1]["content"]
     pair = lambda rejected, reason: {  # noqa: E731 (one line, three uses)
         "messages": prompt,
@@ -224,7 +223,7 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         picked = template_pair(prompt, card, random.Random(f"{seed}:{index}"))
         return pair(*picked) if picked else None
     if source == "fact":
-        swapped = fact_pair(chosen, card, skip=full)
+        swapped = fact_pair(chosen, card, skip=capped)
         return pair(*swapped) if swapped else None
     reply = generators[source].reply(prompt, seed + index)
     text = reply.text.strip()
