@@ -22,6 +22,7 @@ import click
 
 from . import runtime
 from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
+from .export_args import DEFAULT_VARIANTS, FORMATS, ExportArgs
 from .generation_settings import GenerationSettings
 
 
@@ -366,8 +367,8 @@ def fuse(adapter, model, output) -> None:
 @click.option(
     "--format",
     "kind",
-    type=click.Choice(["onnx", "gguf", "peft"]),
-    default="onnx",
+    type=click.Choice(FORMATS),
+    default=ExportArgs.kind,
     show_default=True,
     help="onnx: SOURCE is a fused model, exported for the browser; gguf: a fused model, as GGUF files for "
     "llama.cpp/Ollama/LM Studio (each with a Modelfile); peft: SOURCE is a LoRA adapter, written as a PEFT "
@@ -375,56 +376,53 @@ def fuse(adapter, model, output) -> None:
 )
 @click.option("--output", required=True, type=click.Path(), help="Export directory.")
 @click.option(
-    "--variants", help="Comma-separated. onnx: q8, q4, fp16, fp32 (default q8,q4,fp16); gguf: f16, q8_0, Q4_K_M (all)."
+    "--variants",
+    help="Comma-separated. onnx: q8, q4, fp16, fp32 (default "
+    + ",".join(DEFAULT_VARIANTS["onnx"])
+    + "); gguf: f16, q8_0, Q4_K_M (default: all).",
 )
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
 @click.option(
-    "--parity-texts", type=int, default=8, show_default=True, help="Conversations compared position by position."
+    "--parity-texts",
+    type=int,
+    default=ExportArgs.parity_texts,
+    show_default=True,
+    help="Conversations compared position by position.",
 )
-@click.option("--greedy-prompts", type=int, default=4, show_default=True, help="Prompts decoded greedily by both.")
-@click.option("--greedy-tokens", type=int, default=32, show_default=True, help="New tokens per greedy prompt.")
+@click.option(
+    "--greedy-prompts",
+    type=int,
+    default=ExportArgs.greedy_prompts,
+    show_default=True,
+    help="Prompts decoded greedily by both.",
+)
+@click.option(
+    "--greedy-tokens",
+    type=int,
+    default=ExportArgs.greedy_tokens,
+    show_default=True,
+    help="New tokens per greedy prompt.",
+)
 @click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
 def export(source, kind, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
-    """Export a fused model to ONNX for the browser (with a size and parity report), or an adapter to PEFT."""
-    from .export import ExportError, run_export
+    """Export a fused model to ONNX for the browser or GGUF (with a size and parity report), or an adapter to PEFT."""
+    from .export import ExportError
+    from .export import run as run_export
 
-    if kind == "peft":
-        from .peft_export import PeftExportError, export_peft
-
-        try:
-            click.echo(f"PEFT adapter: {export_peft(source, output)}")
-        except PeftExportError as error:
-            _fail(error)
-        return
-    if kind == "gguf":
-        from .gguf_export import ALL_VARIANTS, GgufExportError, export_gguf
-
-        try:
-            export_gguf(
-                Path(source),
-                Path(output),
-                (variants or ",".join(ALL_VARIANTS)).split(","),
-                Path(parity_data) if parity_data else None,
-                parity_texts,
-                greedy_prompts,
-                greedy_tokens,
-                command=" ".join(["mlx_bluey", *sys.argv[1:]]),
-                log=click.echo,
-            )
-        except GgufExportError as error:
-            _fail(error)
-        return
+    arguments = ExportArgs(
+        source=Path(source),
+        output=Path(output),
+        kind=kind,
+        variants=tuple(variants.split(",")) if variants else (),
+        parity_data=Path(parity_data) if parity_data else None,
+        parity_texts=parity_texts,
+        greedy_prompts=greedy_prompts,
+        greedy_tokens=greedy_tokens,
+        keep_fp32=keep_fp32,
+        command=" ".join(["mlx_bluey", *sys.argv[1:]]),
+    )
     try:
-        run_export(
-            Path(source),
-            Path(output),
-            variants or "q8,q4,fp16",
-            Path(parity_data) if parity_data else None,
-            parity_texts,
-            greedy_prompts,
-            greedy_tokens,
-            keep_fp32,
-        )
+        run_export(arguments, log=click.echo)
     except ExportError as error:
         _fail(error)
 

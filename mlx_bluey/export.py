@@ -1,11 +1,13 @@
-"""`mlx_bluey export`: a fused model directory -> ONNX variants for the browser, in the export environment.
+"""`mlx_bluey export`: a fused model directory -> ONNX variants for the browser (in the export environment) or
+GGUF files (gguf_export.py); a LoRA adapter -> a PEFT adapter (peft_export.py).
 
     mlx_bluey fuse --adapter adapters/bluey-gemma-3-270m-embedded --output fused/bluey-270m
     mlx_bluey export fused/bluey-270m --output exports/bluey-270m --parity-data data/bluey/test.jsonl
 
 Optimum and onnxruntime live in their own environment (optimum-onnx pins transformers < 4.58; mlx-lm
-needs >= 5.7), built by `make export-env`. This command only finds that environment's Python and runs
-the worker (onnx_export.py) there, streaming its progress; it imports nothing from it.
+needs >= 5.7), built by `make export-env`. For ONNX this command only finds that environment's Python and
+runs the worker (export_env/onnx_export.py) there with the ExportArgs as JSON, streaming its progress; it
+imports nothing from it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from .export_args import ExportArgs
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the checkout that holds mlx_bluey/ (editable install)
 ENV_VARIABLE = "MLX_BLUEY_EXPORT_PYTHON"
@@ -35,55 +39,35 @@ def export_python() -> Path:
     return python
 
 
-def worker_command(
-    fused: Path,
-    output: Path,
-    variants: str,
-    parity_data: Path | None,
-    parity_texts: int,
-    greedy_prompts: int,
-    greedy_tokens: int,
-    keep_fp32: bool,
-) -> list[str]:
-    command = [
-        str(export_python()),
-        "-m",
-        "mlx_bluey.onnx_export",
-        str(fused),
-        str(output),
-        "--variants",
-        variants,
-        "--parity-texts",
-        str(parity_texts),
-        "--greedy-prompts",
-        str(greedy_prompts),
-        "--greedy-tokens",
-        str(greedy_tokens),
-    ]
-    if parity_data is not None:
-        command += ["--parity-data", str(parity_data)]
-    if keep_fp32:
-        command.append("--keep-fp32")
-    return command
+def worker_command(args: ExportArgs) -> list[str]:
+    return [str(export_python()), "-m", "mlx_bluey.export_env.onnx_export", args.to_json()]
 
 
-def run_export(
-    fused: Path,
-    output: Path,
-    variants: str = "q8,q4,fp16",
-    parity_data: Path | None = None,
-    parity_texts: int = 8,
-    greedy_prompts: int = 4,
-    greedy_tokens: int = 32,
-    keep_fp32: bool = False,
-) -> None:
-    if not (fused / "config.json").exists():
-        raise ExportError(f"{fused}: not a model directory (no config.json); make one with `mlx_bluey fuse`")
-    if parity_data is not None and not parity_data.exists():
-        raise ExportError(f"{parity_data}: no such file (--parity-data)")
-    command = worker_command(
-        fused, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32
-    )
+def run(args: ExportArgs, log=print) -> None:
+    """The export args.kind names; errors from any of them come out as ExportError."""
+    if args.kind == "peft":
+        from .peft_export import PeftExportError, export_peft
+
+        try:
+            log(f"PEFT adapter: {export_peft(args.source, args.output)}")
+        except PeftExportError as error:
+            raise ExportError(str(error)) from error
+    elif args.kind == "gguf":
+        from .gguf_export import GgufExportError, export_gguf
+
+        try:
+            export_gguf(args, log=log)
+        except GgufExportError as error:
+            raise ExportError(str(error)) from error
+    else:
+        run_onnx(args)
+
+
+def run_onnx(args: ExportArgs) -> None:
+    if not (args.source / "config.json").exists():
+        raise ExportError(f"{args.source}: not a model directory (no config.json); make one with `mlx_bluey fuse`")
+    if args.parity_data is not None and not args.parity_data.exists():
+        raise ExportError(f"{args.parity_data}: no such file (--parity-data)")
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),
@@ -91,6 +75,6 @@ def run_export(
         TOKENIZERS_PARALLELISM="false",
     )
     env.pop("LD_PRELOAD", None)  # the MLX process's OpenBLAS is not the export environment's business
-    result = subprocess.run(command, env=env, stdout=sys.stdout, stderr=sys.stderr)
+    result = subprocess.run(worker_command(args), env=env, stdout=sys.stdout, stderr=sys.stderr)
     if result.returncode:
-        raise ExportError(f"export failed (exit {result.returncode}); {output} was left as it was")
+        raise ExportError(f"export failed (exit {result.returncode}); {args.output} was left as it was")

@@ -30,6 +30,7 @@ import numpy as np
 from .atomic import atomic_directory
 from .chat_format import CHAT_TEMPLATE
 from .embedded import _BLOCK_NAMES
+from .export_args import ExportArgs
 from .generation_settings import REPETITION_CONTEXT_TOKENS, GenerationSettings
 
 VARIANTS = ("f16", "q8_0")
@@ -354,17 +355,7 @@ def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int,
 ALL_VARIANTS = (*VARIANTS, "Q4_K_M")
 
 
-def export_gguf(
-    fused: Path,
-    output: Path,
-    variants: list[str],
-    parity_data: Path | None = None,
-    parity_texts: int = 4,
-    greedy_prompts: int = 4,
-    greedy_tokens: int = 32,
-    command: str = "",
-    log=print,
-) -> dict:
+def export_gguf(args: ExportArgs, log=print) -> dict:
     """GGUF variants of a fused model, each with a Modelfile, and export.json/export.md with sizes and parity."""
     import platform
     import shutil
@@ -375,6 +366,7 @@ def export_gguf(
     from .parity import held_out_texts
     from .special_tokens import stop_token_ids
 
+    fused, output, variants = args.source, args.output, list(args.chosen_variants())
     unknown = [v for v in variants if v not in ALL_VARIANTS]
     if unknown or not variants:
         raise GgufExportError(f"unknown GGUF variants {unknown} (choose from {', '.join(ALL_VARIANTS)})")
@@ -386,7 +378,7 @@ def export_gguf(
     tokenizer = AutoTokenizer.from_pretrained(str(fused))
     stops = stop_token_ids(fused, tokenizer)
     stop_strings = [tokenizer.convert_ids_to_tokens(i) for i in stops]
-    report = {"fused": str(fused), "command": command, "variants": [], "machine": f"{platform.machine()}"}
+    report = {"fused": str(fused), "command": args.command, "variants": [], "machine": f"{platform.machine()}"}
     with atomic_directory(output) as out:
         for i, variant in enumerate(variants):
             log(f"[{i + 1}/{len(variants)}] {variant} ...")
@@ -406,14 +398,14 @@ def export_gguf(
             entry["mb"] = round(entry["bytes"] / 1e6, 1)
             report["variants"].append(entry)
             log(f"      {file.name}: {entry['mb']} MB")
-        if parity_data is not None and parity_texts > 0:
+        if args.parity_data is not None and args.parity_texts > 0:
             log("parity in llama.cpp against the fused model (MLX, fp32) ...")
-            texts = held_out_texts(parity_data, tokenizer, parity_texts, max_tokens=512)
-            prompts = first_prompts(parity_data, tokenizer, greedy_prompts)
-            reference = reference_outputs(fused, texts, prompts, greedy_tokens, set(stops))
+            texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
+            prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
+            reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, set(stops))
             for entry in report["variants"]:
                 entry["parity"] = variant_parity(
-                    out / entry["file"], reference, texts, prompts, greedy_tokens, set(stops)
+                    out / entry["file"], reference, texts, prompts, args.greedy_tokens, set(stops)
                 )
                 p = entry["parity"]
                 log(
@@ -421,8 +413,8 @@ def export_gguf(
                     f"{p['greedy_identical_share']}, llama.cpp decode {p['llama_cpp_decode_tokens_per_s']} tok/s"
                 )
         report.update(
-            parity_source=str(parity_data), parity_texts=parity_texts, greedy_prompts=greedy_prompts,
-            greedy_tokens=greedy_tokens,
+            parity_source=str(args.parity_data), parity_texts=args.parity_texts, greedy_prompts=args.greedy_prompts,
+            greedy_tokens=args.greedy_tokens,
         )  # fmt: skip
         for name in ("GEMMA_TERMS.html", "NOTICE.md", "LICENSE", "USE_POLICY.md"):
             if (fused / name).exists():

@@ -124,7 +124,7 @@ def mlx_runners(model_dir: str):
 ORT_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from mlx_bluey.onnx_export import OrtDecoder
+from mlx_bluey.export_env.parity_harness import OrtDecoder
 path, prompt, n = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
 decoder = OrtDecoder(path)
 decoder.greedy(prompt, 4, set())  # warm-up

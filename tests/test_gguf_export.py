@@ -11,7 +11,15 @@ from conftest import chat, write_jsonl
 from gotemplate import render as render_go
 
 from mlx_bluey.chat_format import render
-from mlx_bluey.gguf_export import OLLAMA_TEMPLATE, GgufExportError, export_gguf, gguf_tensor_name, sliding_layers
+from mlx_bluey.export_args import DEFAULT_VARIANTS, ExportArgs
+from mlx_bluey.gguf_export import (
+    ALL_VARIANTS,
+    OLLAMA_TEMPLATE,
+    GgufExportError,
+    export_gguf,
+    gguf_tensor_name,
+    sliding_layers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +117,18 @@ def test_refuses_what_llama_cpp_would_read_as_another_model(tiny_fused, tmp_path
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "query_pre_attn_scalar": 8}))
     with pytest.raises(GgufExportError, match="query_pre_attn_scalar 8 != head_dim 16"):
-        export_gguf(other, tmp_path / "out", ["f16"], log=lambda _: None)
+        export_gguf(ExportArgs(other, tmp_path / "out", "gguf", ("f16",)), log=lambda _: None)
     (other / "config.json").write_text(json.dumps(config))
     (other / "tokenizer.model").unlink()
     with pytest.raises(GgufExportError, match="no tokenizer.model"):
-        export_gguf(other, tmp_path / "out", ["f16"], log=lambda _: None)
+        export_gguf(ExportArgs(other, tmp_path / "out", "gguf", ("f16",)), log=lambda _: None)
     with pytest.raises(GgufExportError, match="unknown GGUF variants"):
-        export_gguf(tiny_fused, tmp_path / "out", ["q4"], log=lambda _: None)
+        export_gguf(ExportArgs(tiny_fused, tmp_path / "out", "gguf", ("q4",)), log=lambda _: None)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_export_writes_every_gguf_variant_by_default():
+    assert DEFAULT_VARIANTS["gguf"] == ALL_VARIANTS  # --variants left out: every variant the module can write
 
 
 @pytest.mark.real

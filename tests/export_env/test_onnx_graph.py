@@ -1,4 +1,4 @@
-"""The tied-embedding rewrites of onnx_graph.py, on a hand-made decoder stub (runs in .venv-export).
+"""The tied-embedding rewrites of export_env/onnx_graph.py, on a hand-made decoder stub (runs in .venv-export).
 
 The stub is the part of a decoder the rewrite touches: input_ids -> Gather(E [V, H]) -> hidden -> MatMul(E^T)
 -> logits. onnxruntime runs every graph; NumPy gives the expected numbers.
@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-from mlx_bluey.onnx_graph import dequantized_rows, find_tied, tie_float, tie_nbits
+from mlx_bluey.export_env.onnx_graph import dequantized_rows, find_tied, tie_float, tie_nbits
 
 V = 50  # vocabulary
 

@@ -2,7 +2,8 @@
 
 Runs in the export environment (`make export-env`: torch 2.13.0 CPU, optimum-onnx, onnxruntime), which
 cannot share one with mlx-lm (optimum-onnx pins transformers < 4.58, mlx-lm needs >= 5.7). The
-`mlx_bluey export` command starts it as `python -m mlx_bluey.onnx_export FUSED OUTPUT ...`.
+`mlx_bluey export` command starts it as `python -m mlx_bluey.export_env.onnx_export ARGS_JSON` (an
+ExportArgs, export_args.py). The parity harness is parity_harness.py, the graph rewrites onnx_graph.py.
 
 Output, in the layout Transformers.js reads:
 
@@ -18,7 +19,6 @@ kept only with --keep-fp32. The directory is built under a temporary name and re
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import shutil
@@ -30,11 +30,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .atomic import atomic_directory
-from .parity import compare_logits, held_out_texts, identical_prefix, report_markdown, summarise
-from .parity import greedy_prompts as first_prompts
+from ..atomic import atomic_directory
+from ..export_args import ExportArgs
+from ..parity import greedy_prompts as first_prompts
+from ..parity import held_out_texts, report_markdown
+from .parity_harness import reference_outputs, variant_parity
 
 TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their weights in FILE_data
 
@@ -61,7 +61,6 @@ VARIANTS = {
     "fp16": Variant("fp16", "model_fp16.onnx", "fp16"),
     "fp32": Variant("fp32", "model.onnx", "fp32"),
 }
-DEFAULT_VARIANTS = ("q8", "q4", "fp16")
 COPIED = (
     "character.json",
     "config.json",
@@ -98,12 +97,6 @@ def ticking(label: str, every: float = 15.0):
     finally:
         stop.set()
         thread.join()
-
-
-def bar(total: int, label: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"      {label}", unit="item", file=sys.stderr, leave=False)
 
 
 def export_fp32(fused: Path, work: Path) -> Path:
@@ -199,99 +192,6 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------------------------- parity
-
-
-class OrtDecoder:
-    """One ONNX decoder session fed the way Transformers.js feeds it: ids, mask, past key/values."""
-
-    def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values")]
-        self.float = np.float16 if self.past and self.past[0].type == "tensor(float16)" else np.float32
-
-    def empty_past(self) -> dict:
-        return {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=self.float) for i in self.past}
-
-    def step(self, ids: list[int], past: dict, seen: int):
-        feeds = {
-            "input_ids": np.array([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, seen + len(ids)), dtype=np.int64),
-            **past,
-        }
-        outputs = self.session.run(None, feeds)
-        names = [o.name for o in self.session.get_outputs()]
-        logits = outputs[names.index("logits")][0].astype(np.float32)
-        present = {
-            n.replace("present", "past_key_values"): v for n, v in zip(names, outputs) if n.startswith("present")
-        }
-        return logits, present
-
-    def greedy(self, prompt: list[int], new_tokens: int, stops: set[int]) -> tuple[list[int], float]:
-        """Greedy decode with the KV cache; returns the tokens and decode tokens/s (prompt excluded)."""
-        logits, past = self.step(prompt, self.empty_past(), 0)
-        out, seen = [], len(prompt)
-        started = time.perf_counter()
-        for _ in range(new_tokens):
-            token = int(logits[-1].argmax())
-            out.append(token)
-            if token in stops:
-                break
-            logits, past = self.step([token], past, seen)
-            seen += 1
-        elapsed = time.perf_counter() - started
-        return out, (len(out) - 1) / elapsed if len(out) > 1 and elapsed > 0 else 0.0
-
-
-def reference_outputs(
-    fused: Path, texts: list[list[int]], prompts: list[list[int]], new_tokens: int, stops: set[int]
-) -> dict:
-    """Logits (full sequences) and greedy continuations of the fused model loaded by transformers (fp32)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(fused), torch_dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = [model(torch.tensor([ids])).logits[0].numpy() for ids in texts]
-        greedy = []
-        for prompt in prompts:
-            out = model.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=new_tokens,
-                do_sample=False,
-                repetition_penalty=1.0,  # plain argmax, as the ONNX side: fuse's generation_config says 1.1
-                eos_token_id=sorted(stops),
-                pad_token_id=0,
-            )
-            greedy.append(out[0, len(prompt) :].tolist())
-    return {"logits": logits, "greedy": greedy}
-
-
-def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int, stops: set[int]) -> dict:
-    decoder = OrtDecoder(path)
-    progress = bar(len(texts) + len(prompts), path.name)
-    parts = []
-    for ids, ref in zip(texts, reference["logits"]):
-        parts.append(compare_logits(ref, decoder.step(ids, decoder.empty_past(), 0)[0]))
-        progress.update()
-    same_prefix, total, speeds = [], 0, []
-    for prompt, want in zip(prompts, reference["greedy"]):
-        got, speed = decoder.greedy(prompt, new_tokens, stops)
-        progress.update()
-        speeds.append(speed)
-        same_prefix.append(identical_prefix(want, got))
-        total += len(want)
-    progress.close()
-    return summarise(parts, same_prefix, total, speeds, "ort_decode_tokens_per_s")
-
-
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
@@ -303,21 +203,13 @@ def write_report(out: Path, report: dict) -> None:
     (out / "export.md").write_text(text)
 
 
-def run(
-    fused: Path,
-    output: Path,
-    variants: list[str],
-    parity_data: Path | None,
-    parity_texts: int,
-    greedy_prompts: int,
-    greedy_tokens: int,
-    keep_fp32: bool,
-    command: str,
-) -> dict:
+def run(args: ExportArgs) -> dict:
+    """Every variant of args.source into args.output (under a temporary name), with the size and parity report."""
     import platform
 
     from transformers import AutoTokenizer
 
+    fused, output, variants = args.source, args.output, args.chosen_variants()
     for name in variants:
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
@@ -325,7 +217,7 @@ def run(
         raise SystemExit(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
     report = {
         "fused": str(fused),
-        "command": command,
+        "command": args.command,
         "variants": [],
         "machine": f"{platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}",
@@ -347,7 +239,7 @@ def run(
             log(f"[2/3] variant {name} ({i + 1}/{len(variants)})...")
             with ticking(f"variant {name}"):
                 result = subprocess.run(
-                    [sys.executable, "-m", "mlx_bluey.onnx_export", "--variant-only", name, str(fp32), str(onnx_dir)],
+                    [sys.executable, "-m", __spec__.name, "--variant-only", name, str(fp32), str(onnx_dir)],
                     capture_output=True,
                     text=True,
                 )
@@ -356,7 +248,7 @@ def run(
             entry = json.loads(result.stdout.strip().splitlines()[-1])
             log(f"      {entry['file']}: {entry['mb']} MB in {entry['seconds']} s")
             report["variants"].append(entry)
-        if parity_data is not None and parity_texts > 0:
+        if args.parity_data is not None and args.parity_texts > 0:
             log("[3/3] parity against the fused model (transformers, fp32)...")
             tokenizer = AutoTokenizer.from_pretrained(str(fused))
             generation = json.loads((fused / "generation_config.json").read_text())
@@ -365,13 +257,13 @@ def run(
                 if isinstance(generation["eos_token_id"], list)
                 else [generation["eos_token_id"]]
             )
-            texts = held_out_texts(parity_data, tokenizer, parity_texts, max_tokens=512)
-            prompts = first_prompts(parity_data, tokenizer, greedy_prompts)
+            texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
+            prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
             with ticking("reference logits and greedy tokens (transformers)"):
-                reference = reference_outputs(fused, texts, prompts, greedy_tokens, stops)
+                reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, stops)
             for entry in report["variants"]:
                 entry["parity"] = variant_parity(
-                    onnx_dir / VARIANTS[entry["variant"]].file, reference, texts, prompts, greedy_tokens, stops
+                    onnx_dir / VARIANTS[entry["variant"]].file, reference, texts, prompts, args.greedy_tokens, stops
                 )
                 log(
                     f"      {entry['variant']}: top-1 {entry['parity']['top1_agreement']}, "
@@ -381,12 +273,12 @@ def run(
                 )
                 gc.collect()
         report.update(
-            parity_source=str(parity_data),
-            parity_texts=parity_texts,
-            greedy_prompts=greedy_prompts,
-            greedy_tokens=greedy_tokens,
+            parity_source=str(args.parity_data),
+            parity_texts=args.parity_texts,
+            greedy_prompts=args.greedy_prompts,
+            greedy_tokens=args.greedy_tokens,
         )
-        if keep_fp32 and "fp32" not in variants:
+        if args.keep_fp32 and "fp32" not in variants:
             shutil.copy(fp32, onnx_dir / "model.onnx")
             for data in fp32_dir.glob("model.onnx_data"):
                 shutil.copy(data, onnx_dir / data.name)
@@ -396,33 +288,14 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mlx_bluey.onnx_export", description=__doc__.split("\n")[0])
-    parser.add_argument("fused", type=Path, help="fused model directory (mlx_bluey fuse)")
-    parser.add_argument("output", type=Path, help="export directory (Transformers.js layout)")
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated: q8,q4,fp16,fp32")
-    parser.add_argument("--parity-data", type=Path, default=None, help="held-out JSONL conversations")
-    parser.add_argument("--parity-texts", type=int, default=8, help="conversations compared position by position")
-    parser.add_argument("--greedy-prompts", type=int, default=4, help="prompts decoded greedily by both")
-    parser.add_argument("--greedy-tokens", type=int, default=32, help="new tokens per greedy prompt")
-    parser.add_argument("--keep-fp32", action="store_true", help="also keep onnx/model.onnx (fp32)")
-    parser.add_argument("--variant-only", default=None, help=argparse.SUPPRESS)  # internal: one variant per process
-    args = parser.parse_args(argv)
-    if args.variant_only:  # args.fused is the fp32 model.onnx, args.output the onnx/ directory
-        entry = make_variant(args.fused, VARIANTS[args.variant_only], args.output)
-        print(json.dumps(entry))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--variant-only"]:  # internal (run above): one variant per process, FP32_ONNX ONNX_DIR
+        name, fp32, onnx_dir = argv[1:4]
+        print(json.dumps(make_variant(Path(fp32), VARIANTS[name], Path(onnx_dir))))
         return
-    command = " ".join(["python -m mlx_bluey.onnx_export", *(argv if argv is not None else sys.argv[1:])])
-    run(
-        args.fused,
-        args.output,
-        args.variants.split(","),
-        args.parity_data,
-        args.parity_texts,
-        args.greedy_prompts,
-        args.greedy_tokens,
-        args.keep_fp32,
-        command,
-    )
+    if len(argv) != 1:
+        raise SystemExit(f"usage: python -m {__spec__.name} ARGS_JSON (an ExportArgs; `mlx_bluey export` writes it)")
+    run(ExportArgs.from_json(argv[0]))
 
 
 if __name__ == "__main__":

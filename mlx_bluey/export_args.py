@@ -1,0 +1,61 @@
+"""What `mlx_bluey export` is asked to do, as one typed value: the CLI builds it, the ONNX worker (in the
+export environment, as JSON on its command line), the GGUF export and the PEFT export read it.
+
+Imports nothing but the standard library: both environments load it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+FORMATS = ("onnx", "gguf", "peft")
+# The variants each format writes when --variants is not given (the ONNX fp32 is an intermediate).
+DEFAULT_VARIANTS = {"onnx": ("q8", "q4", "fp16"), "gguf": ("f16", "q8_0", "Q4_K_M"), "peft": ()}
+
+
+@dataclass(frozen=True)
+class ExportArgs:
+    # onnx, gguf: a fused model directory (`mlx_bluey fuse`); peft: a LoRA adapter directory.
+    source: Path
+    # The export directory, written under a temporary name and renamed when complete.
+    output: Path
+    # onnx, gguf or peft.
+    kind: str = "onnx"
+    # Variants to write; empty = DEFAULT_VARIANTS[kind].
+    variants: tuple[str, ...] = ()
+    # Held-out chat JSONL for the parity report (None: no parity).
+    parity_data: Path | None = None
+    # Held-out conversations whose logits are compared position by position with the fused model's.
+    parity_texts: int = 8
+    # Prompts decoded greedily by the fused model and by each variant.
+    greedy_prompts: int = 4
+    # New tokens per greedy prompt.
+    greedy_tokens: int = 32
+    # onnx: also keep the fp32 graph as onnx/model.onnx.
+    keep_fp32: bool = False
+    # The command line, recorded in export.json.
+    command: str = ""
+
+    def chosen_variants(self) -> tuple[str, ...]:
+        return self.variants or DEFAULT_VARIANTS[self.kind]
+
+    def to_json(self) -> str:
+        values = asdict(self)
+        for key in ("source", "output", "parity_data"):
+            values[key] = None if values[key] is None else str(values[key])
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExportArgs:
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown export arguments {unknown}")
+        for key in ("source", "output", "parity_data"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        values["variants"] = tuple(values.get("variants", ()))
+        return cls(**values)
