@@ -29,6 +29,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from . import runtime
+from .bench_args import BenchArgs
 from .decode_head import decoding_model
 
 # google/gemma-3-1b-pt's config.json, the fields mlx-lm's gemma3_text reads.
@@ -198,30 +199,21 @@ def _train_speed(model, batch: int, length: int, repeats: int) -> Spread:
     return Spread.of([batch * length / t for t in _timed(run, repeats)])
 
 
-def bench_model(
-    name: str,
-    dtype: str,
-    ceilings: dict,
-    repeats: int = 3,
-    prompt_tokens: int = 128,
-    new_tokens: int = 32,
-    train_batch: int = 1,
-    train_length: int = 128,
-    log=print,
-) -> ModelResult:
+def bench_model(name: str, dtype: str, ceilings: dict, args: BenchArgs, log=print) -> ModelResult:
+    """Prompt, decode and (unless 4-bit) training tokens/s of one model in one dtype, with peak memory."""
     mx.reset_peak_memory()
     model, load_seconds = load_bench_model(name, dtype, log)
     parameters = sum(v.size for _, v in tree_flatten(model.parameters()))
     weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
     peaks = {"load": mx.get_peak_memory() / 1e9}
     mx.reset_peak_memory()
-    prompt = _prompt_speed(model, prompt_tokens, repeats)
-    decode = _decode_speed(model, 16, new_tokens, repeats)
+    prompt = _prompt_speed(model, args.prompt_tokens, args.repeats)
+    decode = _decode_speed(model, 16, args.new_tokens, args.repeats)
     peaks["generate"] = mx.get_peak_memory() / 1e9
     train = None
     if dtype != "4bit":  # QLoRA on a CPU measured ~1-3 GFLOP/s: not worth a run
         mx.reset_peak_memory()
-        train = _train_speed(model, train_batch, train_length, repeats)
+        train = _train_speed(model, args.train_batch, args.train_length, args.repeats)
         peaks["train"] = mx.get_peak_memory() / 1e9
     shown_dtype = dtype if dtype == "4bit" else str(runtime.resolve_dtype(dtype)).rsplit(".", 1)[-1]
     result = ModelResult(name, shown_dtype, parameters, weight_bytes, load_seconds, prompt, decode, train, peaks)
@@ -229,6 +221,18 @@ def bench_model(
         result.training_flop_utilisation = 4 * parameters * train.median / (ceilings["matmul_gflops"] * 1e9)
     result.decode_bandwidth_utilisation = weight_bytes * decode.median / (ceilings["memory_gb_per_second"] * 1e9)
     return result
+
+
+def run(args: BenchArgs, log=print) -> str:
+    """Every model in every dtype, against the machine's ceilings; writes args.output, returns the Markdown."""
+    ceilings = machine_ceilings()
+    results = []
+    for name in args.models or ("embedded", ONE_B_SHAPED):
+        for dtype in args.dtypes:
+            log(f"measuring {name} ({dtype}) ...")
+            results.append(bench_model(name, dtype, ceilings, args, log))
+    write_outputs(Path(args.output), ceilings, results, args.command)
+    return to_markdown(ceilings, results)
 
 
 def to_markdown(ceilings: dict, results: list[ModelResult]) -> str:

@@ -120,6 +120,11 @@ def data_dir_for_adapter(adapter: str | Path | None, _seen: frozenset = frozense
     return Path(saved["data"]["train"]).parent
 
 
+def card_beside(data_file: str | Path, explicit: str | Path | None = None) -> Path:
+    """The card a data file is read with: the one named (--character), else character.yaml beside the file."""
+    return Path(explicit) if explicit else Path(data_file).parent / CARD_FILE
+
+
 def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
     """The card beside the data an adapter was trained on, if there is one."""
     data_dir = data_dir_for_adapter(adapter)

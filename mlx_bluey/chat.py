@@ -1,4 +1,4 @@
-"""The interactive side of `mlx_bluey generate`: a conversation that keeps its history.
+"""`mlx_bluey generate`: one reply to --prompt, or a conversation that keeps its history.
 
 Commands typed at the prompt: /reset forgets the conversation, /quit (or Ctrl-D) leaves.
 """
@@ -6,8 +6,55 @@ Commands typed at the prompt: /reset forgets the conversation, /quit (or Ctrl-D)
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 from .generate import GenerationSettings, Reply, generate_reply
+
+
+class ChatError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ChatArgs:
+    # Base model: registry name, Hugging Face id or directory (a fused model too); None = the adapter's base.
+    model: str | None = None
+    # Adapter directory from `mlx_bluey train`; None = the base model alone.
+    adapter: str | None = None
+    # One message: print its reply and return; None = an interactive conversation.
+    prompt: str | None = None
+    # System prompt of the conversation; None = none (or the card's, with system_from_card).
+    system: str | None = None
+    # Character card; None = the one beside the adapter's training data (named in the chat, "model" without).
+    character: str | None = None
+    # Use the card's default_system_prompt when no system prompt is given.
+    system_from_card: bool = False
+    # Weight dtype: auto (float32 on a CPU, bfloat16 on Metal), float32, bfloat16 or float16.
+    dtype: str = "auto"
+    # Sampling (generation_settings.py holds the defaults).
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+def run(args: ChatArgs, log=print) -> None:
+    """Load the model (and adapter), resolve the card and system prompt, then answer once or chat."""
+    from .character import card_for_adapter, load_card
+    from .generate import load_for_generation
+    from .special_tokens import stop_token_ids
+
+    card = load_card(args.character) if args.character else card_for_adapter(args.adapter)
+    system = args.system
+    if args.system_from_card:
+        if card is None or not card.default_system_prompt:
+            raise ChatError("--system-from-card needs a character card with a default_system_prompt")
+        system = system or card.default_system_prompt
+    network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, args.dtype, log=log)
+    stops = stop_token_ids(model_dir, tokenizer)
+    system_messages = [{"role": "system", "content": system}] if system else []
+    if args.prompt is not None:
+        run_once(network, tokenizer, system_messages, args.prompt, args.settings, stops)
+    else:
+        run_chat(network, tokenizer, system_messages, args.settings, stops, speaker=card.name if card else "model")
+
 
 HELP = "Type a message. /reset starts a new conversation, /quit leaves."
 

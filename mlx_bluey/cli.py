@@ -1,14 +1,17 @@
-"""The `mlx_bluey` command. This module only parses arguments; each verb lives in its own module.
+"""The `mlx_bluey` command. This module only parses arguments into each verb's typed arguments and turns the
+verbs' errors into messages; each verb lives in its own module.
 
 mlx_bluey info                       device, BLAS, dtype, the embedded model
-mlx_bluey train [--config FILE] ...  fine-tune (train.py)
-mlx_bluey generate [--adapter DIR]   chat or one-shot reply (generate.py)
+mlx_bluey train [--config FILE] ...  fine-tune: SFT or preference (train.py, trainer.py)
+mlx_bluey generate [--adapter DIR]   chat or one-shot reply (chat.py, on generate.py)
 mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
+mlx_bluey compare REPORTS... --output DIR   evaluations side by side (compare.py)
 mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
 mlx_bluey fuse --adapter DIR --output DIR   adapter merged into a Hugging Face model (fuse.py)
-mlx_bluey export FUSED --output DIR   ONNX q8/q4/fp16 for the browser, in the export environment (export.py)
+mlx_bluey export SOURCE --output DIR  ONNX (export_env/, in the export environment), GGUF or PEFT (export.py)
 mlx_bluey serve EXPORT               the chat page on localhost with an exported model (serve.py, web/)
-mlx_bluey data validate|stats|split FILES  dataset tools (data_validate.py, data_stats.py, data_split.py)
+mlx_bluey data validate|stats|split|pairs FILES  dataset tools (data_validate.py, data_stats.py, data_split.py,
+                                     data_pairs.py)
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import click
 
 from . import runtime
+from .bench_args import BenchArgs
 from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
 from .export_args import DEFAULT_VARIANTS, FORMATS, ExportArgs
 from .generation_settings import GenerationSettings
@@ -145,29 +149,24 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
 def generate(model, adapter, prompt, system, character_path, system_from_card, dtype, **settings) -> None:
     """Chat with a model (base, base + adapter, or fused)."""
-    from .character import CardError, card_for_adapter, load_card
-    from .chat import run_chat, run_once
-    from .generate import GenerationSettings, load_for_generation
-    from .special_tokens import stop_token_ids
+    from .character import CardError
+    from .chat import ChatArgs, ChatError
+    from .chat import run as run_generate
 
+    arguments = ChatArgs(
+        model=model,
+        adapter=adapter,
+        prompt=prompt,
+        system=system,
+        character=character_path,
+        system_from_card=system_from_card,
+        dtype=dtype,
+        settings=GenerationSettings(**settings),
+    )
     try:
-        card = load_card(character_path) if character_path else card_for_adapter(adapter)
-        network, tokenizer, model_dir = load_for_generation(
-            model, adapter, dtype, log=lambda m: click.echo(m, err=True)
-        )
-    except (*_user_errors(), CardError) as error:
+        run_generate(arguments, log=lambda m: click.echo(m, err=True))
+    except (*_user_errors(), CardError, ChatError) as error:
         _fail(error)
-    if system_from_card:
-        if card is None or not card.default_system_prompt:
-            _fail(click.UsageError("--system-from-card needs a character card with a default_system_prompt"))
-        system = system or card.default_system_prompt
-    options = GenerationSettings(**settings)
-    stops = stop_token_ids(model_dir, tokenizer)
-    system_messages = [{"role": "system", "content": system}] if system else []
-    if prompt is not None:
-        run_once(network, tokenizer, system_messages, prompt, options, stops)
-    else:
-        run_chat(network, tokenizer, system_messages, options, stops, speaker=card.name if card else "model")
 
 
 @cli.command()
@@ -314,38 +313,31 @@ def compare(reports, output) -> None:
     type=click.Choice(["auto", "float32", "bfloat16", "float16", "4bit"]),
     help="Weight dtype (repeatable); default: auto (float32 on a CPU, bfloat16 on Metal).",
 )
-@click.option("--repeats", type=int, default=3, show_default=True)
-@click.option("--prompt-tokens", type=int, default=128, show_default=True)
-@click.option("--new-tokens", type=int, default=32, show_default=True)
-@click.option("--train-length", type=int, default=128, show_default=True, help="Tokens per training sequence.")
-@click.option("--output", type=click.Path(), default="benchmarks/bench", show_default=True)
+@click.option("--repeats", type=int, default=BenchArgs.repeats, show_default=True)
+@click.option("--prompt-tokens", type=int, default=BenchArgs.prompt_tokens, show_default=True)
+@click.option("--new-tokens", type=int, default=BenchArgs.new_tokens, show_default=True)
+@click.option(
+    "--train-length", type=int, default=BenchArgs.train_length, show_default=True, help="Tokens per training sequence."
+)
+@click.option("--output", type=click.Path(), default=BenchArgs.output, show_default=True)
 def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, output) -> None:
     """Prompt, decode and training tokens/s per model and dtype, against this machine's ceilings."""
+    from .bench import run as run_bench
 
-    from .bench import ONE_B_SHAPED, bench_model, machine_ceilings, to_markdown, write_outputs
-
-    ceilings = machine_ceilings()
-    results = []
-    for name in models or ("embedded", ONE_B_SHAPED):
-        for dtype in dtypes or ("auto",):
-            click.echo(f"measuring {name} ({dtype}) ...", err=True)
-            try:
-                results.append(
-                    bench_model(
-                        name,
-                        dtype,
-                        ceilings,
-                        repeats,
-                        prompt_tokens,
-                        new_tokens,
-                        train_length=train_length,
-                        log=lambda m: click.echo(m, err=True),
-                    )
-                )
-            except _user_errors() as error:
-                _fail(error)
-    click.echo(to_markdown(ceilings, results), nl=False)
-    write_outputs(Path(output), ceilings, results, "mlx_bluey " + " ".join(sys.argv[1:]))
+    arguments = BenchArgs(
+        models=models,
+        dtypes=dtypes or BenchArgs.dtypes,
+        repeats=repeats,
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
+        train_length=train_length,
+        output=output,
+        command="mlx_bluey " + " ".join(sys.argv[1:]),
+    )
+    try:
+        click.echo(run_bench(arguments, log=lambda m: click.echo(m, err=True)), nl=False)
+    except _user_errors() as error:
+        _fail(error)
 
 
 @cli.command()
@@ -516,16 +508,14 @@ def data_pairs(
     adapter replies)."""
     from tqdm import tqdm
 
-    from .character import CARD_FILE, CardError, load_card
+    from .character import CardError, card_beside, load_card
     from .data import read_jsonl
-    from .data_pairs import SOURCES, build_pairs
+    from .data_pairs import SOURCES, build_pairs, progress_steps
     from .generate import GenerationSettings
 
     try:
-        card = load_card(Path(character_path) if character_path else Path(input_path).parent / CARD_FILE)
-        conversations = len(read_jsonl(input_path))
-        # a step per conversation for templates and facts, and per generated-for conversation and model
-        total = 2 * conversations + min(limit or conversations, conversations) * (use_base + (adapter is not None))
+        card = load_card(card_beside(input_path, character_path))
+        total = progress_steps(len(read_jsonl(input_path)), limit, use_base, adapter)
         with tqdm(total=total, unit="reply", file=sys.stderr) as bar:
             stats = build_pairs(
                 input_path,
@@ -589,14 +579,12 @@ def data_validate(inputs, model, max_seq_length) -> None:
 def data_stats(inputs, model, character_path, png) -> None:
     """Counts, lengths, voice markers and openings of chat JSONL files, as Markdown."""
 
-    from .character import CARD_FILE, CardError, load_card
-    from .data_stats import compute_stats, to_markdown, write_histogram
+    from .character import CardError
+    from .data_stats import card_markers, compute_stats, to_markdown, write_histogram
 
     paths = [Path(p) for p in inputs]
-    card_path = Path(character_path) if character_path else paths[0].parent / CARD_FILE
     try:
-        markers = load_card(card_path).voice_markers if card_path.exists() or character_path else []
-        stats = compute_stats(paths, _tokenizer(model), markers)
+        stats = compute_stats(paths, _tokenizer(model), card_markers(paths[0], character_path))
     except (*_user_errors(), CardError) as error:
         _fail(error)
     click.echo(to_markdown(stats), nl=False)

@@ -126,6 +126,12 @@ class _Generator:
         return generate_reply(network, tokenizer, prompt, replace(self.settings, seed=seed), stops)
 
 
+def progress_steps(conversations: int, limit: int | None, use_base: bool, adapter) -> int:
+    """build_pairs' progress steps: one per conversation for templates and for fact swaps, one per
+    generated-for conversation and model (the first `limit` conversations, for the base and the adapter)."""
+    return 2 * conversations + min(limit or conversations, conversations) * (use_base + (adapter is not None))
+
+
 def build_pairs(
     data: str | Path,
     output: str | Path,

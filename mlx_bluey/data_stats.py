@@ -53,6 +53,14 @@ class Stats:
         return 100 * sum(self.marker_counts.values()) / max(sum(self.reply_words), 1)
 
 
+def card_markers(first: Path, character: str | Path | None = None) -> list[str]:
+    """Voice markers of the named card, else of the card beside the first file; none when there is no card there."""
+    from .character import card_beside, load_card
+
+    path = card_beside(first, character)
+    return load_card(path).voice_markers if character or path.exists() else []
+
+
 def compute_stats(paths: list[Path], tokenizer=None, markers: list[str] | None = None) -> Stats:
     files: dict[str, int] = {}
     conversations: list[Conversation] = []
