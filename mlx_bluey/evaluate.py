@@ -300,8 +300,9 @@ def reference_files(adapter, reference, train_data, character) -> tuple[str, str
     """(held-out file, training file, character card): the ones given, else those beside the adapter's
     training data (its manifest), else data/bluey's. Another persona is scored against its own card."""
     from .character import CARD_FILE, data_dir_for_adapter
+    from .data_files import located
 
-    data_dir = data_dir_for_adapter(adapter) or Path("data/bluey")
+    data_dir = located(data_dir_for_adapter(adapter) or "data/bluey")
     return (
         reference or str(data_dir / "test.jsonl"),
         train_data or str(data_dir / "train.jsonl"),
@@ -424,9 +425,10 @@ def _classifier(training_replies: list[str], reference, assistant_replies, log):
     if not assistant_replies:
         read_jsonl(reference)  # the reference file is still checked
         return None, None
+    from .data_files import located
     from .in_character import train_and_check
 
-    classifier, check = train_and_check(training_replies, assistant_texts(reference), assistant_replies)
+    classifier, check = train_and_check(training_replies, assistant_texts(reference), located(assistant_replies))
     log(f"in-character classifier: balanced accuracy {check['balanced']:.3f} on held-out replies")
     return classifier, check
 
@@ -488,10 +490,11 @@ def run(args: EvaluationArgs, log=print) -> dict:
 
     from tqdm import tqdm
 
+    from .data_files import located
     from .generate import load_for_generation
     from .special_tokens import stop_token_ids
 
-    prompts = all_prompts(args.prompts_file, args.card)[: args.limit]
+    prompts = all_prompts(located(args.prompts_file), args.card)[: args.limit]
     examples = few_shot_examples(args.train_data, args.few_shot)
     training_pairs = reply_pairs(args.train_data)
     training_replies = [reply for _, reply in training_pairs]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +27,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 WEB = Path(__file__).resolve().parent / "web"
-NODE = WEB / "node_modules"
+# The page's JavaScript from npm: web/node_modules (`make web`), or for an installed wheel (which carries
+# web/package.json but not the 140 MB of node_modules) the directory $MLX_BLUEY_WEB_MODULES names, e.g. after
+# `npm ci --prefix DIR` with that package.json and its lock file in DIR.
+WEB_MODULES_VARIABLE = "MLX_BLUEY_WEB_MODULES"
+NODE = Path(os.environ.get(WEB_MODULES_VARIABLE) or WEB / "node_modules")
 VENDOR = {
     "/vendor/transformers.min.js": NODE / "@huggingface" / "transformers" / "dist" / "transformers.min.js",
     "/vendor/ort/": NODE / "onnxruntime-web" / "dist",
@@ -62,7 +67,10 @@ def describe_export(path: Path) -> dict:
 def check_vendor() -> None:
     missing = [str(p) for p in VENDOR.values() if not p.exists()]
     if missing:
-        raise ServeError(f"the page's JavaScript is not installed ({missing[0]}): run `make web`")
+        raise ServeError(
+            f"the page's JavaScript is not installed ({missing[0]}): run `make web` in the checkout, or point "
+            f"{WEB_MODULES_VARIABLE} at a node_modules made from {WEB / 'package.json'}"
+        )
 
 
 class Handler(SimpleHTTPRequestHandler):
