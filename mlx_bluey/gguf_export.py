@@ -23,6 +23,7 @@ The output directory is written under a temporary name and renamed when complete
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,25 +159,56 @@ def _tensor(name: str, array: np.ndarray, variant: str):
     return quantize(array, GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
 
 
-def write_gguf(model_dir: Path, output: Path, variant: str, name: str | None = None) -> Path:
-    """One GGUF file of `variant` from a Hugging Face Gemma 3 directory (a fused adapter, or a base model)."""
+@dataclass
+class Source:
+    """What every variant of one model directory is written from, read once per export."""
+
+    config: dict  # the text config (_config: checked for what llama.cpp reads)
+    vocabulary: tuple[list[bytes], list[float], list[int]]  # tokens, scores, llama.cpp token types
+    special: dict  # bos, eos, unk, pad and end-of-turn ids
+    weights: dict[str, np.ndarray]  # Hugging Face tensor names -> arrays (float32 for a fused model)
+
+
+def read_source(model_dir: Path) -> Source:
+    config = _config(model_dir)
+    vocabulary = _vocabulary(model_dir)
+    if len(vocabulary[0]) != config["vocab_size"]:
+        raise GgufExportError(
+            f"{model_dir}: tokenizer.model has {len(vocabulary[0])} pieces, config vocab_size {config['vocab_size']}"
+        )
+    return Source(config, vocabulary, _special_ids(model_dir), _weights(model_dir))
+
+
+def write_gguf(
+    model_dir: Path, output: Path, variant: str, name: str | None = None, source: Source | None = None
+) -> Path:
+    """One GGUF file of `variant` from a Hugging Face Gemma 3 directory (a fused adapter, or a base model);
+    `source`: the directory already read (export_gguf reads it once for every variant)."""
     import gguf
 
     if variant not in VARIANTS:
         raise GgufExportError(f"unknown GGUF variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    config = _config(model_dir)
-    tokens, scores, types = _vocabulary(model_dir)
-    if len(tokens) != config["vocab_size"]:
-        raise GgufExportError(
-            f"{model_dir}: tokenizer.model has {len(tokens)} pieces, config vocab_size {config['vocab_size']}"
-        )
-    weights = _weights(model_dir)
-    special = _special_ids(model_dir)
-    defaults = GenerationSettings()
+    source = source or read_source(model_dir)
     writer = gguf.GGUFWriter(str(output), "gemma3")
     writer.add_name(name or model_dir.name)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if variant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_model_keys(writer, source.config)
+    _add_tokenizer_keys(writer, source)
+    for hf_name in sorted(source.weights):
+        if hf_name == "lm_head.weight":
+            continue  # tied: llama.cpp uses token_embd as the head
+        gguf_name = gguf_tensor_name(hf_name)
+        data, raw_dtype = _tensor(gguf_name, source.weights[hf_name], variant)
+        writer.add_tensor(gguf_name, data, raw_dtype=raw_dtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return output
+
+
+def _add_model_keys(writer, config: dict) -> None:
     writer.add_context_length(config.get("max_position_embeddings", 32_768))
     writer.add_embedding_length(config["hidden_size"])
     writer.add_block_count(config["num_hidden_layers"])
@@ -192,6 +224,13 @@ def write_gguf(model_dir: Path, output: Path, variant: str, name: str | None = N
     writer.add_sliding_window_pattern(sliding_layers(config))
     if config.get("final_logit_softcapping"):
         writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+
+
+def _add_tokenizer_keys(writer, source: Source) -> None:
+    """The vocabulary, special ids, chat template and the CLI's sampling defaults."""
+    tokens, scores, types = source.vocabulary
+    special = source.special
+    defaults = GenerationSettings()
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -213,17 +252,6 @@ def write_gguf(model_dir: Path, output: Path, variant: str, name: str | None = N
     writer.add_sampling_min_p(defaults.min_p)
     writer.add_sampling_penalty_repeat(defaults.repetition_penalty)
     writer.add_sampling_penalty_last_n(REPETITION_CONTEXT_TOKENS)
-    for hf_name in sorted(weights):
-        if hf_name == "lm_head.weight":
-            continue  # tied: llama.cpp uses token_embd as the head
-        gguf_name = gguf_tensor_name(hf_name)
-        data, raw_dtype = _tensor(gguf_name, weights.pop(hf_name), variant)
-        writer.add_tensor(gguf_name, data, raw_dtype=raw_dtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return output
 
 
 # ------------------------------------------------------------------------------------------ Q4_K_M
@@ -362,8 +390,6 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
 
     from transformers import AutoTokenizer
 
-    from .parity import greedy_prompts as first_prompts
-    from .parity import held_out_texts
     from .special_tokens import stop_token_ids
 
     fused, output, variants = args.source, args.output, list(args.chosen_variants())
@@ -372,8 +398,7 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
         raise GgufExportError(f"unknown GGUF variants {unknown} (choose from {', '.join(ALL_VARIANTS)})")
     if not (fused / "config.json").exists():
         raise GgufExportError(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
-    _config(fused)  # refuse what llama.cpp would read as another model before writing anything
-    _vocabulary(fused)
+    source = read_source(fused)  # refuses what llama.cpp would read as another model before writing anything
     character = json.loads((fused / "character.json").read_text()) if (fused / "character.json").exists() else {}
     tokenizer = AutoTokenizer.from_pretrained(str(fused))
     stops = stop_token_ids(fused, tokenizer)
@@ -382,15 +407,7 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
     with atomic_directory(output) as out:
         for i, variant in enumerate(variants):
             log(f"[{i + 1}/{len(variants)}] {variant} ...")
-            file = out / f"{output.name}-{variant}.gguf"
-            if variant == "Q4_K_M":
-                f16 = out / f"{output.name}-f16.gguf"
-                source = f16 if f16.exists() else write_gguf(fused, out / ".f16.gguf", "f16", name=output.name)
-                quantize_with_llama_cpp(source, file, variant)
-                if source.name.startswith("."):
-                    source.unlink()
-            else:
-                write_gguf(fused, file, variant, name=output.name)
+            file = _write_variant(source, fused, out, output.name, variant)
             (out / f"{file.stem}.Modelfile").write_text(
                 modelfile(file.name, character.get("default_system_prompt"), stop_strings)
             )
@@ -398,20 +415,9 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
             entry["mb"] = round(entry["bytes"] / 1e6, 1)
             report["variants"].append(entry)
             log(f"      {file.name}: {entry['mb']} MB")
+        del source  # the weights: llama.cpp loads each file for the parity
         if args.parity_data is not None and args.parity_texts > 0:
-            log("parity in llama.cpp against the fused model (MLX, fp32) ...")
-            texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
-            prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
-            reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, set(stops))
-            for entry in report["variants"]:
-                entry["parity"] = variant_parity(
-                    out / entry["file"], reference, texts, prompts, args.greedy_tokens, set(stops)
-                )
-                p = entry["parity"]
-                log(
-                    f"      {entry['variant']}: top-1 {p['top1_agreement']}, KL {p['kl_mean']}, greedy identical "
-                    f"{p['greedy_identical_share']}, llama.cpp decode {p['llama_cpp_decode_tokens_per_s']} tok/s"
-                )
+            _add_parity(report["variants"], args, out, tokenizer, set(stops), log)
         report.update(
             parity_source=str(args.parity_data), parity_texts=args.parity_texts, greedy_prompts=args.greedy_prompts,
             greedy_tokens=args.greedy_tokens,
@@ -421,6 +427,37 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
                 shutil.copy(fused / name, out / name)
         write_report(out, report)
     return report
+
+
+def _write_variant(source: Source, fused: Path, out: Path, name: str, variant: str) -> Path:
+    """out/NAME-VARIANT.gguf; Q4_K_M by llama.cpp's quantizer from the f16 file (written for it when not wanted)."""
+    file = out / f"{name}-{variant}.gguf"
+    if variant == "Q4_K_M":
+        f16 = out / f"{name}-f16.gguf"
+        start = f16 if f16.exists() else write_gguf(fused, out / ".f16.gguf", "f16", name=name, source=source)
+        quantize_with_llama_cpp(start, file, variant)
+        if start.name.startswith("."):
+            start.unlink()
+    else:
+        write_gguf(fused, file, variant, name=name, source=source)
+    return file
+
+
+def _add_parity(entries: list[dict], args: ExportArgs, out: Path, tokenizer, stops: set[int], log) -> None:
+    """Each entry's "parity": its file in llama.cpp against the fused model in MLX (fp32), on the held-out data."""
+    from .parity import greedy_prompts as first_prompts
+    from .parity import held_out_texts
+
+    log("parity in llama.cpp against the fused model (MLX, fp32) ...")
+    texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
+    prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
+    reference = reference_outputs(args.source, texts, prompts, args.greedy_tokens, stops)
+    for entry in entries:
+        entry["parity"] = p = variant_parity(out / entry["file"], reference, texts, prompts, args.greedy_tokens, stops)
+        log(
+            f"      {entry['variant']}: top-1 {p['top1_agreement']}, KL {p['kl_mean']}, greedy identical "
+            f"{p['greedy_identical_share']}, llama.cpp decode {p['llama_cpp_decode_tokens_per_s']} tok/s"
+        )
 
 
 def write_report(out: Path, report: dict) -> None:

@@ -205,9 +205,10 @@ def write_report(out: Path, report: dict) -> None:
 
 def run(args: ExportArgs) -> dict:
     """Every variant of args.source into args.output (under a temporary name), with the size and parity report."""
+    import os
     import platform
 
-    from transformers import AutoTokenizer
+    import onnxruntime
 
     fused, output, variants = args.source, args.output, args.chosen_variants()
     for name in variants:
@@ -219,8 +220,7 @@ def run(args: ExportArgs) -> dict:
         "fused": str(fused),
         "command": args.command,
         "variants": [],
-        "machine": f"{platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPUs, onnxruntime {__import__('onnxruntime').__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, onnxruntime {onnxruntime.__version__}",
     }
     with atomic_directory(output) as out:
         onnx_dir = out / "onnx"
@@ -235,43 +235,11 @@ def run(args: ExportArgs) -> dict:
         for name in COPIED:
             if (fused / name).exists():
                 shutil.copy(fused / name, out / name)
-        for i, name in enumerate(variants):
-            log(f"[2/3] variant {name} ({i + 1}/{len(variants)})...")
-            with ticking(f"variant {name}"):
-                result = subprocess.run(
-                    [sys.executable, "-m", __spec__.name, "--variant-only", name, str(fp32), str(onnx_dir)],
-                    capture_output=True,
-                    text=True,
-                )
-            if result.returncode:
-                raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
-            entry = json.loads(result.stdout.strip().splitlines()[-1])
-            log(f"      {entry['file']}: {entry['mb']} MB in {entry['seconds']} s")
-            report["variants"].append(entry)
+        report["variants"] = [
+            _variant_in_a_process(name, fp32, onnx_dir, i, len(variants)) for i, name in enumerate(variants)
+        ]
         if args.parity_data is not None and args.parity_texts > 0:
-            log("[3/3] parity against the fused model (transformers, fp32)...")
-            tokenizer = AutoTokenizer.from_pretrained(str(fused))
-            generation = json.loads((fused / "generation_config.json").read_text())
-            stops = set(
-                generation["eos_token_id"]
-                if isinstance(generation["eos_token_id"], list)
-                else [generation["eos_token_id"]]
-            )
-            texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
-            prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
-            with ticking("reference logits and greedy tokens (transformers)"):
-                reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, stops)
-            for entry in report["variants"]:
-                entry["parity"] = variant_parity(
-                    onnx_dir / VARIANTS[entry["variant"]].file, reference, texts, prompts, args.greedy_tokens, stops
-                )
-                log(
-                    f"      {entry['variant']}: top-1 {entry['parity']['top1_agreement']}, "
-                    f"KL {entry['parity']['kl_mean']}, "
-                    f"greedy identical {entry['parity']['greedy_identical_share']}, "
-                    f"ORT decode {entry['parity']['ort_decode_tokens_per_s']} tok/s"
-                )
-                gc.collect()
+            _add_parity(report["variants"], args, onnx_dir)
         report.update(
             parity_source=str(args.parity_data),
             parity_texts=args.parity_texts,
@@ -285,6 +253,46 @@ def run(args: ExportArgs) -> dict:
         shutil.rmtree(fp32_dir)
         write_report(out, report)
     return report
+
+
+def _variant_in_a_process(name: str, fp32: Path, onnx_dir: Path, index: int, count: int) -> dict:
+    """make_variant in a child process (main's --variant-only), so each quantizer starts with all the memory."""
+    log(f"[2/3] variant {name} ({index + 1}/{count})...")
+    with ticking(f"variant {name}"):
+        result = subprocess.run(
+            [sys.executable, "-m", __spec__.name, "--variant-only", name, str(fp32), str(onnx_dir)],
+            capture_output=True,
+            text=True,
+        )
+    if result.returncode:
+        raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
+    entry = json.loads(result.stdout.strip().splitlines()[-1])
+    log(f"      {entry['file']}: {entry['mb']} MB in {entry['seconds']} s")
+    return entry
+
+
+def _add_parity(entries: list[dict], args: ExportArgs, onnx_dir: Path) -> None:
+    """Each entry's "parity": its variant against the fused model (transformers, fp32) on the held-out data."""
+    from transformers import AutoTokenizer
+
+    log("[3/3] parity against the fused model (transformers, fp32)...")
+    fused = args.source
+    tokenizer = AutoTokenizer.from_pretrained(str(fused))
+    eos = json.loads((fused / "generation_config.json").read_text())["eos_token_id"]
+    stops = set(eos if isinstance(eos, list) else [eos])
+    texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
+    prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
+    with ticking("reference logits and greedy tokens (transformers)"):
+        reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, stops)
+    for entry in entries:
+        path = onnx_dir / VARIANTS[entry["variant"]].file
+        entry["parity"] = parity = variant_parity(path, reference, texts, prompts, args.greedy_tokens, stops)
+        log(
+            f"      {entry['variant']}: top-1 {parity['top1_agreement']}, KL {parity['kl_mean']}, "
+            f"greedy identical {parity['greedy_identical_share']}, "
+            f"ORT decode {parity['ort_decode_tokens_per_s']} tok/s"
+        )
+        gc.collect()
 
 
 def main(argv: list[str] | None = None) -> None:
