@@ -488,11 +488,8 @@ def run(args: EvaluationArgs, log=print) -> dict:
     """The whole evaluation: load, generate, score, measure likelihood, write the report."""
     import sys
 
-    from tqdm import tqdm
-
     from .data_files import located
     from .generate import load_for_generation
-    from .special_tokens import stop_token_ids
 
     prompts = all_prompts(located(args.prompts_file), args.card)[: args.limit]
     examples = few_shot_examples(args.train_data, args.few_shot)
@@ -501,38 +498,7 @@ def run(args: EvaluationArgs, log=print) -> dict:
     # trained and checked before the long part, so a bad file fails early
     classifier, classifier_check = _classifier(training_replies, args.reference, args.assistant_replies, log)
     network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, log=log)
-    options = args.settings
-    # an interrupted evaluation of the same model, prompts and settings continues from its replies so far
-    header = {
-        "model": str(model_dir),
-        "adapter": str(args.adapter) if args.adapter else None,
-        "prompts": [p.id for p in prompts],
-        "samples": args.samples,
-        "seed": args.seed,
-        "generation": asdict(options),
-        "few_shot": args.few_shot,
-        "long_reply_tokens": args.long_reply_tokens,
-    }
-    journal = Journal(Path(args.output).with_name(Path(args.output).name + ".partial.jsonl"), header)
-    if journal.records:
-        log(f"resuming: {len(journal.records)} replies from {journal.path}")
-    try:
-        with tqdm(total=len(prompts) * args.samples, unit="reply", file=sys.stderr) as bar:
-            rows = generate_samples(
-                network,
-                tokenizer,
-                prompts,
-                args.samples,
-                args.seed,
-                options,
-                stop_token_ids(model_dir, tokenizer),
-                bar.update,
-                args.long_reply_tokens,
-                examples,
-                journal,
-            )
-    finally:
-        journal.close()
+    rows, journal = _generate_rows(args, prompts, examples, network, tokenizer, model_dir, log)
     summary = score(rows, args.card, training_pairs, classifier)
     summary["classifier"] = classifier_check
     likelihood = {"tuned" if args.adapter else "model": held_out_loss(network, tokenizer, args.reference)}
@@ -550,7 +516,7 @@ def run(args: EvaluationArgs, log=print) -> dict:
             "prompts": len(prompts),
             "samples": args.samples,
             "seed": args.seed,
-            "generation": asdict(options),
+            "generation": asdict(args.settings),
             "reference": str(args.reference),
             "train_data": str(args.train_data),
             "few_shot": args.few_shot,
@@ -567,3 +533,45 @@ def run(args: EvaluationArgs, log=print) -> dict:
     journal.finish()
     _log_headline(summary, args.output, log)
     return result
+
+
+def _generate_rows(args: EvaluationArgs, prompts, examples, network, tokenizer, model_dir, log) -> tuple[list, Journal]:
+    """Every prompt's samples, journalled: an interrupted evaluation of the same model, prompts and settings
+    continues from its replies so far. The journal is finished once the report is written."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .special_tokens import stop_token_ids
+
+    header = {
+        "model": str(model_dir),
+        "adapter": str(args.adapter) if args.adapter else None,
+        "prompts": [p.id for p in prompts],
+        "samples": args.samples,
+        "seed": args.seed,
+        "generation": asdict(args.settings),
+        "few_shot": args.few_shot,
+        "long_reply_tokens": args.long_reply_tokens,
+    }
+    journal = Journal(Path(args.output).with_name(Path(args.output).name + ".partial.jsonl"), header)
+    if journal.records:
+        log(f"resuming: {len(journal.records)} replies from {journal.path}")
+    try:
+        with tqdm(total=len(prompts) * args.samples, unit="reply", file=sys.stderr) as bar:
+            rows = generate_samples(
+                network,
+                tokenizer,
+                prompts,
+                args.samples,
+                args.seed,
+                args.settings,
+                stop_token_ids(model_dir, tokenizer),
+                bar.update,
+                args.long_reply_tokens,
+                examples,
+                journal,
+            )
+    finally:
+        journal.close()
+    return rows, journal

@@ -261,12 +261,7 @@ def prepare_run(
     run starts fresh here and takes rank 0's start (train.take_rank_zeros_start)."""
     output = Path(config.output)
     train_path, valid_path = data_files(config)
-    preference = config.method != "sft"
-    if preference:
-        from .preference import read_pairs as read_rows
-        from .preference_train import encode_pairs as encode
-    else:
-        read_rows, encode = read_jsonl, encode_dataset
+    read_rows, encode = _readers(config)
     train_rows = read_rows(train_path)
     valid_rows = read_rows(valid_path) if valid_path else []
     model_dir = resolve_model(config.model, log=log)
@@ -291,20 +286,7 @@ def prepare_run(
     if len(train_set) == 0:
         raise TrainError(f"{train_path}: no conversation fits max_seq_length={config.max_seq_length}")
 
-    mx.random.seed(config.seed)
-    n_layers = apply_adapters(model, config)
-    start_sha256 = None
-    if config.from_adapter:
-        try:
-            start_sha256 = load_start_adapter(model, Path(config.from_adapter), adapter_config(config, n_layers))
-        except AdapterMismatch as error:
-            raise TrainError(str(error)) from None
-    if config.two_pass and (config.fine_tune_type == "full" or not numpy_head_applies(model)):
-        raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
-    if config.grad_checkpoint:
-        from mlx_lm.tuner.trainer import grad_checkpoint
-
-        grad_checkpoint(model.layers[0])
+    n_layers, start_sha256 = _adapted(model, config)
     schedule = plan_run(train_set, config)
     optimizer = make_optimizer(config, schedule.steps)
     optimizer.init(model.trainable_parameters())
@@ -316,32 +298,9 @@ def prepare_run(
         "from_adapter_sha256": start_sha256,
     }
     files_to_write: dict = {}
-    if preference:  # before a checkpoint is loaded: DPO's reference is the model as it starts
-        from .preference_train import preference_objective
-
-        objective, validate = preference_objective(config, model, train_set, valid_set, identity, files_to_write, log)
-    else:
-        loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
-        value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
-        objective = SupervisedObjective(value_and_grad, train_set)
-        validate = None
-        if valid_set is not None:
-
-            def validate(step: int) -> float:
-                return evaluate_loss(model, valid_set, config.batch_size, loss_sum)
-
-    state, start_step, resume_from = LoopState(extra={"run": identity}), 0, None
-    if resume and checkpoints and not overwrite:
-        resume_from = checkpoints[-1]
-        saved = json.loads((resume_from / "state.json").read_text())
-        differences = run_differences(saved.get("run") or {}, identity)
-        if differences:
-            raise TrainError(
-                f"{resume_from} was made with a different config or data ({'; '.join(differences)}); "
-                "use --overwrite to start again"
-            )
-        state = LoopState.from_dict(load_checkpoint(resume_from, model, optimizer))
-        start_step = saved["step"]
+    objective, validate = _objective(config, model, train_set, valid_set, identity, files_to_write, log)
+    resume_from = checkpoints[-1] if resume and checkpoints and not overwrite else None
+    state, start_step = _resumed(resume_from, identity, model, optimizer)
     complete = resume_from is not None and (start_step >= schedule.steps or state.finished)
     return RunPlan(
         config,
@@ -365,6 +324,67 @@ def prepare_run(
         overwrite,
         files_to_write,
     )
+
+
+def _readers(config: TrainConfig):
+    """(read the data file, encode its rows): chat JSONL for SFT, pair JSONL for a preference method."""
+    if config.method != "sft":
+        from .preference import read_pairs
+        from .preference_train import encode_pairs
+
+        return read_pairs, encode_pairs
+    return read_jsonl, encode_dataset
+
+
+def _adapted(model, config: TrainConfig) -> tuple[int, str | None]:
+    """Adapters on the model (seeded), the start adapter loaded into them; (blocks adapted, its sha256)."""
+    mx.random.seed(config.seed)
+    n_layers = apply_adapters(model, config)
+    start_sha256 = None
+    if config.from_adapter:
+        try:
+            start_sha256 = load_start_adapter(model, Path(config.from_adapter), adapter_config(config, n_layers))
+        except AdapterMismatch as error:
+            raise TrainError(str(error)) from None
+    if config.two_pass and (config.fine_tune_type == "full" or not numpy_head_applies(model)):
+        raise TrainError("two_pass needs the NumPy head: a frozen float32 head on the CPU (LoRA or DoRA)")
+    if config.grad_checkpoint:
+        from mlx_lm.tuner.trainer import grad_checkpoint
+
+        grad_checkpoint(model.layers[0])
+    return n_layers, start_sha256
+
+
+def _objective(config: TrainConfig, model, train_set, valid_set, identity: dict, files_to_write: dict, log):
+    """(the loop's Objective, validate(step) or None): SFT's loss on the reply tokens, or a preference method's
+    (before a checkpoint is loaded: DPO's reference is the model as it starts)."""
+    if config.method != "sft":
+        from .preference_train import preference_objective
+
+        return preference_objective(config, model, train_set, valid_set, identity, files_to_write, log)
+    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full")
+    value_and_grad = make_two_pass_step(model) if config.two_pass else nn.value_and_grad(model, loss_sum)
+    if valid_set is None:
+        return SupervisedObjective(value_and_grad, train_set), None
+
+    def validate(step: int) -> float:
+        return evaluate_loss(model, valid_set, config.batch_size, loss_sum)
+
+    return SupervisedObjective(value_and_grad, train_set), validate
+
+
+def _resumed(resume_from: Path | None, identity: dict, model, optimizer) -> tuple[LoopState, int]:
+    """(loop state, first step): a fresh start, or the checkpoint's after checking it was made by this run."""
+    if resume_from is None:
+        return LoopState(extra={"run": identity}), 0
+    saved = json.loads((resume_from / "state.json").read_text())
+    differences = run_differences(saved.get("run") or {}, identity)
+    if differences:
+        raise TrainError(
+            f"{resume_from} was made with a different config or data ({'; '.join(differences)}); "
+            "use --overwrite to start again"
+        )
+    return LoopState.from_dict(load_checkpoint(resume_from, model, optimizer)), saved["step"]
 
 
 def manifest(run: RunPlan) -> dict:
