@@ -197,6 +197,17 @@ def build_pairs(
         "max_per_fact": max_per_fact,
         "base_model": model if use_base or adapter else None,
         "adapter": adapter,
+        **pair_counts(pairs, card, per_fact),
+    }
+    atomic_write_text(output, "".join(json.dumps(p) + "\n" for p in pairs))
+    atomic_write_text(output.with_name(output.name + ".stats.json"), json.dumps(stats, indent=2) + "\n")
+    journal.finish()
+    return stats
+
+
+def pair_counts(pairs: list[dict], card, per_fact: Counter) -> dict:
+    """The stats' counts: pairs, by source, fact swaps by card fact, adapter replies kept by failed check."""
+    return {
         "pairs": len(pairs),
         "by_source": {s: sum(p["source"] == s for p in pairs) for s in SOURCES},
         "facts_swapped": {fact.id: per_fact[fact.id] for fact in card.facts if fact.swap},
@@ -205,10 +216,6 @@ def build_pairs(
             for reason in ("out of character", "unfinished", "contradicts card fact", "too long", "too short")
         },
     }
-    atomic_write_text(output, "".join(json.dumps(p) + "\n" for p in pairs))
-    atomic_write_text(output.with_name(output.name + ".stats.json"), json.dumps(stats, indent=2) + "\n")
-    journal.finish()
-    return stats
 
 
 def _capped(card, per_fact: Counter, max_per_fact: int | None) -> frozenset:

@@ -189,6 +189,8 @@ class Generator:
 
 
 def make_handler(name: str, generator: Generator, defaults: GenerationSettings, log):
+    """The request handler class, its methods closing over the model's name, generator and defaults (the
+    http.server API takes a class): long because the class is, each method is short."""
     created = int(time.time())
 
     class Handler(BaseHTTPRequestHandler):

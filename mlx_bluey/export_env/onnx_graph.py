@@ -92,7 +92,10 @@ def tie_float(model: onnx.ModelProto) -> int:
 
 
 def tie_nbits(model: onnx.ModelProto) -> int:
-    """Quantized model: the lookup dequantizes rows of the head's MatMulNBits weight. Returns bytes saved."""
+    """Quantized model: the lookup dequantizes rows of the head's MatMulNBits weight. Returns bytes saved.
+
+    Long (about 70 lines) on purpose: it writes one subgraph node by node, and every node names the tensors
+    of its neighbours; split up, those names would be spread over several functions."""
     tied = find_tied(model)
     head = tied.head
     if head.op_type != "MatMulNBits" or len(head.input) > 3 and head.input[3]:
