@@ -79,7 +79,8 @@ class ModelResult:
     decode_bandwidth_utilisation: float | None = None
 
 
-def _timed(fn, repeats: int, warmup: int = 1) -> list[float]:
+def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` calls of fn, after `warmup` calls that are not timed."""
     for _ in range(warmup):
         fn()
     times = []
@@ -88,6 +89,11 @@ def _timed(fn, repeats: int, warmup: int = 1) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def median_ms(fn, repeats: int) -> float:
+    """Median milliseconds of `repeats` calls of fn after one warm-up call."""
+    return 1000 * statistics.median(timed(fn, repeats))
 
 
 def machine_ceilings(size: int = 2048, repeats: int = 3) -> dict:
@@ -101,12 +107,12 @@ def machine_ceilings(size: int = 2048, repeats: int = 3) -> dict:
     """
     a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
     mx.eval(a, b)
-    matmul = _timed(lambda: mx.eval(a @ b), repeats)
+    matmul = timed(lambda: mx.eval(a @ b), repeats)
     matrix, vector = mx.random.normal((16384, 8192)), mx.random.normal((8192, 1))
     mx.eval(matrix, vector)
-    read = _timed(lambda: mx.eval(matrix @ vector), repeats)
+    read = timed(lambda: mx.eval(matrix @ vector), repeats)
     matrix_np, vector_np = np.array(matrix, copy=False), np.array(vector)
-    read_np = _timed(lambda: matrix_np @ vector_np, repeats)  # BLAS sgemv, every core (the decode head's path)
+    read_np = timed(lambda: matrix_np @ vector_np, repeats)  # BLAS sgemv, every core (the decode head's path)
     mlx_gbs, numpy_gbs = (matrix.nbytes / statistics.median(t) / 1e9 for t in (read, read_np))
     return {
         "matmul_gflops": 2 * size**3 / statistics.median(matmul) / 1e9,
@@ -158,7 +164,7 @@ def _prompt_speed(model, tokens: int, repeats: int) -> Spread:
         cache = make_prompt_cache(model)
         mx.eval(runner(prompt, cache=cache))
 
-    return Spread.of([tokens / t for t in _timed(run, repeats)])
+    return Spread.of([tokens / t for t in timed(run, repeats)])
 
 
 def _decode_speed(model, prompt_tokens: int, new_tokens: int, repeats: int) -> Spread:
@@ -196,7 +202,7 @@ def _train_speed(model, batch: int, length: int, repeats: int) -> Spread:
         optimizer.update(model, grads)
         mx.eval(loss, model.trainable_parameters(), optimizer.state)
 
-    return Spread.of([batch * length / t for t in _timed(run, repeats)])
+    return Spread.of([batch * length / t for t in timed(run, repeats)])
 
 
 def bench_model(name: str, dtype: str, ceilings: dict, args: BenchArgs, log=print) -> ModelResult:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -78,6 +77,7 @@ def main() -> None:
     tokens_per_step = statistics.median(r["trained_tokens"] for r in rows)
     step_seconds = {r["model"]: tokens_per_step / r["train_tokens_per_second"]["median"] for r in bench}
     from mlx_bluey.bench import GEMMA3_1B_CONFIG, ONE_B_SHAPED
+    from mlx_bluey.bench_record import command_line, machine, table, write_record
     from mlx_bluey.embedded import embedded_model_dir
 
     rank = json.loads(ADAPTER.with_name("adapter_config.json").read_text())["lora_parameters"]["rank"]
@@ -98,21 +98,17 @@ def main() -> None:
                 model.append({"model": name, "link": link, "machines": n, "step_s": seconds, "comm_s": comm,
                               "speedup": seconds / (seconds / n + comm)})  # fmt: skip
     result = {
-        "command": "python scripts/bench_allreduce.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()} CPUs, 2 processes on loopback (ring backend)",
+        "command": command_line(),
+        "machine": machine(),
+        "processes": "2 on this machine's loopback (ring backend)",
         "bytes_per_step": step_bytes,
         "tensors": local["tensors"],
         "localhost_allreduce_seconds": local["seconds"],
         "trained_tokens_per_step": tokens_per_step,
         "model": model,
     }
-    (ROOT / "benchmarks" / "allreduce.json").write_text(json.dumps(result, indent=2) + "\n")
     median_ms = 1000 * statistics.median(local["seconds"])
     lines = [
-        "# Data-parallel training: what a step sends, and when it pays",
-        "",
-        f"`{result['command']}`",
-        "",
         f"One optimizer step all-reduces {local['bytes'] / 1e6:.2f} MB for the 270M ({local['tensors']} LoRA tensors "
         f"of the `make train` adapter, rank {rank}, float32, + 4 sums; {step_bytes[ONE_B_SHAPED] / 1e6:.2f} MB for the "
         f"1B by the same count). Between 2 processes on this machine's loopback: median {median_ms:.1f} ms "
@@ -126,16 +122,15 @@ def main() -> None:
         "throughput lower). One-machine step times are this Linux CPU's (benchmarks/bench/bench.json); a Mac's GPU "
         "steps are faster, which makes the communication weigh more.",
         "",
-        "| model | link | machines | step s (1 machine) | all-reduce s | speed-up |",
-        "|---|---|---:|---:|---:|---:|",
     ]
-    for m in model:
-        lines.append(
-            f"| {m['model']} | {m['link']} | {m['machines']} | {m['step_s']:.2f} | {m['comm_s']:.4f} | "
-            f"{m['speedup']:.2f}x |"
-        )
-    (ROOT / "benchmarks" / "allreduce.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    cells = [
+        [m["model"], m["link"], m["machines"], f"{m['step_s']:.2f}", f"{m['comm_s']:.4f}", f"{m['speedup']:.2f}x"]
+        for m in model
+    ]
+    header = ["model", "link", "machines", "step s (1 machine)", "all-reduce s", "speed-up"]
+    lines.append(table(header, cells, align="llrrrr"))
+    title = "# Data-parallel training: what a step sends, and when it pays"
+    print(write_record(ROOT / "benchmarks", "allreduce", result, title, "\n".join(lines)))
 
 
 if __name__ == "__main__":

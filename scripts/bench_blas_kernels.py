@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey import openblas, runtime  # noqa: E402  (after the path: the script runs from a checkout)
+from mlx_bluey.bench_record import command_line, machine, write_record  # noqa: E402  (as above)
 
 GFLOPS = "from mlx_bluey import runtime; runtime.ensure_fast_blas(); print(runtime.matmul_gflops())"
 
@@ -125,25 +126,19 @@ def main() -> None:
             ),
             file=sys.stderr,
         )
-    command = "python scripts/bench_blas_kernels.py " + " ".join(sys.argv[1:])
-    machine = {
-        k: v for k, v in runtime.machine_facts().items() if k not in ("kernel", "kernel_source", "matmul_gflops")
-    }
+    # the machine without the detected kernel's facts: every kernel is measured below
+    facts = {k: v for k, v in machine().items() if k not in ("kernel", "kernel_source", "matmul_gflops")}
     summary = {
-        "command": command,
-        "machine": machine,
+        "command": command_line(),
+        "machine": facts,
         "detected_by_openblas": detected,
         "kernels": kernels,
         "steps": args.steps,
         "rounds": rounds,
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "blas_kernels.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
-        f"# OpenBLAS kernels side by side\n\n`{command}`\n",
-        f"Machine: {machine['platform']}, {machine['cpus']} CPUs. OpenBLAS detects **{detected}** here. "
-        f"{args.rounds} rounds, kernels alternating; median (min-max); ratios paired per round.\n",
+        f"OpenBLAS detects **{detected}** here. {args.rounds} rounds, kernels alternating; median (min-max); "
+        "ratios paired per round.\n",
         "| kernel | matmul GFLOP/s | x Prescott |"
         + (" s/step (make train config) | Prescott s/step / this |" if args.steps else ""),
         "|---|---|---|" + ("---|---|" if args.steps else ""),
@@ -166,8 +161,8 @@ def main() -> None:
             + ", ".join(f"{x:.4f}" for x in reference)
             + f"; the largest difference of any kernel and round from these: {gap:.1e}.",
         ]
-    (out / "blas_kernels.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    title = "# OpenBLAS kernels side by side"
+    print(write_record(Path(args.output), "blas_kernels", summary, title, "\n".join(lines)))
 
 
 if __name__ == "__main__":

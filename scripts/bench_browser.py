@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
 import statistics
 import sys
 import time
@@ -28,15 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from mlx_bluey.bench_record import command_line, machine, write_record  # noqa: E402 (after the checkout joins sys.path)
+
 MESSAGE = "G'day Bluey! What's your favourite game to play with Bingo and Dad?"
 
 
@@ -53,14 +44,14 @@ def main() -> None:
     os.environ.pop("LD_PRELOAD", None)  # see tests/test_web.py: OpenBLAS preloaded breaks Chromium's threads
     from playwright.sync_api import sync_playwright
 
+    from mlx_bluey.headless import CHROMIUM_FLAGS, chromium_path
     from mlx_bluey.serve import serve_in_thread
 
-    chromium = os.environ.get("MLX_BLUEY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     server, url = serve_in_thread([args.export])
     replies = []
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
             page = browser.new_page()
             page.goto(url)
             page.wait_for_function("document.querySelectorAll('#model option').length > 0")
@@ -105,37 +96,30 @@ def main() -> None:
     size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
     decode = [r["decodeTokensPerSecond"] for r in replies]
     summary = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "export": str(args.export),
         "variant": args.variant,
         "mb": size,
         "device": "wasm",
         "status": threads,
         "load_seconds": round(load_seconds, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "new_tokens": args.new_tokens,
         "decode_tokens_per_s": decode,
         "median_decode_tokens_per_s": statistics.median(decode),
         "prompt_seconds": [r["promptSeconds"] for r in replies],
         "replies": [r["text"] for r in replies],
     }
-    write(
-        args,
+    write_record(
+        args.output,
         f"browser-{args.export.name}-{args.variant}",
         summary,
-        f"# {args.export.name} {args.variant} ({size} MB) in headless Chromium, WASM\n\n`{summary['command']}`\n\n"
-        f"{summary['machine']}; page status: {threads}; load {summary['load_seconds']} s.\n\n"
+        f"# {args.export.name} {args.variant} ({size} MB) in headless Chromium, WASM",
+        f"Page status: {threads}; load {summary['load_seconds']} s.\n\n"
         f"Decode tok/s over {args.rounds} replies of {args.new_tokens} tokens: "
         f"{', '.join(f'{d:.2f}' for d in decode)} (median **{summary['median_decode_tokens_per_s']:.2f}**); "
         f"prompt + first token: {', '.join(f'{p:.2f}' for p in summary['prompt_seconds'])} s.\n",
     )
-
-
-def write(args, name: str, summary: dict, markdown: str) -> None:
-    """benchmarks/NAME.json (every figure) and NAME.md (the sentence a reader wants)."""
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (args.output / f"{name}.md").write_text(markdown)
 
 
 def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: float) -> None:
@@ -143,22 +127,22 @@ def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: f
     greedy = [r["decodeTokensPerSecond"] for r in replies if r["mode"] == "greedy"]
     ratios = [g / s for s, g in zip(sampled, greedy)]  # paired: the same round, the same page
     summary = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "variant": args.variant,
         "status": threads,
         "load_seconds": round(load_seconds, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "new_tokens": args.new_tokens,
         "sampled_tokens_per_s": sampled,
         "greedy_tokens_per_s": greedy,
         "greedy_over_sampled": ratios,
     }
-    write(
-        args,
+    write_record(
+        args.output,
         f"browser-{args.export.name}-{args.variant}-sampling",
         summary,
-        f"# What the page's sampling costs: {args.export.name} {args.variant}, headless Chromium, WASM\n\n"
-        f"`{summary['command']}`\n\n{summary['machine']}; page status: {threads}.\n\n"
+        f"# What the page's sampling costs: {args.export.name} {args.variant}, headless Chromium, WASM",
+        f"Page status: {threads}.\n\n"
         f"Per round, a reply with the page's sampling defaults, then a greedy one without the repetition penalty "
         f"({args.new_tokens} tokens each). Decode tok/s sampled: {', '.join(f'{v:.2f}' for v in sampled)} "
         f"(median {statistics.median(sampled):.2f}); greedy: {', '.join(f'{v:.2f}' for v in greedy)} "

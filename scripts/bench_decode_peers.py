@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mlx_bluey.atomic import atomic_write_text  # noqa: E402 (after the checkout joins sys.path)
+from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402 (after the checkout joins sys.path)
 
 PROMPT = [{"role": "user", "content": "G'day Bluey! What's your favourite game to play with Bingo and Dad?"}]
 
@@ -194,7 +194,6 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from mlx_bluey import runtime
     from mlx_bluey.chat_format import prompt_ids
 
     runners, prompt_length = mlx_runners(args.model)
@@ -238,8 +237,8 @@ def main() -> None:
     }
     agreement = {name: first_difference(greedy["mlx_bluey"], tokens) for name, tokens in greedy.items()}
     summary = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": runtime.machine_facts(),
+        "command": command_line(),
+        "machine": machine(),
         "setup": {
             "model": args.model,
             "export": args.export,
@@ -255,23 +254,27 @@ def main() -> None:
         "paired_ratio_over_mlx_lm_generate": ratios,
         "greedy_tokens": {"mlx_bluey": greedy["mlx_bluey"], "first_difference_from_mlx_bluey": agreement},
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "decode_vs_peers.json", json.dumps(summary, indent=2) + "\n")
     same = lambda name: "all" if agreement[name] is None else f"first {agreement[name]}"  # noqa: E731 (one line, used below)
-    rows = "\n".join(
-        f"| {name} | {medians[name]:.1f} | {min(v):.1f}-{max(v):.1f} | {ratios[name]['median']:.2f}x "
-        f"({ratios[name]['min']:.2f}-{ratios[name]['max']:.2f}) | {same(name) if name in agreement else '-'} |"
+    cells = [
+        [
+            name,
+            f"{medians[name]:.1f}",
+            f"{min(v):.1f}-{max(v):.1f}",
+            f"{ratios[name]['median']:.2f}x ({ratios[name]['min']:.2f}-{ratios[name]['max']:.2f})",
+            same(name) if name in agreement else "-",
+        ]
         for name, v in results.items()
-    )
-    atomic_write_text(
-        out / "decode_vs_peers.md",
-        f"# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime\n\n`{summary['command']}`\n\n"
-        f"{summary['machine']}\n\n{summary['setup']}\n\n"
-        f"Ratios: each round's figure over mlx_lm.generate's in the same round (same sampling), median and range "
-        f"over {args.rounds} rounds. Greedy tokens equal to ours: of {args.new_tokens}.\n\n"
-        "| runtime | decode tok/s (median) | range | paired ratio vs mlx_lm.generate (range) "
-        "| greedy tokens equal to ours |\n|---|---:|---:|---:|---:|\n" + rows + "\n",
+    ]
+    header = ["runtime", "decode tok/s (median)", "range", "paired ratio vs mlx_lm.generate (range)"]
+    rows = table([*header, "greedy tokens equal to ours"], cells, align="lrrrr")
+    write_record(
+        Path(args.output),
+        "decode_vs_peers",
+        summary,
+        "# Decode speed: mlx_bluey vs mlx_lm.generate vs transformers vs onnxruntime",
+        f"{summary['setup']}\n\nRatios: each round's figure over mlx_lm.generate's in the same round (same "
+        f"sampling), median and range over {args.rounds} rounds. Greedy tokens equal to ours: of "
+        f"{args.new_tokens}.\n\n" + rows,
     )
     print(rows)
 

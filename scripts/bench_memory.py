@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mlx_bluey.atomic import atomic_write_text  # noqa: E402 (after the checkout joins sys.path)
+from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402 (after the checkout joins sys.path)
 
 
 def run_measured(command: list[str]) -> float:
@@ -110,9 +110,10 @@ def main() -> None:
                 flush=True,
             )
     summary = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "examples": args.examples,
-        "machine": results[next(iter(results))][0]["runtime"],
+        "machine": machine(),
+        "training_runtime": results[next(iter(results))][0]["runtime"],
         "characters_per_conversation": chars,
         "runs": results,
         "peak_memory_gb": {k: max(r["peak_memory_gb"] for r in v) for k, v in results.items()},
@@ -121,22 +122,26 @@ def main() -> None:
             k: statistics.median(r["trained_tokens_per_second"] for r in v) for k, v in results.items()
         },
     }
-    out = Path(args.output)
-    atomic_write_text(out / "memory_two_pass.json", json.dumps(summary, indent=2) + "\n")
-    rows = "\n".join(
-        f"| {k} | {summary['peak_memory_gb'][k]:.2f} | {summary['peak_rss_gb'][k]:.2f} | "
-        f"{summary['trained_tokens_per_second'][k]:.1f} | "
-        f"{statistics.median(r['seconds_per_step'] for r in v):.2f} |"
+    cells = [
+        [
+            k,
+            f"{summary['peak_memory_gb'][k]:.2f}",
+            f"{summary['peak_rss_gb'][k]:.2f}",
+            f"{summary['trained_tokens_per_second'][k]:.1f}",
+            f"{statistics.median(r['seconds_per_step'] for r in v):.2f}",
+        ]
         for k, v in results.items()
-    )
-    atomic_write_text(
-        out / "memory_two_pass.md",
+    ]
+    header = ["step", "peak GB (MLX allocator)", "peak GB (process RSS)", "trained tok/s (median)", "s/step"]
+    rows = table(header, cells, align="lrrrr")
+    write_record(
+        Path(args.output),
+        "memory_two_pass",
+        summary,
         "# Peak memory: one-pass vs two-pass NumPy head, with and without gradient checkpointing "
-        "(270M LoRA, batch 1 x 4, float32)\n\n"
-        f"`{summary['command']}`\n\nThe {args.examples} longest training conversations "
-        f"({min(chars)}-{max(chars)} characters), {args.steps} steps per run, {args.rounds} rounds.\n\n"
-        "| step | peak GB (MLX allocator) | peak GB (process RSS) | trained tok/s (median) | s/step |\n"
-        "|---|---:|---:|---:|---:|\n" + rows + "\n",
+        "(270M LoRA, batch 1 x 4, float32)",
+        f"The {args.examples} longest training conversations ({min(chars)}-{max(chars)} characters), "
+        f"{args.steps} steps per run, {args.rounds} rounds.\n\n" + rows,
     )
     print(rows)
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mlx_bluey.atomic import atomic_write_text  # noqa: E402 (after the checkout joins sys.path)
+from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402 (after the checkout joins sys.path)
 
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}  # every trainer's LoRA, read back after each run
 LEARNING_RATE = 1e-5
@@ -394,7 +394,6 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from mlx_bluey import runtime
     from mlx_bluey.embedded import ensure_embedded_model
 
     model_dir = ensure_embedded_model()
@@ -452,8 +451,8 @@ def main() -> None:
             "per_round": paired,
         }
     summary = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": runtime.machine_facts(),
+        "command": command_line(),
+        "machine": machine(),
         "setup": {
             "model": "gemma-3-270m (embedded, float32)",
             **subset,
@@ -470,34 +469,39 @@ def main() -> None:
         "peak_rss_gb": {name: med(name, "peak_rss_gb") for name in chosen},
         "mlx_peak_memory_gb": {name: med(name, "mlx_peak_memory_gb") for name in chosen},
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_vs_peers.json", json.dumps(summary, indent=2) + "\n")
     gb = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731 (one line, used below)
-    table = "\n".join(
-        f"| {name} | {med(name, 'trained_tokens_per_second'):.1f} | {med(name, 'seconds_per_step'):.2f} | "
-        f"{med(name, 'trained_tokens_per_step'):.0f} | {gb(med(name, 'peak_rss_gb'))} | "
-        f"{gb(med(name, 'mlx_peak_memory_gb'))} |"
+    cells = [
+        [
+            name,
+            f"{med(name, 'trained_tokens_per_second'):.1f}",
+            f"{med(name, 'seconds_per_step'):.2f}",
+            f"{med(name, 'trained_tokens_per_step'):.0f}",
+            gb(med(name, "peak_rss_gb")),
+            gb(med(name, "mlx_peak_memory_gb")),
+        ]
         for name in results
-    )
+    ]
+    header = ["trainer", "trained tokens/s (median)", "s/step", "trained tokens/step", "peak RSS GB", "MLX peak GB"]
     ratio_lines = "\n".join(
         f"- {name}: **{r['median']:.2f}x** (rounds {r['min']:.2f}-{r['max']:.2f}: "
         + ", ".join(f"{x:.2f}" for x in r["per_round"])
         + ")"
         for name, r in ratios.items()
     )
-    atomic_write_text(
-        out / "train_vs_peers.md",
-        f"# Training throughput: mlx_bluey vs its peers\n\n`{summary['command']}`\n\n"
-        f"{summary['machine']}\n\n{ {k: v for k, v in summary['setup'].items() if k != 'plan'} }\n\n"
+    write_record(
+        Path(args.output),
+        "train_vs_peers",
+        summary,
+        "# Training throughput: mlx_bluey vs its peers",
+        f"{ {k: v for k, v in summary['setup'].items() if k != 'plan'} }\n\n"
         "Every trainer ran the same batches (the plan in the JSON file); the settings above were read back "
         "from each run and were equal. Trained tokens per step: the PyTorch runs equal ours at every step "
         "(same token ids); mlx-lm's exceed ours by the same number per conversation at every step "
         f"({extra_tokens.get('mlx_lm.lora', 0)}: the newline after <end_of_turn> and its mask's first "
         "padding position), which its tokens/s counts as trained.\n\n"
-        "| trainer | trained tokens/s (median) | s/step | trained tokens/step | peak RSS GB | MLX peak GB |\n"
-        f"|---|---:|---:|---:|---:|---:|\n{table}\n\n"
-        f"Ratios of trained tokens/s, paired within each round (median, range and every round):\n\n{ratio_lines}\n\n"
+        + table(header, cells, align="lrrrrr")
+        + "\nRatios of trained tokens/s, paired within each round (median, range and every round):\n\n"
+        + f"{ratio_lines}\n\n"
         "CPU result (2 cores, OpenBLAS). Ours computes the output head with NumPy at the labelled positions "
         "here; on Metal the NumPy head is off and the head runs in MLX.\n",
     )

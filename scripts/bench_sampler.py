@@ -16,9 +16,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from profile_decode import median_ms  # noqa: E402  (warm-up, then the median of --repeats calls)
 
 
 def main() -> None:
@@ -31,6 +28,7 @@ def main() -> None:
     import mlx.core as mx
     from mlx_lm.sample_utils import make_sampler as mlx_lm_sampler
 
+    from mlx_bluey.bench import median_ms  # warm-up, then the median of --repeats calls
     from mlx_bluey.sampling import make_sampler
 
     mx.random.seed(0)

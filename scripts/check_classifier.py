@@ -9,13 +9,13 @@ checks on DATA/test.jsonl's replies against its test split. Writes OUTPUT/classi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402  (after the path)
 from mlx_bluey.evaluate import assistant_texts  # noqa: E402  (after the path: the script runs from a checkout)
 from mlx_bluey.in_character import train_and_check  # noqa: E402 (after the path, as above)
 
@@ -30,18 +30,14 @@ def main() -> None:
     _, checked = train_and_check(
         assistant_texts(data / "train.jsonl"), assistant_texts(data / "test.jsonl"), args.assistant_replies
     )
-    command = "python scripts/check_classifier.py " + " ".join(sys.argv[1:])
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "classifier.json").write_text(json.dumps({"command": command, **checked}, indent=2) + "\n")
-    text = (
-        f"# In-character classifier, held out\n\n`{command}`\n\n"
-        f"| held-out replies | n | classified right |\n|---|---:|---:|\n"
-        f"| the character's (test.jsonl) | {checked['in_character_replies']} | {checked['in_character_right']:.3f} |\n"
-        f"| generic assistant (test split) | {checked['assistant_replies']} | {checked['assistant_right']:.3f} |\n"
-        f"| balanced | | **{checked['balanced']:.3f}** |\n"
-    )
-    (out / "classifier.md").write_text(text)
+    record = {"command": command_line(), "machine": machine(), **checked}
+    rows = [
+        ["the character's (test.jsonl)", checked["in_character_replies"], f"{checked['in_character_right']:.3f}"],
+        ["generic assistant (test split)", checked["assistant_replies"], f"{checked['assistant_right']:.3f}"],
+        ["balanced", "", f"**{checked['balanced']:.3f}**"],
+    ]
+    body = table(["held-out replies", "n", "classified right"], rows, align="lrr")
+    text = write_record(Path(args.output), "classifier", record, "# In-character classifier, held out", body)
     print(text)
 
 

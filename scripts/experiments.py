@@ -156,6 +156,7 @@ def main() -> None:
 
     from mlx_bluey import metrics
     from mlx_bluey.atomic import atomic_write_text
+    from mlx_bluey.bench_record import command_line
     from mlx_bluey.character import load_card
     from mlx_bluey.evaluate import generate_samples, read_prompts, reply_pairs, score
     from mlx_bluey.generate import GenerationSettings, load_for_generation, stop_token_ids
@@ -172,7 +173,7 @@ def main() -> None:
     started = time.time()
     result = {
         "experiment": args.experiment,
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "model": f"{model_dir.name}" + (f" + {Path(args.adapter).name}" if args.adapter else " (no adapter)"),
         "prompts": len(prompts),
         "kinds": kinds,

@@ -13,26 +13,11 @@ matrix-vector ceilings (`mlx_bluey bench`). Results: benchmarks/decode_profile.{
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -49,6 +34,8 @@ def main() -> None:
     from mlx.utils import tree_flatten
     from mlx_lm.models.cache import make_prompt_cache
 
+    from mlx_bluey.bench import median_ms
+    from mlx_bluey.bench_record import command_line, machine, table, write_record
     from mlx_bluey.decode_head import LastPositionNumpyHead
     from mlx_bluey.generate import load_for_generation
     from mlx_bluey.head_loss import head_weight
@@ -85,23 +72,24 @@ def main() -> None:
         for name, ms in parts.items()
     ]
     summary = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "model": str(model_dir),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, BLAS {runtime.describe_blas(runtime.blas_facts())}",
+        "machine": machine(),
         "dtype": str(weight.dtype),
         "repeats": args.repeats,
         "rows": rows,
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "decode_profile.json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = "\n".join(f"| {r['part']} | {r['ms']:.1f} | {r['mb_read']:.0f} | {r['gb_per_s']:.1f} |" for r in rows)
-    text = (
-        f"# Where a decode step goes\n\n`{summary['command']}`\n\n{summary['machine']}; {model_dir.name}, "
-        f"{summary['dtype']}, median of {args.repeats} after a warm-up, one new token, warm KV cache.\n\n"
-        f"| part | ms | MB read | GB/s |\n|---|---:|---:|---:|\n{table}\n"
+    cells = [[r["part"], f"{r['ms']:.1f}", f"{r['mb_read']:.0f}", f"{r['gb_per_s']:.1f}"] for r in rows]
+    print(
+        write_record(
+            args.output,
+            "decode_profile",
+            summary,
+            "# Where a decode step goes",
+            f"{model_dir.name}, {summary['dtype']}, median of {args.repeats} after a warm-up, one new token, "
+            f"warm KV cache.\n\n" + table(["part", "ms", "MB read", "GB/s"], cells, align="lrrr"),
+        )
     )
-    (args.output / "decode_profile.md").write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,6 @@ the page makes is recorded: none may leave the server.
 """
 
 import json
-import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -15,19 +13,11 @@ import pytest
 from conftest import REPLY
 
 from mlx_bluey.chat_format import render
+from mlx_bluey.headless import CHROMIUM_FLAGS, chromium_path
 from mlx_bluey.serve import ISOLATION_HEADERS, ServeError, make_server, serve_in_thread
 
-CHROMIUM = os.environ.get("MLX_BLUEY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# The flags that keep Chromium from reaching out at start (PLATFORM_FACTS: refused connections otherwise).
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = chromium_path()
+FLAGS = CHROMIUM_FLAGS
 SCREENSHOT = Path(__file__).resolve().parent.parent / "build" / "e2e" / "chat.png"
 
 

@@ -1,0 +1,52 @@
+"""What every benchmark script writes: the command that made it, the machine it ran on, and its figures as
+NAME.json beside a NAME.md a reader can take in, both written whole or not at all (atomic_write_text).
+
+    record = {"command": command_line(), "machine": machine(), ...figures}
+    write_record(out, "decode_profile", record, "# Where a decode step goes", table(header, rows))
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .atomic import atomic_write_text
+
+
+def command_line() -> str:
+    """The command as typed: `python scripts/NAME.py ARGS`."""
+    return " ".join(["python", *sys.argv])
+
+
+def machine() -> dict:
+    """Platform, CPUs, device and BLAS facts (runtime.machine_facts; the BLAS matmul GFLOP/s measured now)."""
+    from . import runtime
+
+    return runtime.machine_facts()
+
+
+def describe_machine(facts: dict) -> str:
+    """One line: 'Linux-...-x86_64, 2 CPUs, device cpu, BLAS OpenBLAS, kernel Zen (...), 140.2 GFLOP/s ...'."""
+    from . import runtime
+
+    return f"{facts['platform']}, {facts['cpus']} CPUs, device {facts['device']}, BLAS {runtime.describe_blas(facts)}"
+
+
+def table(header: list[str], rows: list[list], align: str = "") -> str:
+    """A Markdown table; `align` a character per column: 'r' right-aligns it (figures), anything else left."""
+    rule = ["---:" if (align[i:i + 1] == "r") else "---" for i in range(len(header))]  # fmt: skip
+    lines = [header, rule, *[[str(cell) for cell in row] for row in rows]]
+    return "".join("| " + " | ".join(line) + " |\n" for line in lines)
+
+
+def write_record(directory: Path, name: str, record: dict, title: str, body: str) -> str:
+    """directory/NAME.json (the record) and directory/NAME.md: the title, the command, the machine, the body.
+    Returns the Markdown."""
+    directory.mkdir(parents=True, exist_ok=True)
+    facts = record.get("machine")
+    where = describe_machine(facts) if isinstance(facts, dict) else str(facts)
+    markdown = f"{title}\n\n`{record['command']}`\n\nMachine: {where}.\n\n{body.rstrip()}\n"
+    atomic_write_text(directory / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(directory / f"{name}.md", markdown)
+    return markdown
