@@ -31,25 +31,8 @@ from mlx.utils import tree_flatten
 from . import runtime
 from .bench_args import BenchArgs
 from .decode_head import decoding_model
+from .gemma3_shapes import GEMMA3_1B_CONFIG
 
-# google/gemma-3-1b-pt's config.json, the fields mlx-lm's gemma3_text reads.
-GEMMA3_1B_CONFIG = {
-    "model_type": "gemma3_text",
-    "hidden_size": 1152,
-    "intermediate_size": 6912,
-    "num_hidden_layers": 26,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 1,
-    "head_dim": 256,
-    "rms_norm_eps": 1e-6,
-    "vocab_size": 262144,
-    "rope_theta": 1_000_000.0,
-    "rope_local_base_freq": 10_000.0,
-    "query_pre_attn_scalar": 256,
-    "sliding_window": 512,
-    "sliding_window_pattern": 6,
-    "max_position_embeddings": 32768,
-}
 ONE_B_SHAPED = "1b-shaped"
 
 

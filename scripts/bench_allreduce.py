@@ -76,9 +76,10 @@ def main() -> None:
     ]
     tokens_per_step = statistics.median(r["trained_tokens"] for r in rows)
     step_seconds = {r["model"]: tokens_per_step / r["train_tokens_per_second"]["median"] for r in bench}
-    from mlx_bluey.bench import GEMMA3_1B_CONFIG, ONE_B_SHAPED
+    from mlx_bluey.bench import ONE_B_SHAPED
     from mlx_bluey.bench_record import command_line, machine, table, write_record
     from mlx_bluey.embedded import embedded_model_dir
+    from mlx_bluey.gemma3_shapes import GEMMA3_1B_CONFIG
 
     rank = json.loads(ADAPTER.with_name("adapter_config.json").read_text())["lora_parameters"]["rank"]
     configs = {

@@ -18,23 +18,10 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mlx_bluey.embedded import embedded_model_dir  # noqa: E402 (numpy only: importable in .venv-export)
+from mlx_bluey.gemma3_shapes import GEMMA3_1B_CONFIG  # noqa: E402 (no imports)
 
-# google/gemma-3-1b-pt's config.json (the same numbers as mlx_bluey/bench.py's GEMMA3_1B_CONFIG)
-CONFIG = dict(
-    vocab_size=262144,
-    hidden_size=1152,
-    intermediate_size=6912,
-    num_hidden_layers=26,
-    num_attention_heads=4,
-    num_key_value_heads=1,
-    head_dim=256,
-    rms_norm_eps=1e-6,
-    rope_theta=1_000_000.0,
-    rope_local_base_freq=10_000.0,
-    query_pre_attn_scalar=256,
-    sliding_window=512,
-    sliding_window_pattern=6,
-    max_position_embeddings=32768,
+# mlx_bluey/gemma3_shapes.py's shapes, with what transformers' Gemma3TextConfig also wants
+CONFIG = {k: v for k, v in GEMMA3_1B_CONFIG.items() if k != "model_type"} | dict(
     tie_word_embeddings=True,
     bos_token_id=2,
     eos_token_id=[1, 106],
