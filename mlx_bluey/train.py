@@ -241,7 +241,7 @@ class RunPlan:
     schedule: Plan
     optimizer: object
     objective: Objective  # what a micro-batch trains on (SFT or a preference method)
-    validate: object  # validate(step) -> held-out loss, or None without validation data
+    validate: object  # validate(step) -> (held-out loss, more figures), or None without validation data
     n_layers: int
     data_sha256: str
     state: LoopState
@@ -367,8 +367,8 @@ def _objective(config: TrainConfig, model, train_set, valid_set, identity: dict,
     if valid_set is None:
         return SupervisedObjective(value_and_grad, train_set), None
 
-    def validate(step: int) -> float:
-        return evaluate_loss(model, valid_set, config.batch_size, loss_sum)
+    def validate(step: int) -> tuple[float, dict[str, float]]:
+        return evaluate_loss(model, valid_set, config.batch_size, loss_sum), {}
 
     return SupervisedObjective(value_and_grad, train_set), validate
 
@@ -524,7 +524,7 @@ def train(
         return run.state.to_dict()
     if rank == 0:
         start_run(run, log)
-    validation_loss = validation_loss or run.validate
+    validate = (lambda step: (validation_loss(step), {})) if validation_loss else run.validate
     settings = LoopSettings(
         config.seed,
         accumulation,
@@ -545,7 +545,7 @@ def train(
             settings,
             run.state,
             run.start_step,
-            validation_loss,
+            validate,
             [RunFiles(run), progress, *callbacks] if rank == 0 else list(callbacks),
             all_reduce(group, config.distributed_timeout) if size > 1 else None,
         )

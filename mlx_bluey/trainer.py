@@ -131,7 +131,7 @@ def train_loop(
     settings: LoopSettings,
     state: LoopState,
     start_step: int,
-    validate: Callable[[int], float | tuple[float, dict[str, float]]] | None,
+    validate: Callable[[int], tuple[float, dict[str, float]]] | None,
     callbacks: Sequence[TrainingCallback] = (),
     reduce: Callable | None = None,
 ) -> LoopState:
@@ -150,8 +150,7 @@ def train_loop(
             last = step + 1 == steps
             if validate is not None and settings.val_every > 0 and ((step + 1) % settings.val_every == 0 or last):
                 model.eval()
-                held_out = validate(step + 1)  # the loss, or (the loss, more figures: val_<name> in the row)
-                row["val_loss"], figures = held_out if isinstance(held_out, tuple) else (held_out, {})
+                row["val_loss"], figures = validate(step + 1)  # the loss, more figures: val_<name> in the row
                 row.update({f"val_{name}": value for name, value in figures.items()})
                 model.train()
                 if state.best_val_loss is None or row["val_loss"] < state.best_val_loss:
