@@ -12,14 +12,13 @@ training (mlx_bluey.preference.encode_reply). Writes OUTPUT/pairs.json and OUTPU
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mlx_bluey.atomic import atomic_write_text  # noqa: E402  (after the path: the script runs from a checkout)
+from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402  (after the path)
 from mlx_bluey.generate import load_for_generation  # noqa: E402 (after the path, as above)
 from mlx_bluey.preference import encode_reply, read_pairs, reply_logprobs  # noqa: E402 (after the path, as above)
 
@@ -52,25 +51,21 @@ def main() -> None:
     pairs = read_pairs(args.pairs)
     results = {adapter: score(adapter, pairs) for adapter in args.adapter}
     origins = list(next(iter(results.values())))
-    lines = [
-        f"# Held-out pairs ranked right ({args.pairs}, {len(pairs)} pairs)",
-        "",
-        "Command: `.venv/bin/python " + " ".join(["scripts/score_pairs.py", *sys.argv[1:]]) + "`",
-        "",
-        "Share of pairs whose chosen reply is more likely than the rejected one: summed over the reply's",
-        "tokens / per token.",
-        "",
-        "| adapter | " + " | ".join(f"{o} ({results[args.adapter[0]][o]['pairs']})" for o in origins) + " |",
-        "|---|" + "---|" * len(origins),
+    header = ["adapter", *(f"{o} ({results[args.adapter[0]][o]['pairs']})" for o in origins)]
+    rows = [
+        [adapter, *(f"{figures[o]['share_by_sum']:.2f} / {figures[o]['share_per_token']:.2f}" for o in origins)]
+        for adapter, figures in results.items()
     ]
-    for adapter, figures in results.items():
-        cells = [f"{figures[o]['share_by_sum']:.2f} / {figures[o]['share_per_token']:.2f}" for o in origins]
-        lines.append(f"| {adapter} | " + " | ".join(cells) + " |")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "pairs.json", json.dumps({"pairs": args.pairs, "results": results}, indent=2) + "\n")
-    atomic_write_text(out / "pairs.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    record = {"command": command_line(), "machine": machine(), "pairs": args.pairs, "results": results}
+    text = write_record(
+        Path(args.output),
+        "pairs",
+        record,
+        f"# Held-out pairs ranked right ({args.pairs}, {len(pairs)} pairs)",
+        "Share of pairs whose chosen reply is more likely than the rejected one: summed over the reply's "
+        "tokens / per token.\n\n" + table(header, rows),
+    )
+    print(text)
 
 
 if __name__ == "__main__":
