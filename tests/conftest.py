@@ -202,13 +202,15 @@ def tiny_fused(tmp_path_factory, tiny_model_dir) -> Path:
         log=lambda _: None,
     )
     fused = root / "fused"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
-        capture_output=True,
-        text=True,
-    )
+    result = fuse_with_cli(adapter, fused)
     assert result.returncode == 0, result.stderr
     return fused
+
+
+def fuse_with_cli(adapter: Path, output: Path) -> subprocess.CompletedProcess:
+    """`mlx_bluey fuse --adapter ADAPTER --output OUTPUT`, as a user runs it."""
+    command = [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(output)]
+    return subprocess.run(command, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,10 @@
 """Fusing: the fused model computes what base + adapter computes, and the directory is complete."""
 
 import json
-import subprocess
-import sys
 
 import mlx.core as mx
 import pytest
-from conftest import TINY_CONFIG, chat, write_jsonl
+from conftest import TINY_CONFIG, chat, fuse_with_cli, write_jsonl
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.config import TrainConfig
@@ -35,11 +33,7 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
         log=lambda _: None,
     )
     fused = tmp_path / "fused"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(fused)],
-        capture_output=True,
-        text=True,
-    )
+    result = fuse_with_cli(adapter, fused)
     assert result.returncode == 0, result.stderr
     assert "fused 14 adapter layers" in result.stdout  # 2 blocks x 7 linears
 
