@@ -171,7 +171,7 @@ def _train_speed(model, batch: int, length: int, repeats: int) -> Spread:
     import mlx.optimizers as optim
 
     from .config import TrainConfig
-    from .train import apply_adapters, make_loss
+    from .tuning import apply_adapters, make_loss
 
     apply_adapters(model, TrainConfig(lora_rank=8))
     loss_sum = make_loss(model, head_trainable=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .chat_format import encode_conversation
 from .data import Conversation, DataError, scan_jsonl
-from .data_split import jaccard, near_duplicate_groups, shingles
+from .near_duplicates import jaccard, near_duplicate_groups, shingles
 
 
 @dataclass

@@ -313,7 +313,7 @@ def reference_files(adapter, reference, train_data, character) -> tuple[str, str
 def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int = 2048) -> dict:
     """Mean loss (nats per assistant token) and perplexity of the reference replies under the model."""
     from .data import encode_dataset
-    from .train import evaluate_loss
+    from .tuning import evaluate_loss
 
     dataset = encode_dataset(read_jsonl(reference), tokenizer, max_seq_length, "skip")
     loss = evaluate_loss(model, dataset, batch_size=1)

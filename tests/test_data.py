@@ -10,7 +10,8 @@ import pytest
 from conftest import chat, write_jsonl
 
 from mlx_bluey.data import DataError, EncodedDataset, epoch_batches, length_buckets, make_batch, read_jsonl
-from mlx_bluey.data_split import near_duplicate_groups, split_conversations
+from mlx_bluey.data_split import split_conversations
+from mlx_bluey.near_duplicates import near_duplicate_groups
 
 GOOD = chat("hi", "G'day!")
 

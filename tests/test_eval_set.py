@@ -10,8 +10,8 @@ import pytest
 
 from mlx_bluey.character import load_card
 from mlx_bluey.data import read_jsonl
-from mlx_bluey.data_split import NEAR_DUPLICATE_JACCARD, jaccard, text_shingles
 from mlx_bluey.evaluate import all_prompts
+from mlx_bluey.near_duplicates import NEAR_DUPLICATE_JACCARD, jaccard, text_shingles
 
 ROOT = Path(__file__).parent.parent
 DATA = ROOT / "data" / "bluey"
