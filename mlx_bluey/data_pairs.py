@@ -149,7 +149,10 @@ def build_pairs(
     """Write the pair file and its stats; return the stats. `model` is the base (None: the adapter's
     base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's;
     `limit` bounds the conversations the model sources generate for (templates and facts cover all);
-    `max_per_fact` caps the fact-swap pairs of each card fact (in conversation order; None = no cap)."""
+    `max_per_fact` caps the fact-swap pairs of each card fact (in conversation order; None = no cap).
+
+    About 70 lines: the journal's resume, the walk over sources and conversations and the stats are one
+    pass over shared state (done, per_fact); split up, each part would take most of it as arguments."""
     from .generate import GenerationSettings, base_model_of
 
     if model is None and adapter is not None:

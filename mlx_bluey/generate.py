@@ -147,7 +147,9 @@ def generate_reply(
 
 def base_model_of(adapter: str | Path) -> str | None:
     """The base model an adapter was trained on (train writes it into adapter_config.json); None: the default."""
-    config_path = Path(adapter) / "adapter_config.json"
+    from .checkpoints import ADAPTER_CONFIG
+
+    config_path = Path(adapter) / ADAPTER_CONFIG
     return json.loads(config_path.read_text()).get("base_model") if config_path.exists() else None
 
 
@@ -166,8 +168,10 @@ def load_for_generation(model: str | None, adapter: str | None, dtype: str = "au
     network, _ = load_model(model_dir)
     network.set_dtype(runtime.resolve_dtype(dtype))
     if adapter is not None:
-        if not (Path(adapter) / "adapters.safetensors").exists():
-            raise FileNotFoundError(f"{adapter}: no adapters.safetensors (train one with `mlx_bluey train`)")
+        from .checkpoints import ADAPTER_FILE
+
+        if not (Path(adapter) / ADAPTER_FILE).exists():
+            raise FileNotFoundError(f"{adapter}: no {ADAPTER_FILE} (train one with `mlx_bluey train`)")
         load_adapters(network, adapter)
     network.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
