@@ -48,10 +48,15 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
-def _run(installed: Path, cwd: Path, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def _environment(installed: Path, **extra: str) -> dict:
+    """This process's environment without MLX_BLUEY_WEB_*, with the installed copy leading PYTHONPATH."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLX_BLUEY_WEB")}
-    environment.update(PYTHONPATH=str(installed), **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, **kwargs)
+    return {**environment, "PYTHONPATH": str(installed), **extra}
+
+
+def _run(installed: Path, cwd: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = _environment(installed)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
 
 
 def test_the_installed_copy_runs_and_carries_its_data(installed, tmp_path):
@@ -94,10 +99,7 @@ def test_serve_from_another_directory(installed, tmp_path, tiny_export):
     refused = _run(installed, tmp_path, "-m", "mlx_bluey.cli", "serve", str(tiny_export), timeout=60)
     assert refused.returncode == 1 and "MLX_BLUEY_WEB_MODULES" in refused.stderr  # the wheel has no node_modules
     port = _free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MLX_BLUEY_WEB")}
-    environment.update(
-        PYTHONPATH=str(installed), MLX_BLUEY_WEB_MODULES=str(ROOT / "mlx_bluey" / "web" / "node_modules")
-    )
+    environment = _environment(installed, MLX_BLUEY_WEB_MODULES=str(ROOT / "mlx_bluey" / "web" / "node_modules"))
     command = [sys.executable, "-m", "mlx_bluey.cli", "serve", str(tiny_export), "--port", str(port)]
     server = subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
