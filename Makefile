@@ -128,8 +128,9 @@ KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_
     tests/test_preference.py tests/test_data_pairs.py tests/test_web.py tests/test_gguf_export.py tests/test_distributed.py \
     tests/test_serve_api.py
 # On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
-# CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here.
-KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),PYTHONFAULTHANDLER=1 OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
+# CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here. Tests
+# marked one_kernel (a vocabulary, llama.cpp's own ggml kernels, process control) run once.
+KERNEL_RERUN = $(if $(and $(OPENBLAS),$(filter x86_64,$(shell uname -m))),PYTHONFAULTHANDLER=1 OPENBLAS_CORETYPE=Prescott $(RUN)/python -m pytest -q -m "not one_kernel" $(KERNEL_SENSITIVE),@echo "no second kernel to test on this machine")
 
 # Two suites: the MLX side in .venv, the export worker's graph code in .venv-export (tests/export_env).
 test: $(STAMP) $(EXPORT_STAMP) $(GGUF_STAMP) $(WEB_STAMP) browser

@@ -125,6 +125,7 @@ OWN_DIRECTORY = (
 )
 
 
+@pytest.mark.one_kernel  # the resumed and the whole run compare on the same kernel
 def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model_dir, tmp_path):
     """kill -9 of rank 1 mid-run: rank 0 stops too (ring: the peer's connection is lost), the launch ends,
     and the group launched again with --resume ends where an uninterrupted run ends. The ranks share no
@@ -165,6 +166,7 @@ def test_a_killed_process_stops_the_group_and_resume_finishes_the_run(tiny_model
     )
 
 
+@pytest.mark.one_kernel  # process control: a timeout, no figures
 def test_a_process_that_stops_answering_ends_the_group_after_the_timeout(tiny_model_dir, tmp_path):
     """SIGSTOP keeps rank 1's connections open but silent, as a host that dropped off the network: rank 0
     must give up after distributed_timeout instead of waiting forever."""

