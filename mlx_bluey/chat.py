@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from .generate import GenerationSettings, Reply, generate_reply
+from .generation import GenerationSettings, Reply, generate_reply
 
 
 class ChatError(Exception):
@@ -38,7 +38,7 @@ class ChatArgs:
 def run(args: ChatArgs, log=print) -> None:
     """Load the model (and adapter), resolve the card and system prompt, then answer once or chat."""
     from .character import card_for_adapter, load_card
-    from .generate import load_for_generation
+    from .generation import load_for_generation
     from .special_tokens import stop_token_ids
 
     card = load_card(args.character) if args.character else card_for_adapter(args.adapter)

@@ -3,7 +3,7 @@ verbs' errors into messages; each verb lives in its own module.
 
 mlx_bluey info                       device, BLAS, dtype, the embedded model
 mlx_bluey train [--config FILE] ...  fine-tune: SFT or preference (train.py, trainer.py)
-mlx_bluey generate [--adapter DIR]   chat or one-shot reply (chat.py, on generate.py)
+mlx_bluey generate [--adapter DIR]   chat or one-shot reply (chat.py, on generation.py)
 mlx_bluey evaluate --adapter DIR     personality metrics and report (evaluate.py, metrics.py)
 mlx_bluey compare REPORTS... --output DIR   evaluations side by side (compare.py)
 mlx_bluey bench                      tokens/s across models and dtypes (bench.py)
@@ -511,7 +511,7 @@ def data_pairs(
     from .character import CardError, card_beside, load_card
     from .data import read_jsonl
     from .data_pairs import SOURCES, build_pairs, progress_steps
-    from .generate import GenerationSettings
+    from .generation import GenerationSettings
 
     try:
         card = load_card(card_beside(input_path, character_path))

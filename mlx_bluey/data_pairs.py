@@ -116,7 +116,7 @@ class _Generator:
         self.loaded = None
 
     def reply(self, prompt: list[dict], seed: int):
-        from .generate import generate_reply, load_for_generation
+        from .generation import generate_reply, load_for_generation
         from .special_tokens import stop_token_ids
 
         if self.loaded is None:
@@ -153,7 +153,7 @@ def build_pairs(
 
     About 70 lines: the journal's resume, the walk over sources and conversations and the stats are one
     pass over shared state (done, per_fact); split up, each part would take most of it as arguments."""
-    from .generate import GenerationSettings, base_model_of
+    from .generation import GenerationSettings, base_model_of
 
     if model is None and adapter is not None:
         model = base_model_of(adapter)

@@ -23,7 +23,7 @@ from . import metrics, scorecard
 from .atomic import atomic_write_text
 from .data import DataError, check_messages, json_lines, read_jsonl, unicode_problem
 from .evaluation_args import LONG_REPLY_TOKENS, EvaluationArgs
-from .generate import GenerationSettings, generate_reply
+from .generation import GenerationSettings, generate_reply
 from .journal import Journal
 from .plots import save_png
 from .text import LONG_WORDS, SHORT_WORDS, count_markers
@@ -489,7 +489,7 @@ def run(args: EvaluationArgs, log=print) -> dict:
     import sys
 
     from .data_files import located
-    from .generate import load_for_generation
+    from .generation import load_for_generation
 
     prompts = all_prompts(located(args.prompts_file), args.card)[: args.limit]
     examples = few_shot_examples(args.train_data, args.few_shot)

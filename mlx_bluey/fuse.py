@@ -82,7 +82,7 @@ def write_hf_directory(
 
 def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path:
     from .character import card_for_adapter
-    from .generate import load_for_generation
+    from .generation import load_for_generation
     from .special_tokens import stop_token_ids
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)

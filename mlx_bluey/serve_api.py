@@ -160,7 +160,7 @@ class Generator:
 
     def _run(self) -> None:
         from .chat_format import prompt_ids
-        from .generate import generate_reply
+        from .generation import generate_reply
 
         while (job := self.jobs.get()) is not None:
             if job.cancel.is_set():
@@ -379,7 +379,7 @@ def run_api(model: str | None, adapter: str | None, name: str | None, host: str,
     """Load base (+ adapter) or a fused model and serve the API until Ctrl-C."""
     from pathlib import Path
 
-    from .generate import load_for_generation
+    from .generation import load_for_generation
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=log)
     name = name or Path(adapter or model_dir).name

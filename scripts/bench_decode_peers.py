@@ -53,7 +53,7 @@ def mlx_runners(model_dir: str):
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from mlx_bluey.chat_format import prompt_ids
-    from mlx_bluey.generate import (
+    from mlx_bluey.generation import (
         REPETITION_CONTEXT_TOKENS,
         GenerationSettings,
         block_stops_until,

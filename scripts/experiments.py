@@ -159,7 +159,7 @@ def main() -> None:
     from mlx_bluey.bench_record import command_line
     from mlx_bluey.character import load_card
     from mlx_bluey.evaluate import generate_samples, read_prompts, reply_pairs, score
-    from mlx_bluey.generate import GenerationSettings, load_for_generation, stop_token_ids
+    from mlx_bluey.generation import GenerationSettings, load_for_generation, stop_token_ids
     from mlx_bluey.text import LONG_WORDS, SHORT_WORDS
 
     kinds = args.kinds.split(",")

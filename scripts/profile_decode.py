@@ -37,7 +37,7 @@ def main() -> None:
     from mlx_bluey.bench import median_ms
     from mlx_bluey.bench_record import command_line, machine, table, write_record
     from mlx_bluey.decode_head import LastPositionNumpyHead
-    from mlx_bluey.generate import load_for_generation
+    from mlx_bluey.generation import load_for_generation
     from mlx_bluey.head_loss import head_weight
 
     model, tokenizer, model_dir = load_for_generation(args.model, None, log=lambda _: None)

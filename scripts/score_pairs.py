@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402  (after the path)
-from mlx_bluey.generate import load_for_generation  # noqa: E402 (after the path, as above)
+from mlx_bluey.generation import load_for_generation  # noqa: E402 (after the path, as above)
 from mlx_bluey.preference import encode_reply, read_pairs, reply_logprobs  # noqa: E402 (after the path, as above)
 
 

@@ -12,7 +12,7 @@ from conftest import chat, write_jsonl
 from mlx_bluey.character import CardFact, CharacterCard
 from mlx_bluey.data import DataError
 from mlx_bluey.data_pairs import build_pairs, fact_pair, failed_checks, journal_header, length_problem, template_pair
-from mlx_bluey.generate import GenerationSettings
+from mlx_bluey.generation import GenerationSettings
 from mlx_bluey.preference import read_pairs
 
 CARD = CharacterCard(

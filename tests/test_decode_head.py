@@ -6,7 +6,7 @@ from conftest import chat, model_with_live_adapters
 
 import mlx_bluey.decode_head as decode_head
 from mlx_bluey.decode_head import LastPositionNumpyHead, decoding_model
-from mlx_bluey.generate import GenerationSettings, generate_reply, load_for_generation, stop_token_ids
+from mlx_bluey.generation import GenerationSettings, generate_reply, load_for_generation, stop_token_ids
 
 
 def test_last_position_logits_match_the_model_with_adapters_and_cache(tiny_model_dir):

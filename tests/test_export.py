@@ -16,7 +16,7 @@ import pytest
 from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.export import export_python
 from mlx_bluey.export_args import DEFAULT_VARIANTS, ExportArgs
-from mlx_bluey.generate import load_for_generation
+from mlx_bluey.generation import load_for_generation
 
 
 def test_export_writes_the_transformers_js_layout(tiny_export):

@@ -8,7 +8,7 @@ from conftest import TINY_CONFIG, chat, fuse_with_cli, write_jsonl
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.config import TrainConfig
-from mlx_bluey.generate import load_for_generation
+from mlx_bluey.generation import load_for_generation
 from mlx_bluey.train import train
 
 

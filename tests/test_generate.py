@@ -5,7 +5,7 @@ import mlx.nn as nn
 import pytest
 from conftest import TINY_CONFIG, chat
 
-from mlx_bluey.generate import (
+from mlx_bluey.generation import (
     GenerationSettings,
     block_stops_until,
     generate_reply,

@@ -223,7 +223,7 @@ def test_score_pairs_script_counts_each_origin(tiny_model_dir, pair_data, tmp_pa
     import sys
     from pathlib import Path
 
-    from mlx_bluey.generate import load_for_generation
+    from mlx_bluey.generation import load_for_generation
     from mlx_bluey.preference import encode_reply, reply_logprobs
     from mlx_bluey.train import train
 

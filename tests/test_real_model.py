@@ -8,7 +8,7 @@ import pytest
 from conftest import chat, write_jsonl
 
 from mlx_bluey.config import TrainConfig
-from mlx_bluey.generate import GenerationSettings, generate_reply, load_for_generation, stop_token_ids
+from mlx_bluey.generation import GenerationSettings, generate_reply, load_for_generation, stop_token_ids
 from mlx_bluey.train import train
 
 pytestmark = pytest.mark.real

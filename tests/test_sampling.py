@@ -81,7 +81,7 @@ def test_the_page_keeps_the_same_candidates():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
 def test_the_page_penalises_repeats_as_the_cli():
-    """sampling.js' penalise == mlx-lm's repetition penalty over the last 64 tokens (what generate.py uses)."""
+    """sampling.js' penalise == mlx-lm's repetition penalty over the last 64 tokens (what generation.py uses)."""
     from mlx_lm.sample_utils import make_repetition_penalty
 
     rng = np.random.default_rng(1)

@@ -22,7 +22,7 @@ HI = [{"role": "user", "content": "hi 3"}]  # a training prompt: the tiny adapte
 
 @pytest.fixture(scope="module")
 def api(tiny_fused):
-    from mlx_bluey.generate import load_for_generation
+    from mlx_bluey.generation import load_for_generation
 
     model, tokenizer, model_dir = load_for_generation(str(tiny_fused), None, log=lambda _: None)
     server, url = serve_api_in_thread(model, tokenizer, model_dir, NAME)

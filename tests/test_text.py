@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlx_bluey import text
-from mlx_bluey.generate import trim_to_sentence
+from mlx_bluey.generation import trim_to_sentence
 
 WEB = Path(__file__).parent.parent / "mlx_bluey" / "web"
 

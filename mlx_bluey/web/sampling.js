@@ -58,7 +58,7 @@ export function makeNucleusProcessor(LogitsProcessor, topK, topP, minP) {
   })();
 }
 
-// The CLI's repetition penalty (mlx-lm's, mlx_bluey/generate.py): every id among the last `window`
+// The CLI's repetition penalty (mlx-lm's, mlx_bluey/generation.py): every id among the last `window`
 // tokens, prompt included, has its logit divided by `penalty` when positive and multiplied when
 // negative, once however often it occurs. Transformers.js' own RepetitionPenaltyLogitsProcessor
 // penalises every id of the whole conversation, so the worker turns that one off and runs this.

@@ -10,7 +10,7 @@ export function lastSentenceEnd(text) {
   return end;
 }
 
-// Text cut back to its last finished sentence (or last whole word), as generate.py's trim_to_sentence.
+// Text cut back to its last finished sentence (or last whole word), as generation.py's trim_to_sentence.
 export function trimToSentence(text) {
   const stripped = text.trimEnd();
   let end = lastSentenceEnd(stripped);

@@ -14,7 +14,7 @@ import {
 } from "/vendor/transformers.min.js";
 import { makeNucleusProcessor, makeRepetitionProcessor } from "./sampling.js";
 
-// mlx_bluey/generate.py penalises repeats among the last 64 tokens (REPETITION_CONTEXT_TOKENS).
+// mlx_bluey/generation.py penalises repeats among the last 64 tokens (REPETITION_CONTEXT_TOKENS).
 const REPETITION_WINDOW = 64;
 
 env.allowRemoteModels = false; // never the Hugging Face hub

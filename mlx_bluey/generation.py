@@ -1,7 +1,8 @@
-"""`mlx_bluey generate`: chat with a base model, base + adapter, or a fused model.
+"""Generation, shared by every verb that makes replies: the generate verb (chat.py), evaluate, serve --api,
+data pairs and the benchmarks. Loads a base model, base + adapter, or a fused model, and decodes one reply.
 
-    mlx_bluey generate --adapter adapters/bluey                  # interactive chat
-    mlx_bluey generate --adapter adapters/bluey --prompt "hi!"   # one reply, then exit
+    model, tokenizer, model_dir = load_for_generation(None, "adapters/bluey")
+    reply = generate_reply(model, tokenizer, messages, GenerationSettings(), stop_token_ids(model_dir, tokenizer))
 
 Two lessons from the old PyTorch project are built in:
 - `min_new_tokens` blocks *every* stop id (<eos> = 1, <end_of_turn> = 106 and whatever the model's
