@@ -19,15 +19,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import typing
 from pathlib import Path
 
 import click
 
 from . import runtime
 from .bench_args import BenchArgs
+from .config import CHOICES, TrainConfig, field_help, field_types
+from .data_split import SPLIT_SEED, TEST_SHARE, VALID_SHARE
 from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
 from .export_args import DEFAULT_VARIANTS, FORMATS, ExportArgs
 from .generation_settings import GenerationSettings
+from .serve import HOST, PORT
 
 
 def _fail(error: Exception) -> None:
@@ -49,11 +53,37 @@ def sampling_options(command):
     """--max-new-tokens ... --repetition-penalty, their defaults GenerationSettings' (one place for them)."""
     for field in reversed(dataclasses.fields(GenerationSettings)):
         if field.name != "seed":
-            flag = "--" + field.name.replace("_", "-")
-            kind = int if field.type in ("int", int) else float
-            option = click.option(flag, type=kind, default=field.default, show_default=True, help=HELP.get(field.name))
-            command = option(command)
+            command = option_from(GenerationSettings, field.name, help=HELP.get(field.name))(command)
     return command
+
+
+def config_options(command):
+    """One option per TrainConfig key (--lora-rank, --grad-checkpoint/--no-grad-checkpoint, ...), its help the
+    key's docstring. Unset options are None: the config file's value, else TrainConfig's default, stands."""
+    helps = field_help()
+    for name, hint in reversed(field_types().items()):
+        flag = "--" + name.replace("_", "-")
+        if hint is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", default=None, help=helps.get(name))
+        elif hint in (int, float):
+            option = click.option(flag, type=hint, help=helps.get(name))
+        elif name in CHOICES:
+            option = click.option(flag, type=click.Choice(CHOICES[name]), help=helps.get(name))
+        elif any(typing.get_origin(kind) is list for kind in typing.get_args(hint)):
+            continue  # lora_keys: a list, set in the YAML file
+        else:
+            option = click.option(flag, help=helps.get(name))
+        command = option(command)
+    return command
+
+
+def option_from(arguments, name: str, *declarations, **kwargs):
+    """click.option for field `name` of a typed-arguments class, with that field's default (its one home)."""
+    default = getattr(arguments, name)
+    kwargs.setdefault("type", type(default))
+    return click.option(
+        *(declarations or ["--" + name.replace("_", "-")]), default=default, show_default=True, **kwargs
+    )
 
 
 @click.group()
@@ -78,44 +108,7 @@ def info() -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (see configs/).")
-@click.option("--model", help="Registry name, Hugging Face id or directory (default: embedded 270M).")
-@click.option("--data", help="Directory with train.jsonl and valid.jsonl.")
-@click.option("--output", help="Output directory for the adapter and run files.")
-@click.option("--fine-tune-type", type=click.Choice(["lora", "dora", "full"]))
-@click.option("--num-layers", type=int, help="Blocks (from the top) that get adapters; -1 = all.")
-@click.option("--lora-rank", type=int)
-@click.option("--lora-scale", type=float)
-@click.option("--lora-dropout", type=float)
-@click.option("--epochs", type=int)
-@click.option("--iters", type=int, help="Optimizer steps instead of epochs.")
-@click.option("--batch-size", type=int)
-@click.option("--grad-accumulation", type=int)
-@click.option("--learning-rate", type=float)
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]))
-@click.option("--warmup-steps", type=int)
-@click.option("--min-lr-ratio", type=float)
-@click.option("--weight-decay", type=float)
-@click.option("--max-grad-norm", type=float)
-@click.option("--max-seq-length", type=int)
-@click.option("--on-too-long", type=click.Choice(["error", "skip"]))
-@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None)
-@click.option("--two-pass/--no-two-pass", default=None, help="Forward, NumPy head, forward + backward: less memory.")
-@click.option("--val-every", type=int)
-@click.option("--save-every", type=int)
-@click.option("--keep-checkpoints", type=int)
-@click.option("--early-stopping-patience", type=int)
-@click.option("--seed", type=int)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]))
-@click.option("--progress/--no-progress", default=None)
-@click.option("--distributed-timeout", type=float, help="Seconds to wait for the other processes in a step.")
-@click.option(
-    "--method", type=click.Choice(["sft", "dpo", "simpo", "orpo"]), help="sft on chats, or preference on pairs."
-)
-@click.option("--from-adapter", help="Adapter directory to start from (and DPO's frozen reference).")
-@click.option("--dpo-beta", type=float)
-@click.option("--simpo-beta", type=float)
-@click.option("--simpo-gamma", type=float)
-@click.option("--orpo-lambda", type=float)
+@config_options
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in --output and start again.")
 def train(config_path, resume, overwrite, **overrides) -> None:
@@ -146,7 +139,7 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--system-from-card", is_flag=True, help="Use the character card's default system prompt.")
 @sampling_options
 @click.option("--seed", type=int, default=None)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@click.option("--dtype", type=click.Choice(CHOICES["dtype"]), default=TrainConfig.dtype)
 def generate(model, adapter, prompt, system, character_path, system_from_card, dtype, **settings) -> None:
     """Chat with a model (base, base + adapter, or fused)."""
     from .character import CardError
@@ -174,12 +167,10 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 @click.option(
     "--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train` (omit for the base model)."
 )
-@click.option("--prompts", "prompts_file", default=EvaluationArgs.prompts_file, show_default=True, type=click.Path())
-@click.option("--samples", type=int, default=EvaluationArgs.samples, show_default=True, help="Replies per prompt.")
+@option_from(EvaluationArgs, "prompts_file", "--prompts", "prompts_file", type=click.Path())
+@option_from(EvaluationArgs, "samples", help="Replies per prompt.")
 @click.option("--limit", type=int, help="Only the first N prompts (quick runs).")
-@click.option(
-    "--seed", type=int, default=EvaluationArgs.seed, show_default=True, help="Sample s of every prompt uses seed + s."
-)
+@option_from(EvaluationArgs, "seed", help="Sample s of every prompt uses seed + s.")
 @click.option(
     "--reference",
     type=click.Path(),
@@ -201,20 +192,12 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
 )
 @click.option("--output", required=True, type=click.Path(), help="Directory for results.json, report.md, lengths.png.")
 @sampling_options
-@click.option(
-    "--few-shot",
-    type=int,
-    default=EvaluationArgs.few_shot,
-    show_default=True,
+@option_from(
+    EvaluationArgs,
+    "few_shot",
     help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).",
 )
-@click.option(
-    "--long-reply-tokens",
-    type=int,
-    default=EvaluationArgs.long_reply_tokens,
-    show_default=True,
-    help="max_new_tokens for prompts that ask for a long answer.",
-)
+@option_from(EvaluationArgs, "long_reply_tokens", help="max_new_tokens for prompts that ask for a long answer.")
 @click.option(
     "--assistant-replies",
     default=ASSISTANT_REPLIES,
@@ -310,16 +293,14 @@ def compare(reports, output) -> None:
     "--dtype",
     "dtypes",
     multiple=True,
-    type=click.Choice(["auto", "float32", "bfloat16", "float16", "4bit"]),
+    type=click.Choice([*CHOICES["dtype"], "4bit"]),
     help="Weight dtype (repeatable); default: auto (float32 on a CPU, bfloat16 on Metal).",
 )
-@click.option("--repeats", type=int, default=BenchArgs.repeats, show_default=True)
-@click.option("--prompt-tokens", type=int, default=BenchArgs.prompt_tokens, show_default=True)
-@click.option("--new-tokens", type=int, default=BenchArgs.new_tokens, show_default=True)
-@click.option(
-    "--train-length", type=int, default=BenchArgs.train_length, show_default=True, help="Tokens per training sequence."
-)
-@click.option("--output", type=click.Path(), default=BenchArgs.output, show_default=True)
+@option_from(BenchArgs, "repeats")
+@option_from(BenchArgs, "prompt_tokens")
+@option_from(BenchArgs, "new_tokens")
+@option_from(BenchArgs, "train_length", help="Tokens per training sequence.")
+@option_from(BenchArgs, "output", type=click.Path())
 def bench(models, dtypes, repeats, prompt_tokens, new_tokens, train_length, output) -> None:
     """Prompt, decode and training tokens/s per model and dtype, against this machine's ceilings."""
     from .bench import run as run_bench
@@ -356,12 +337,12 @@ def fuse(adapter, model, output) -> None:
 
 @cli.command()
 @click.argument("source", type=click.Path())
-@click.option(
+@option_from(
+    ExportArgs,
+    "kind",
     "--format",
     "kind",
     type=click.Choice(FORMATS),
-    default=ExportArgs.kind,
-    show_default=True,
     help="onnx: SOURCE is a fused model, exported for the browser; gguf: a fused model, as GGUF files for "
     "llama.cpp/Ollama/LM Studio (each with a Modelfile); peft: SOURCE is a LoRA adapter, written as a PEFT "
     "adapter for the Hugging Face base.",
@@ -374,27 +355,9 @@ def fuse(adapter, model, output) -> None:
     + "); gguf: f16, q8_0, Q4_K_M (default: all).",
 )
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
-@click.option(
-    "--parity-texts",
-    type=int,
-    default=ExportArgs.parity_texts,
-    show_default=True,
-    help="Conversations compared position by position.",
-)
-@click.option(
-    "--greedy-prompts",
-    type=int,
-    default=ExportArgs.greedy_prompts,
-    show_default=True,
-    help="Prompts decoded greedily by both.",
-)
-@click.option(
-    "--greedy-tokens",
-    type=int,
-    default=ExportArgs.greedy_tokens,
-    show_default=True,
-    help="New tokens per greedy prompt.",
-)
+@option_from(ExportArgs, "parity_texts", help="Conversations compared position by position.")
+@option_from(ExportArgs, "greedy_prompts", help="Prompts decoded greedily by both.")
+@option_from(ExportArgs, "greedy_tokens", help="New tokens per greedy prompt.")
 @click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
 def export(source, kind, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
     """Export a fused model to ONNX for the browser or GGUF (with a size and parity report), or an adapter to PEFT."""
@@ -421,15 +384,13 @@ def export(source, kind, output, variants, parity_data, parity_texts, greedy_pro
 
 @cli.command()
 @click.argument("exports", nargs=-1, type=click.Path())
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (localhost only by default)."
-)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default=HOST, show_default=True, help="Address to listen on (localhost only by default).")
+@click.option("--port", type=int, default=PORT, show_default=True)
 @click.option("--api", is_flag=True, help="Serve an OpenAI-compatible /v1/chat/completions instead of the page.")
 @click.option("--model", help="With --api: base model (registry name, HF id, directory; a fused model too).")
 @click.option("--adapter", type=click.Path(), help="With --api: adapter directory from `mlx_bluey train`.")
 @click.option("--name", help="With --api: the model id clients ask for (default: the adapter's or model's name).")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@click.option("--dtype", type=click.Choice(CHOICES["dtype"]), default=TrainConfig.dtype)
 def serve(exports, host, port, api, model, adapter, name, dtype) -> None:
     """Serve the chat page with exported models (directories written by `mlx_bluey export`),
     or with --api an OpenAI-compatible endpoint for base + adapter or a fused model."""
@@ -464,9 +425,9 @@ def data() -> None:
 @data.command("split")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--output", required=True, type=click.Path(), help="Directory for train/valid/test.jsonl.")
-@click.option("--valid", type=float, default=0.1, show_default=True, help="Share of conversations for valid.")
-@click.option("--test", type=float, default=0.1, show_default=True, help="Share of conversations for test.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--valid", type=float, default=VALID_SHARE, show_default=True, help="Share of conversations for valid.")
+@click.option("--test", type=float, default=TEST_SHARE, show_default=True, help="Share of conversations for test.")
+@click.option("--seed", type=int, default=SPLIT_SEED, show_default=True)
 def data_split(inputs, output, valid, test, seed) -> None:
     """Seeded train/valid/test split that keeps near-duplicates in one split."""
 
@@ -495,7 +456,7 @@ def data_split(inputs, output, valid, test, seed) -> None:
 @click.option(
     "--limit", type=int, help="Model replies for the first N conversations only (template and fact pairs: all)."
 )
-@click.option("--max-new-tokens", type=int, default=GenerationSettings.max_new_tokens, show_default=True)
+@option_from(GenerationSettings, "max_new_tokens")
 @click.option(
     "--max-per-fact",
     type=click.IntRange(min=0),
@@ -548,7 +509,13 @@ def _tokenizer(model):
 @data.command("validate")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--model", help="Tokenizer to count tokens with (default: the embedded Gemma 3).")
-@click.option("--max-seq-length", type=int, default=1024, show_default=True, help="Training limit in tokens.")
+@click.option(
+    "--max-seq-length",
+    type=int,
+    default=TrainConfig.max_seq_length,
+    show_default=True,
+    help="Training limit in tokens.",
+)
 def data_validate(inputs, model, max_seq_length) -> None:
     """Report every problem in chat JSONL files (exit 1 if any)."""
 

@@ -221,10 +221,31 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def field_help() -> dict[str, str]:
+    """Each field's docstring (the text under it in TrainConfig), first paragraph, as one line: the CLI's help."""
+    import ast
+    import inspect
+
+    try:
+        body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    except OSError:  # installed without its .py sources: options without help
+        return {}
+    helps = {}
+    for field, after in zip(body, body[1:]):
+        if isinstance(field, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            helps[field.target.id] = " ".join(after.value.value.split("\n\n")[0].split())
+    return helps
+
+
 @functools.cache
 def _field_types() -> dict:
     """Each field's annotation as a type (the source holds strings: `from __future__ import annotations`)."""
     return typing.get_type_hints(TrainConfig)
+
+
+def field_types() -> dict:
+    """Each field's type (int, float, bool, str, str | None, list[str] | None)."""
+    return dict(_field_types())
 
 
 def config_keys() -> list[str]:

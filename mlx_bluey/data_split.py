@@ -37,8 +37,13 @@ def split_conversations(
     return {k: sorted(v) for k, v in result.items()}
 
 
+VALID_SHARE = 0.1  # of the conversations (whole near-duplicate groups) go to valid.jsonl
+TEST_SHARE = 0.1  # ... and to test.jsonl
+SPLIT_SEED = 0
+
+
 def write_split(
-    inputs: list[Path], output: Path, valid: float = 0.1, test: float = 0.1, seed: int = 0
+    inputs: list[Path], output: Path, valid: float = VALID_SHARE, test: float = TEST_SHARE, seed: int = SPLIT_SEED
 ) -> dict[str, int]:
     conversations = [c for path in inputs for c in read_jsonl(path)]
     splits = split_conversations(conversations, valid, test, seed)

@@ -26,6 +26,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+HOST = "127.0.0.1"  # localhost only unless asked: the page and the API have no authentication
+PORT = 8000
 WEB = Path(__file__).resolve().parent / "web"
 # The page's JavaScript from npm: web/node_modules (`make web`), or for an installed wheel (which carries
 # web/package.json but not the 140 MB of node_modules) the directory $MLX_BLUEY_WEB_MODULES names, e.g. after
@@ -136,7 +138,7 @@ def _inside(root: Path, relative: str, allow: tuple[str, ...] | None = None) -> 
     return target
 
 
-def make_server(exports: list[Path], host: str = "127.0.0.1", port: int = 8000) -> Server:
+def make_server(exports: list[Path], host: str = HOST, port: int = PORT) -> Server:
     check_vendor()
     if not exports:
         raise ServeError("give at least one export directory (from `mlx_bluey export`)")
@@ -163,7 +165,7 @@ def serve(exports: list[Path], host: str, port: int, log=print) -> None:
         server.server_close()
 
 
-def serve_in_thread(exports: list[Path], host: str = "127.0.0.1", port: int = 0) -> tuple[Server, str]:
+def serve_in_thread(exports: list[Path], host: str = HOST, port: int = 0) -> tuple[Server, str]:
     """For tests: a server on a free port, running until `server.shutdown()`."""
     server = make_server(exports, host, port)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .generation_settings import GenerationSettings
+from .serve import HOST, PORT
 
 MAX_QUEUED = 16  # requests waiting for the generation thread; the next one gets 503
 POLL_SECONDS = 0.2  # how often a waiting handler checks that its client is still there
@@ -356,7 +357,7 @@ def context_tokens(model_dir) -> int:
                or 32_768)  # fmt: skip
 
 
-def make_api_server(model, tokenizer, model_dir, name: str, host: str = "127.0.0.1", port: int = 8000, log=print):
+def make_api_server(model, tokenizer, model_dir, name: str, host: str = HOST, port: int = PORT, log=print):
     """The server (not yet serving) and its generator; port 0 picks a free port."""
     from .special_tokens import stop_token_ids
 

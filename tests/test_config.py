@@ -179,3 +179,34 @@ def test_a_huge_integer_in_python_gets_a_short_message():
         TrainConfig(lora_rank=10**5000)
     with pytest.raises(ConfigError, match=r"^num_layers must be -1 \(every block\) or at least 1, not an integer"):
         TrainConfig(num_layers=-(10**5000))
+
+
+def test_every_config_key_but_the_list_is_a_train_option_with_its_docstring_as_help(monkeypatch):
+    from click.testing import CliRunner
+
+    import mlx_bluey.config
+    from mlx_bluey.cli import cli, train
+
+    options = {p.name: p for p in train.params}
+    assert set(options) == (set(config_keys()) - {"lora_keys"}) | {"config_path", "resume", "overwrite"}
+    given = {}
+
+    def load(path, overrides):
+        given.update(overrides)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(mlx_bluey.config, "load_config", load)
+    result = CliRunner().invoke(cli, ["train", "--lora-rank", "4", "--no-progress", "--method", "orpo"])
+    assert result.exit_code == 1 and "stop here" in result.output
+    # options not given are None: the config file's value, else TrainConfig's default, stands
+    assert {key: value for key, value in given.items() if value is not None} == {
+        "lora_rank": 4,
+        "progress": False,
+        "method": "orpo",
+    }
+    assert options["lora_rank"].help == (
+        "Adapter rank r: each adapted d_in x d_out matrix gains r * (d_in + d_out) parameters."
+    )
+    assert options["batch_size"].help == "Conversations per micro-batch; larger ones are bucketed by length."
+    assert options["progress"].secondary_opts == ["--no-progress"]
+    assert list(options["method"].type.choices) == ["sft", "dpo", "simpo", "orpo"]
