@@ -133,25 +133,29 @@ def embedded_dir() -> Path:
     return ensure_embedded_model(log=lambda _: None)
 
 
+# A short, fast run on the tiny model: 4 conversations a step, validation every 3 steps, a checkpoint every 2.
+TINY_TRAINING = dict(
+    batch_size=4, grad_accumulation=1, learning_rate=1e-2, warmup_steps=2, val_every=3, save_every=2, lora_rank=4
+)
+
+
 def tiny_train_config(tiny_model_dir, data, output, **changes):
-    """A short, fast training config on the tiny model (6 steps of 4, validation every 3); `changes` override."""
+    """TrainConfig of a TINY_TRAINING run of 6 steps; `changes` override."""
     from mlx_bluey.config import TrainConfig
 
-    base = dict(
-        model=str(tiny_model_dir),
-        data=str(data),
-        output=str(output),
-        iters=6,
-        batch_size=4,
-        grad_accumulation=1,
-        learning_rate=1e-2,
-        warmup_steps=2,
-        val_every=3,
-        save_every=2,
-        progress=False,
-        lora_rank=4,
-    )
-    return TrainConfig(**{**base, **changes})
+    base = dict(model=str(tiny_model_dir), data=str(data), output=str(output), iters=6, progress=False)
+    return TrainConfig(**{**base, **TINY_TRAINING, **changes})
+
+
+def train_command(model, data, output, **options) -> list[str]:
+    """`mlx_bluey train` as a subprocess argv, each option as its flag:
+    train_command(m, d, o, iters=3, grad_checkpoint=True) -> [..., "--iters", "3", "--grad-checkpoint"]."""
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--model", str(model), "--data", str(data)]
+    command += ["--output", str(output), "--no-progress"]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        command += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, str(value)]
+    return command
 
 
 def write_jsonl(path: Path, rows) -> Path:

@@ -6,7 +6,7 @@ import sys
 from dataclasses import replace
 
 import pytest
-from conftest import chat, write_jsonl
+from conftest import chat, tiny_train_config, write_jsonl
 
 from mlx_bluey import metrics
 from mlx_bluey.character import CharacterCard
@@ -383,7 +383,6 @@ def test_held_out_loss_is_the_mean_log_loss_of_assistant_tokens(tmp_path, tiny_m
 
 def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny_model_dir):
     """Another persona's adapter: train, held-out and card default to the files beside its training data."""
-    from mlx_bluey.config import TrainConfig
     from mlx_bluey.train import train
 
     data = write_jsonl(
@@ -392,18 +391,7 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
     write_jsonl(data / "test.jsonl", [chat("hello", "Count again.")])
     (data / "character.yaml").write_text("name: Tutor\nvoice_markers: [count]\nbreak_character_markers: [as an ai]\n")
     adapter = tmp_path / "adapter"
-    train(
-        TrainConfig(
-            model=str(tiny_model_dir),
-            data=str(data),
-            output=str(adapter),
-            iters=2,
-            batch_size=1,
-            grad_accumulation=1,
-            progress=False,
-        ),
-        log=lambda _: None,
-    )
+    train(tiny_train_config(tiny_model_dir, data, adapter, iters=2, batch_size=1), log=lambda _: None)
     prompts = write_jsonl(
         tmp_path / "p.jsonl", [{"id": "s", "kind": "short", "messages": [{"role": "user", "content": "hi"}]}]
     )

@@ -4,10 +4,9 @@ import json
 
 import mlx.core as mx
 import pytest
-from conftest import TINY_CONFIG, chat, fuse_with_cli, write_jsonl
+from conftest import TINY_CONFIG, chat, fuse_with_cli, tiny_train_config, write_jsonl
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE
-from mlx_bluey.config import TrainConfig
 from mlx_bluey.generation import load_for_generation
 from mlx_bluey.train import train
 
@@ -17,21 +16,8 @@ def test_fused_logits_match_base_plus_adapter(tmp_path, tiny_model_dir, kind):
     rows = [chat(f"q{i}", "Bingo and me played shops all arvo!") for i in range(8)]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
     adapter = tmp_path / "adapter"
-    train(
-        TrainConfig(
-            model=str(tiny_model_dir),
-            data=str(data),
-            output=str(adapter),
-            iters=5,
-            batch_size=4,
-            grad_accumulation=1,
-            learning_rate=5e-2,
-            lora_rank=4,
-            fine_tune_type=kind,
-            progress=False,
-        ),
-        log=lambda _: None,
-    )
+    config = tiny_train_config(tiny_model_dir, data, adapter, iters=5, learning_rate=5e-2, fine_tune_type=kind)
+    train(config, log=lambda _: None)
     fused = tmp_path / "fused"
     result = fuse_with_cli(adapter, fused)
     assert result.returncode == 0, result.stderr

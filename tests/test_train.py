@@ -3,14 +3,21 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG, chat, model_with_live_adapters, tiny_train_config, write_jsonl
+from conftest import (
+    TINY_CONFIG,
+    TINY_TRAINING,
+    chat,
+    model_with_live_adapters,
+    tiny_train_config,
+    train_command,
+    write_jsonl,
+)
 from mlx.utils import tree_flatten
 
 from mlx_bluey.config import TrainConfig
@@ -158,35 +165,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_losses(tiny_model_dir, tiny_
     train(_config(tiny_model_dir, tiny_data, straight, iters=steps, lora_dropout=0.1), log=lambda _: None)
 
     killed = tmp_path / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "mlx_bluey.cli",
-        "train",
-        "--model",
-        str(tiny_model_dir),
-        "--data",
-        str(tiny_data),
-        "--output",
-        str(killed),
-        "--iters",
-        str(steps),
-        "--batch-size",
-        "4",
-        "--grad-accumulation",
-        "1",
-        "--learning-rate",
-        "1e-2",
-        "--val-every",
-        "3",
-        "--save-every",
-        "2",
-        "--no-progress",
-        "--lora-rank",
-        "4",
-    ]
+    command = train_command(tiny_model_dir, tiny_data, killed, **TINY_TRAINING, iters=steps)
     config_file = tmp_path / "c.yaml"
-    config_file.write_text("warmup_steps: 2\nlora_dropout: 0.1\n")
+    config_file.write_text("lora_dropout: 0.1\n")  # a config file under the flags, as a user resumes
     command += ["--config", str(config_file)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -353,65 +334,15 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tiny_data,
     train(_config(tiny_model_dir, tiny_data, plain, iters=3), log=lambda _: None)
     # mlx-lm's grad_checkpoint patches the block class for the whole process: run it in its own.
     checkpointed = tmp_path / "checkpointed"
-    command = [
-        sys.executable,
-        "-m",
-        "mlx_bluey.cli",
-        "train",
-        "--model",
-        str(tiny_model_dir),
-        "--data",
-        str(tiny_data),
-        "--output",
-        str(checkpointed),
-        "--iters",
-        "3",
-        "--batch-size",
-        "4",
-        "--grad-accumulation",
-        "1",
-        "--learning-rate",
-        "1e-2",
-        "--val-every",
-        "3",
-        "--save-every",
-        "2",
-        "--no-progress",
-        "--lora-rank",
-        "4",
-        "--grad-checkpoint",
-    ]
-    config_file = tmp_path / "c.yaml"
-    config_file.write_text("warmup_steps: 2\n")
-    subprocess.run([*command, "--config", str(config_file)], check=True, capture_output=True)
+    command = train_command(tiny_model_dir, tiny_data, checkpointed, **TINY_TRAINING, iters=3, grad_checkpoint=True)
+    subprocess.run(command, check=True, capture_output=True)
     assert _losses(checkpointed) == pytest.approx(_losses(plain), rel=1e-5)
 
 
 def test_ctrl_c_finishes_the_step_checkpoints_and_says_how_to_resume(tiny_model_dir, tiny_data, tmp_path):
     output = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "mlx_bluey.cli",
-        "train",
-        "--model",
-        str(tiny_model_dir),
-        "--data",
-        str(tiny_data),
-        "--output",
-        str(output),
-        "--iters",
-        "500",
-        "--batch-size",
-        "4",
-        "--grad-accumulation",
-        "1",
-        "--save-every",
-        "1000",
-        "--val-every",
-        "0",
-        "--no-progress",
-    ]
+    options = dict(iters=500, batch_size=4, grad_accumulation=1, save_every=1000, val_every=0)
+    command = train_command(tiny_model_dir, tiny_data, output, **options)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (output / "metrics.jsonl").exists() or len(_losses(output)) < 3:
