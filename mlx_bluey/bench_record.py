@@ -14,6 +14,14 @@ from pathlib import Path
 from .atomic import atomic_write_text
 
 
+def timed_training(config: str | Path, output: Path, steps: int, *flags: str) -> list[str]:
+    """`mlx_bluey train` argv for a timed run: STEPS steps of CONFIG into OUTPUT (over any earlier run there),
+    no validation, one checkpoint at the end, no progress bar; then FLAGS."""
+    command = [sys.executable, "-m", "mlx_bluey.cli", "train", "--config", str(config), "--output", str(output)]
+    command += ["--iters", str(steps), "--val-every", "0", "--save-every", str(steps), "--no-progress", "--overwrite"]
+    return [*command, *flags]
+
+
 def command_line() -> str:
     """The command as typed: `python scripts/NAME.py ARGS`."""
     return " ".join(["python", *sys.argv])

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey import openblas, runtime  # noqa: E402  (after the path: the script runs from a checkout)
-from mlx_bluey.bench_record import command_line, machine, write_record  # noqa: E402  (as above)
+from mlx_bluey.bench_record import command_line, machine, timed_training, write_record  # noqa: E402  (as above)
 
 GFLOPS = "from mlx_bluey import runtime; runtime.ensure_fast_blas(); print(runtime.matmul_gflops())"
 
@@ -53,24 +53,7 @@ def measure(kernel: str, steps: int, work: Path) -> dict:
     if steps:
         output = work / kernel
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mlx_bluey.cli",
-                "train",
-                "--config",
-                "configs/bluey.yaml",
-                "--output",
-                str(output),
-                "--iters",
-                str(steps),
-                "--val-every",
-                "0",
-                "--save-every",
-                str(steps),
-                "--no-progress",
-                "--overwrite",
-            ],
+            timed_training("configs/bluey.yaml", output, steps),
             env=env,
             check=True,
             cwd=ROOT,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402 (after the checkout joins sys.path)
+from mlx_bluey.bench_record import command_line, machine, table, timed_training, write_record  # noqa: E402 (after the checkout joins sys.path)
 
 
 def run_measured(command: list[str]) -> float:
@@ -54,27 +54,7 @@ VARIANTS = {  # name -> extra `mlx_bluey train` flags
 
 
 def run(data: Path, output: Path, steps: int, flags: list[str]) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "mlx_bluey.cli",
-        "train",
-        "--config",
-        str(ROOT / "configs" / "bluey.yaml"),
-        "--data",
-        str(data),
-        "--output",
-        str(output),
-        "--iters",
-        str(steps),
-        "--val-every",
-        "0",
-        "--save-every",
-        str(steps),
-        "--no-progress",
-        "--overwrite",
-        *flags,
-    ]
+    command = timed_training(ROOT / "configs" / "bluey.yaml", output, steps, "--data", str(data), *flags)
     peak_rss = run_measured(command)
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     return {

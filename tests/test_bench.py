@@ -220,3 +220,33 @@ def test_training_peers_share_one_batch_plan_and_their_settings_are_checked():
     ):
         with pytest.raises(SystemExit):
             peers.check_settings(results, 4)
+
+
+def test_timed_training_argv_is_a_train_command_without_validation_or_progress(monkeypatch, tmp_path):
+    """The scripts' timed runs (bench_memory, bench_blas_kernels) parse into these train overrides."""
+    from click.testing import CliRunner
+
+    import mlx_bluey.config
+    from mlx_bluey.bench_record import timed_training
+    from mlx_bluey.cli import cli
+
+    command = timed_training("configs/bluey.yaml", tmp_path / "out", 7, "--batch-size", "2")
+    assert command[1:4] == ["-m", "mlx_bluey.cli", "train"]
+    given = {}
+
+    def load(path, overrides):
+        given.update(path=path, **{key: value for key, value in overrides.items() if value is not None})
+        raise mlx_bluey.config.ConfigError("stop here")
+
+    monkeypatch.setattr(mlx_bluey.config, "load_config", load)
+    result = CliRunner().invoke(cli, command[3:])
+    assert "stop here" in result.output
+    assert given == {
+        "path": "configs/bluey.yaml",
+        "output": str(tmp_path / "out"),
+        "iters": 7,
+        "val_every": 0,
+        "save_every": 7,
+        "progress": False,
+        "batch_size": 2,
+    }
