@@ -211,10 +211,16 @@ def tiny_fused(tmp_path_factory, tiny_model_dir) -> Path:
     return fused
 
 
+def run_cli(*args, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """`mlx_bluey ARGS` in its own process, as a user runs it; its stdout and stderr as text. The timeout
+    turns a hang into a failure; kwargs (env, input, cwd, check) go to subprocess.run."""
+    command = [sys.executable, "-m", "mlx_bluey.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
 def fuse_with_cli(adapter: Path, output: Path) -> subprocess.CompletedProcess:
     """`mlx_bluey fuse --adapter ADAPTER --output OUTPUT`, as a user runs it."""
-    command = [sys.executable, "-m", "mlx_bluey.cli", "fuse", "--adapter", str(adapter), "--output", str(output)]
-    return subprocess.run(command, capture_output=True, text=True)
+    return run_cli("fuse", "--adapter", adapter, "--output", output)
 
 
 @pytest.fixture(scope="session")

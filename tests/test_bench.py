@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from mlx_bluey.gemma3_shapes import GEMMA3_1B_CONFIG
 
@@ -15,31 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_command_on_a_tiny_model(tmp_path, tiny_model_dir):
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "bench",
-            "--model",
-            str(tiny_model_dir),
-            "--dtype",
-            "float32",
-            "--dtype",
-            "4bit",
-            "--repeats",
-            "2",
-            "--prompt-tokens",
-            "16",
-            "--new-tokens",
-            "4",
-            "--train-length",
-            "16",
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "bench",
+        "--model",
+        str(tiny_model_dir),
+        "--dtype",
+        "float32",
+        "--dtype",
+        "4bit",
+        "--repeats",
+        "2",
+        "--prompt-tokens",
+        "16",
+        "--new-tokens",
+        "4",
+        "--train-length",
+        "16",
+        "--output",
+        str(out),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

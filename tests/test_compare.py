@@ -1,10 +1,9 @@
 """mlx_bluey compare: paired differences with their noise, on hand-made evaluation results."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 
 from mlx_bluey import scorecard
 from mlx_bluey.character import CharacterCard
@@ -50,11 +49,7 @@ def test_a_clear_difference_is_outside_the_noise_and_an_equal_one_is_not(tmp_pat
         tmp_path / "same", {p: ["As an AI language model, I can't.", "I am an AI assistant."] for p in prompts}, "same"
     )
     out = tmp_path / "cmp"
-    done = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "compare", str(base), str(tuned), str(same), "--output", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli("compare", str(base), str(tuned), str(same), "--output", str(out))
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "compare.json").read_text())
     tuned_vs_base, same_vs_base = (c["differences"] for c in report["comparisons"])

@@ -2,12 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import chat, write_jsonl
+from conftest import chat, run_cli, write_jsonl
 
 from mlx_bluey.data import DataError, EncodedDataset, epoch_batches, length_buckets, make_batch, read_jsonl
 from mlx_bluey.data_split import split_conversations
@@ -83,22 +81,15 @@ def test_train_cli_rejects_bad_data_and_keeps_the_old_adapter(tmp_path, tiny_mod
     output = tmp_path / "out"
     output.mkdir()
     (output / "adapters.safetensors").write_bytes(b"previous good adapter")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "train",
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(data),
-            "--output",
-            str(output),
-            "--resume",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "train",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--resume",
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode != 0
@@ -109,22 +100,7 @@ def test_train_cli_rejects_bad_data_and_keeps_the_old_adapter(tmp_path, tiny_mod
 
 def test_unknown_model_is_a_clear_error(tmp_path):
     data = write_jsonl(tmp_path / "data" / "train.jsonl", [GOOD]).parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "train",
-            "--model",
-            "no-such-model",
-            "--data",
-            str(data),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("train", "--model", "no-such-model", "--data", str(data), "--output", str(tmp_path / "out"))
     assert result.returncode != 0
     assert "unknown model 'no-such-model'" in result.stderr
     assert not (tmp_path / "out").exists()

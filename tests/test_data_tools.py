@@ -6,7 +6,7 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import chat, write_jsonl
+from conftest import chat, run_cli, write_jsonl
 
 from mlx_bluey.data_stats import compute_stats, to_markdown
 from mlx_bluey.data_validate import validate_files
@@ -101,22 +101,7 @@ def test_stats_cli_writes_markdown_and_png(tmp_path, tiny_model_dir):
     path = write_jsonl(tmp_path / "s.jsonl", [chat("hi", "Hi there mate!"), chat("yo", "Yo yo yo.")])
     (tmp_path / "character.yaml").write_text("name: Tester\nvoice_markers: [mate]\n")
     png = tmp_path / "h.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "data",
-            "stats",
-            str(path),
-            "--model",
-            str(tiny_model_dir),
-            "--png",
-            str(png),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("data", "stats", str(path), "--model", str(tiny_model_dir), "--png", str(png))
     assert result.returncode == 0, result.stderr
     assert "| mate | 1 | 16.67 |" in result.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

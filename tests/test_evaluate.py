@@ -1,12 +1,10 @@
 """Personality metrics on hand-made replies (exact values), and the evaluate command end to end."""
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
-from conftest import chat, tiny_train_config, write_jsonl
+from conftest import chat, run_cli, tiny_train_config, write_jsonl
 
 from mlx_bluey import metrics
 from mlx_bluey.character import CharacterCard
@@ -251,31 +249,24 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "train.jsonl", [chat("hi", "Mum said hi."), chat("yo", "Dad said yo.")])
     (tmp_path / "card.yaml").write_text("name: Bluey\nvoice_markers: [Mum]\nbreak_character_markers: [as an ai]\n")
     out = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "evaluate",
-            "--model",
-            str(tiny_model_dir),
-            "--prompts",
-            str(prompts),
-            "--samples",
-            "2",
-            "--reference",
-            str(data),
-            "--train-data",
-            str(data),
-            "--character",
-            str(tmp_path / "card.yaml"),
-            "--output",
-            str(out),
-            "--max-new-tokens",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--samples",
+        "2",
+        "--reference",
+        str(data),
+        "--train-data",
+        str(data),
+        "--character",
+        str(tmp_path / "card.yaml"),
+        "--output",
+        str(out),
+        "--max-new-tokens",
+        "8",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -296,24 +287,14 @@ def test_evaluate_command_writes_the_report(tmp_path, tiny_model_dir):
         row["words"], row["in_character_probability"] = -1, None
     (out / "results.json").write_text(json.dumps({**scored, "summary": {}}))
     common = ["--reference", str(data), "--train-data", str(data), "--character", str(tmp_path / "card.yaml")]
-    again = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--rescore", "--output", str(out), *common],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_cli("evaluate", "--rescore", "--output", str(out), *common, timeout=300)
     assert again.returncode == 0, again.stderr
     rescored = json.loads((out / "results.json").read_text())
     assert rescored["summary"] == saved["summary"] and rescored["rows"] == saved["rows"]
     assert rescored["likelihood"] == saved["likelihood"] and rescored["command"] == saved["command"]
     assert "Scored again, replies unchanged: `mlx_bluey evaluate --rescore" in (out / "report.md").read_text()
     (out / "results.json").write_text(json.dumps({"rows": [{"id": "x"}]}))
-    broken = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "evaluate", "--rescore", "--output", str(out), *common],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    broken = run_cli("evaluate", "--rescore", "--output", str(out), *common, timeout=300)
     assert broken.returncode == 1 and "results.json: a row lacks a generated field: 'kind'" in broken.stderr
 
 
@@ -396,26 +377,19 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
         tmp_path / "p.jsonl", [{"id": "s", "kind": "short", "messages": [{"role": "user", "content": "hi"}]}]
     )
     out = tmp_path / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "evaluate",
-            "--adapter",
-            str(adapter),
-            "--prompts",
-            str(prompts),
-            "--samples",
-            "1",
-            "--max-new-tokens",
-            "4",
-            "--no-base-likelihood",
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "evaluate",
+        "--adapter",
+        str(adapter),
+        "--prompts",
+        str(prompts),
+        "--samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--no-base-likelihood",
+        "--output",
+        str(out),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr

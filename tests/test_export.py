@@ -6,12 +6,12 @@ through `mlx_bluey export`, and read what it wrote.
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.export import export_python
@@ -94,11 +94,7 @@ def test_fused_directory_loads_in_transformers_like_mlx(tiny_fused, tmp_path):
 
 
 def test_export_refuses_a_directory_without_a_model(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "export", str(tmp_path), "--output", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("export", str(tmp_path), "--output", str(tmp_path / "out"))
     assert result.returncode != 0 and "no config.json" in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -107,11 +103,7 @@ def test_failed_export_keeps_the_previous_one(tiny_fused, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     (out / "export.json").write_text("{}")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "export", str(tiny_fused), "--output", str(out), "--variants", "q8,q3"],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("export", str(tiny_fused), "--output", str(out), "--variants", "q8,q3")
     assert result.returncode != 0 and "unknown variant 'q3'" in result.stderr
     assert [p.name for p in out.iterdir()] == ["export.json"]
 

@@ -3,7 +3,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
-from conftest import TINY_CONFIG, chat
+from conftest import TINY_CONFIG, chat, run_cli
 
 from mlx_bluey.generation import (
     GenerationSettings,
@@ -117,25 +117,15 @@ def test_trim_to_sentence(text, expected):
 
 
 def test_interactive_chat_keeps_history_resets_and_quits(tiny_model_dir):
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "generate",
-            "--model",
-            str(tiny_model_dir),
-            "--max-new-tokens",
-            "5",
-            "--seed",
-            "1",
-        ],
+    result = run_cli(
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "5",
+        "--seed",
+        "1",
         input="hi\nand then?\n/reset\nhello\n/quit\n",
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -145,26 +135,16 @@ def test_interactive_chat_keeps_history_resets_and_quits(tiny_model_dir):
 
 
 def test_one_shot_prompt(tiny_model_dir):
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlx_bluey.cli",
-            "generate",
-            "--model",
-            str(tiny_model_dir),
-            "--prompt",
-            "hi",
-            "--max-new-tokens",
-            "4",
-            "--temperature",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "generate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt",
+        "hi",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -25,7 +25,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from conftest import chat, write_jsonl
+from conftest import chat, run_cli, write_jsonl
 
 REPO = "google/gemma-3-1b-it"
 COMMIT = "dcc83ea841ab6100d6b47a070329e1ba4cf78752"
@@ -142,13 +142,7 @@ def resolve_offline(hf_home: Path, *names: str, **env) -> dict:
 
 
 def cli(hf_home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", *args],
-        env=offline_env(hf_home),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args, env=offline_env(hf_home), timeout=300)
 
 
 def test_the_cache_is_one_huggingface_hub_reads_as_its_own(hf_home):
@@ -201,7 +195,6 @@ def test_a_model_missing_from_the_offline_cache_is_a_model_error(hf_home, offlin
 
 
 def test_the_cli_reports_it_without_a_traceback(hf_home, tmp_path):
-
     data = write_jsonl(tmp_path / "data" / "train.jsonl", [chat("hi", "G'day!")]).parent
     result = cli(hf_home, "train", "--model", "gemma-3-1b-pt", "--data", str(data), "--output", str(tmp_path / "run"))
     assert result.returncode == 1

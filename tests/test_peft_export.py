@@ -3,11 +3,11 @@ the Hugging Face base (export environment, PyTorch) gives MLX's base + adapter l
 
 import json
 import subprocess
-import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from mlx_bluey.export import export_python
 from mlx_bluey.peft_export import PeftExportError, export_peft, peft_tensors
@@ -65,9 +65,5 @@ def test_peft_adapter_gives_mlx_logits_in_transformers(tiny_model_dir, tiny_fuse
 def test_peft_export_refuses_what_is_not_a_lora_adapter(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"fine_tune_type": "dora", "lora_parameters": {}}))
     (tmp_path / "adapters.safetensors").write_bytes(b"")
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "export", str(tmp_path), "--format", "peft", "--output", "x"],
-        capture_output=True,
-        text=True,
-    )
+    result = run_cli("export", str(tmp_path), "--format", "peft", "--output", "x")
     assert result.returncode == 1 and "fine_tune_type 'dora': only LoRA has a PEFT form" in result.stderr

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_cli
 
 from mlx_bluey import openblas, runtime
 
@@ -123,9 +124,7 @@ def test_info_names_the_kernel_how_it_was_chosen_and_its_speed():
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLX_BLUEY_BLAS_CHECKED", openblas.CHOSEN_FROM_ENV)}
     env["OPENBLAS_CORETYPE"] = "Haswell"
-    out = subprocess.run(
-        [sys.executable, "-m", "mlx_bluey.cli", "info"], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    out = run_cli("info", env=env, check=True).stdout
     assert re.search(
         r"^BLAS: OpenBLAS, kernel Haswell \(OPENBLAS_CORETYPE set in the environment\), "
         r"\d+\.\d GFLOP/s float32 matmul$",
