@@ -50,6 +50,7 @@ AT_LEAST = {  # key: (smallest value, what the smallest means)
     "max_grad_norm": (0, "0 = no clipping"),
     "simpo_gamma": (0, "0 = no target margin"),
     "orpo_lambda": (0, "0 = plain SFT on the chosen replies"),
+    "dpo_nll": (0, "0 = plain DPO"),
     "distributed_timeout": (0, "0 = wait forever"),
 }
 
@@ -129,6 +130,10 @@ class TrainConfig:
     DPO's reference is the model as it starts: this adapter, frozen (None: the base model)."""
     dpo_beta: float = 0.1
     """DPO: how far the policy may move from the reference; the reward is beta * (log p - log p_ref)."""
+    dpo_nll: float = 0.0
+    """DPO: weight of the chosen replies' per-token NLL added to the loss (as RPO, arXiv 2404.19733); 0 = plain DPO.
+
+    Plain DPO lowered the chosen replies' log-probability with the rejected ones (benchmarks/dpo-270m)."""
     simpo_beta: float = 2.0
     """SimPO: scale of the length-normalised reward beta * log p / tokens (the paper's 2.0-2.5)."""
     simpo_gamma: float = 1.0

@@ -12,6 +12,7 @@ The losses, per pair, with pi = the summed log-probability of a reply under the 
 same under the frozen reference, n = its token count and sigma the logistic function:
 
     DPO    -log sigma(beta * ((pi_c - ref_c) - (pi_r - ref_r)))              Rafailov et al. 2023
+           [+ alpha * -pi_c / n_c with dpo_nll = alpha > 0: the chosen reply's per-token NLL, as RPO (2404.19733)]
     SimPO  -log sigma(beta * (pi_c / n_c - pi_r / n_r) - gamma)               Meng et al. 2024 (2405.14734)
     ORPO   -pi_c / n_c - lambda * log sigma(log odds_c - log odds_r),         Hong et al. 2024
            odds = p / (1 - p) with p = exp(pi / n), the per-token mean probability
@@ -127,11 +128,17 @@ def reply_logprobs(model, rows: list[Encoded]) -> tuple[mx.array, mx.array]:
     return reply_logprobs_packed(model, *pack_rows(rows), len(rows))
 
 
-def dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta: float) -> tuple[mx.array, dict]:
-    """Mean DPO loss over pairs; the implicit rewards are beta * (policy - reference)."""
+def dpo_loss(
+    chosen, rejected, ref_chosen, ref_rejected, beta: float, nll: float = 0.0, chosen_tokens=None
+) -> tuple[mx.array, dict]:
+    """Mean DPO loss over pairs; the implicit rewards are beta * (policy - reference). With nll > 0, plus
+    nll times the chosen replies' mean per-token NLL (chosen_tokens: their token counts)."""
     chosen_reward = beta * (chosen - ref_chosen)
     rejected_reward = beta * (rejected - ref_rejected)
-    return _logistic_loss(chosen_reward - rejected_reward, chosen, rejected)
+    loss, figures = _logistic_loss(chosen_reward - rejected_reward, chosen, rejected)
+    if nll:
+        loss = loss + nll * mx.mean(-chosen / chosen_tokens)
+    return loss, figures
 
 
 def simpo_loss(chosen, rejected, chosen_tokens, rejected_tokens, beta: float, gamma: float) -> tuple[mx.array, dict]:

@@ -94,7 +94,7 @@ class PreferenceObjective(Objective):
         chosen, rejected, chosen_n, rejected_n = sums[:n], sums[n:], counts[:n], counts[n:]
         c = self.config
         if c.method == "dpo":
-            return dpo_loss(chosen, rejected, reference[0], reference[1], c.dpo_beta)
+            return dpo_loss(chosen, rejected, reference[0], reference[1], c.dpo_beta, c.dpo_nll, chosen_n)
         if c.method == "simpo":
             return simpo_loss(chosen, rejected, chosen_n, rejected_n, c.simpo_beta, c.simpo_gamma)
         return orpo_loss(chosen, rejected, chosen_n, rejected_n, c.orpo_lambda)

@@ -23,6 +23,9 @@ def test_dpo_loss_by_hand():
     assert figures["margin"].item() == pytest.approx(0.0, abs=1e-6)
     assert figures["accuracy"].item() == 0.5
     assert figures["chosen_logprob"].item() == -15.0 and figures["rejected_logprob"].item() == -15.0
+    # dpo_nll 0.5 adds half the chosen replies' mean per-token NLL: (10 / 5 + 20 / 4) / 2 = 3.5
+    with_nll, _ = dpo_loss(chosen, rejected, reference, reference, 0.1, 0.5, mx.array([5.0, 4.0]))
+    assert with_nll.item() == pytest.approx(loss.item() + 0.5 * 3.5, rel=1e-6)
 
 
 def test_simpo_loss_by_hand():
@@ -145,6 +148,22 @@ def test_preference_training_runs_on_the_loop_and_prefers_the_chosen(tiny_model_
         by_origin = [held_out[f"val_{name}_fact"], held_out[f"val_{name}_template"]]
         assert held_out[f"val_{name}"] == pytest.approx(sum(by_origin) / 2, rel=1e-6)
     assert held_out["val_accuracy"] in (0.0, 0.5, 1.0) and "val_chosen_logprob" in held_out
+
+
+def test_dpo_nll_adds_the_chosen_replies_per_token_nll_to_the_first_step(
+    tiny_model_dir, tiny_tokenizer, pair_data, tmp_path
+):
+    """At step 1 the policy is its reference: every DPO margin is 0, the DPO loss log 2, and dpo_nll 0.5 adds
+    half the chosen replies' mean per-token NLL (all chosen replies here are one text: one token count)."""
+    from mlx_bluey.train import train
+
+    output = tmp_path / "dpo-nll"
+    train(_config(tiny_model_dir, pair_data, output, method="dpo", dpo_nll=0.5, iters=1), log=lambda _: None)
+    first = _rows(output)[0]
+    pair = read_pairs(pair_data / "train.jsonl")[0]
+    tokens = sum(encode_reply(tiny_tokenizer, pair.messages, pair.chosen).labels)
+    assert first["margin"] == pytest.approx(0.0, abs=1e-4)
+    assert first["train_loss"] == pytest.approx(math.log(2) + 0.5 * -first["chosen_logprob"] / tokens, rel=1e-4)
 
 
 def test_dpo_reference_is_the_starting_model_cached_and_reused(tiny_model_dir, tiny_tokenizer, pair_data, tmp_path):

@@ -149,7 +149,7 @@ def test_a_checkpoint_from_before_a_neutral_key_existed_still_resumes(tiny_model
     for state_file in output.glob("checkpoints/*/state.json"):
         state = json.loads(state_file.read_text())
         state["run"]["config"].pop("two_pass", None)
-        for key in ("method", "from_adapter", "dpo_beta", "simpo_beta", "simpo_gamma", "orpo_lambda"):
+        for key in ("method", "from_adapter", "dpo_beta", "dpo_nll", "simpo_beta", "simpo_gamma", "orpo_lambda"):
             state["run"]["config"].pop(key)  # keys added later: the run had their defaults
         state["run"].pop("from_adapter_sha256")
         state["run"]["config"]["grad_checkpoint"] = True
