@@ -428,13 +428,19 @@ def data() -> None:
 @click.option("--valid", type=float, default=VALID_SHARE, show_default=True, help="Share of conversations for valid.")
 @click.option("--test", type=float, default=TEST_SHARE, show_default=True, help="Share of conversations for test.")
 @click.option("--seed", type=int, default=SPLIT_SEED, show_default=True)
-def data_split(inputs, output, valid, test, seed) -> None:
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Conversations already in OUTPUT's files stay in their split (new near-duplicates join them); only new "
+    "ones are shuffled, by the same shares: added data leaves the held-out sets as they were.",
+)
+def data_split(inputs, output, valid, test, seed, keep) -> None:
     """Seeded train/valid/test split that keeps near-duplicates in one split."""
 
     from .data_split import write_split
 
     try:
-        counts = write_split([Path(p) for p in inputs], Path(output), valid, test, seed)
+        counts = write_split([Path(p) for p in inputs], Path(output), valid, test, seed, keep=keep)
     except _user_errors() as error:
         _fail(error)
     click.echo(", ".join(f"{name}: {n}" for name, n in counts.items()))

@@ -1,6 +1,7 @@
 """`mlx_bluey data split`: a seeded train/valid/test split that keeps near-duplicates together.
 
     mlx_bluey data split data/bluey/raw/*.jsonl --output data/bluey --seed 0
+    mlx_bluey data split data/bluey/raw/*.jsonl --output data/bluey --keep   # after adding a raw part
 
 Near-duplicates (near_duplicates.py: word 3-gram Jaccard >= 0.5) form one group and a group goes to one
 split, so validation never measures memorisation of a training example.
@@ -19,18 +20,32 @@ from .near_duplicates import near_duplicate_groups
 
 
 def split_conversations(
-    conversations: list[Conversation], valid: float, test: float, seed: int
+    conversations: list[Conversation], valid: float, test: float, seed: int, placed: dict[int, str] | None = None
 ) -> dict[str, list[int]]:
-    """Indices per split. Groups are shuffled with the seed, then test and valid are filled first."""
-    groups = near_duplicate_groups(conversations)
-    order = np.random.default_rng(seed).permutation(len(groups))
-    targets = {"test": round(test * len(conversations)), "valid": round(valid * len(conversations))}
+    """Indices per split. Groups are shuffled with the seed, then test and valid are filled first.
+
+    placed: conversations already in a split (index -> train/valid/test) stay there, and the new members
+    of their near-duplicate group join them; only the groups with no placed member are shuffled, and the
+    shares apply to those (with nothing placed, this is the plain split)."""
+    placed = placed or {}
     result: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    fresh = []
+    for group in near_duplicate_groups(conversations):
+        names = [placed[i] for i in group if i in placed]
+        if not names:
+            fresh.append(group)
+        for i in group if names else []:
+            result[placed.get(i, names[0])].append(i)
+    order = np.random.default_rng(seed).permutation(len(fresh))
+    n_fresh = sum(len(group) for group in fresh)
+    targets = {"test": round(test * n_fresh), "valid": round(valid * n_fresh)}
+    filled = {"test": 0, "valid": 0}
     for g in order:
-        group = groups[g]
+        group = fresh[g]
         for name in ("test", "valid"):
-            if len(result[name]) + len(group) <= targets[name]:
+            if filled[name] + len(group) <= targets[name]:
                 result[name] += group
+                filled[name] += len(group)
                 break
         else:
             result["train"] += group
@@ -43,11 +58,31 @@ SPLIT_SEED = 0
 
 
 def write_split(
-    inputs: list[Path], output: Path, valid: float = VALID_SHARE, test: float = TEST_SHARE, seed: int = SPLIT_SEED
+    inputs: list[Path],
+    output: Path,
+    valid: float = VALID_SHARE,
+    test: float = TEST_SHARE,
+    seed: int = SPLIT_SEED,
+    keep: bool = False,
 ) -> dict[str, int]:
+    """Write OUTPUT/train|valid|test.jsonl from the inputs. keep: a conversation already in one of those
+    files (the same messages) stays in its split, so adding data keeps the test set it was measured on."""
     conversations = [c for path in inputs for c in read_jsonl(path)]
-    splits = split_conversations(conversations, valid, test, seed)
+    placed = {}
+    if keep:
+        where = {
+            _key(c.messages): name
+            for name in ("train", "valid", "test")
+            if (output / f"{name}.jsonl").exists()
+            for c in read_jsonl(output / f"{name}.jsonl")
+        }
+        placed = {i: where[_key(c.messages)] for i, c in enumerate(conversations) if _key(c.messages) in where}
+    splits = split_conversations(conversations, valid, test, seed, placed)
     for name, indices in splits.items():
         lines = [json.dumps({"messages": conversations[i].messages}, ensure_ascii=False) for i in indices]
         atomic_write_text(output / f"{name}.jsonl", "".join(line + "\n" for line in lines))
     return {name: len(indices) for name, indices in splits.items()}
+
+
+def _key(messages: list[dict]) -> str:
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)

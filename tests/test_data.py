@@ -152,3 +152,32 @@ def test_split_keeps_near_duplicates_together(tmp_path):
     assert where[3] == where[40] and where[8] == where[41]
     assert (len(splits["valid"]), len(splits["test"])) == (4, 4)
     assert splits == split_conversations(conversations, valid=0.1, test=0.1, seed=0)
+
+
+def test_split_keep_leaves_the_earlier_split_and_shares_out_the_new(tmp_path):
+    """data split --keep: the 42 earlier conversations stay where they were; of 20 new ones, a near-duplicate
+    of a test conversation joins it in test, and the other 19 are shared out 10/10/80 (round(1.9) = 2 each)."""
+    first = [
+        chat(f"question number {i} about topic {i * 7}", f"answer {i} is a different reply with words {i * 3} {i * 5}")
+        for i in range(42)
+    ]
+    raw = write_jsonl(tmp_path / "raw" / "part1.jsonl", first)
+    out = tmp_path / "split"
+    run = run_cli("data", "split", raw, "--output", out)
+    assert run.returncode == 0 and run.stdout.strip() == "train: 34, valid: 4, test: 4", run.stderr
+    before = {name: (out / f"{name}.jsonl").read_text() for name in ("train", "valid", "test")}
+    tested = read_jsonl(out / "test.jsonl")[0].messages
+    new = [
+        chat(f"brand new question {i} on subject {i * 11}", f"a fresh reply number {i} with {i * 13}")
+        for i in range(19)
+    ]
+    new.append({"messages": [*tested[:-1], {"role": "assistant", "content": tested[-1]["content"] + " !"}]})
+    added = write_jsonl(tmp_path / "raw" / "part2.jsonl", new)
+    run = run_cli("data", "split", raw, added, "--output", out, "--keep")
+    assert run.returncode == 0 and run.stdout.strip() == "train: 49, valid: 6, test: 7", run.stderr
+    for name, text in before.items():  # the earlier lines first, unchanged, then the new ones
+        assert (out / f"{name}.jsonl").read_text().startswith(text)
+    assert read_jsonl(out / "test.jsonl")[-1].messages == new[-1]["messages"]
+    # without --keep the same files are split afresh: the held-out sets change
+    fresh = split_conversations(read_jsonl(raw) + read_jsonl(added), valid=0.1, test=0.1, seed=0)
+    assert (len(fresh["valid"]), len(fresh["test"])) == (6, 6)
