@@ -42,8 +42,15 @@ def test_validates_clean_across_all_splits(tokenizer):
     assert report.conversations >= 600
 
 
+# The data card's two split commands: parts 1-7 split afresh, then the later parts added with --keep.
+FIRST_PARTS = 7
+
+
 def test_split_is_80_10_10_and_reproducible(tmp_path):
-    counts = write_split(sorted((DATA / "raw").glob("part*.jsonl")), tmp_path, valid=0.1, test=0.1, seed=0)
+    parts = sorted((DATA / "raw").glob("part*.jsonl"), key=lambda p: int(p.stem[4:]))
+    first = write_split(parts[:FIRST_PARTS], tmp_path, valid=0.1, test=0.1, seed=0)
+    assert first["valid"] == first["test"] == round(0.1 * sum(first.values()))
+    counts = write_split(parts, tmp_path, valid=0.1, test=0.1, seed=0, keep=True)
     total = sum(counts.values())
     assert total >= 600
     assert counts["valid"] == counts["test"] == round(0.1 * total)
