@@ -169,7 +169,6 @@ def read_jsonl(path: str | Path) -> list[Conversation]:
 class EncodedDataset:
     ids: list[np.ndarray]  # int32 token ids per conversation
     labels: list[np.ndarray]  # bool, True where the token is a training target
-    sources: list[str]
     skipped: list[str]  # "file:line (N tokens)" of conversations over the length limit
 
     def __len__(self) -> int:
@@ -187,7 +186,7 @@ class EncodedDataset:
 def encode_dataset(
     conversations: list[Conversation], tokenizer, max_seq_length: int, on_too_long: str = "error"
 ) -> EncodedDataset:
-    ids, labels, sources, skipped = [], [], [], []
+    ids, labels, skipped = [], [], []
     for conversation in conversations:
         encoded = encode_conversation(tokenizer, conversation.messages)
         if len(encoded.ids) > max_seq_length:
@@ -201,8 +200,7 @@ def encode_dataset(
             continue
         ids.append(np.array(encoded.ids, dtype=np.int32))
         labels.append(np.array(encoded.labels, dtype=bool))
-        sources.append(conversation.source)
-    return EncodedDataset(ids, labels, sources, skipped)
+    return EncodedDataset(ids, labels, skipped)
 
 
 @dataclass
@@ -210,8 +208,7 @@ class Batch:
     inputs: np.ndarray  # [B, L] token ids fed to the model (padded with pad_id)
     targets: np.ndarray  # [B, L] the next token at each position
     target_positions: np.ndarray  # flat indices into B*L where the loss is taken
-    n_tokens: int  # real (unpadded) input tokens in the batch
-    n_padded: int  # B * L
+    n_tokens: int  # real (unpadded) input tokens in the batch (inputs.size = B * L counts the padding too)
 
 
 def length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -238,7 +235,7 @@ def make_batch(dataset: EncodedDataset, indices: list[int], pad_id: int = 0) -> 
         targets[row, :n] = ids[1:]
         mask[row, :n] = labels[1:]  # the loss at position t predicts token t + 1
         n_tokens += n
-    return Batch(inputs, targets, np.flatnonzero(mask.reshape(-1)).astype(np.int32), n_tokens, inputs.size)
+    return Batch(inputs, targets, np.flatnonzero(mask.reshape(-1)).astype(np.int32), n_tokens)
 
 
 def epoch_batches(dataset: EncodedDataset, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -109,7 +109,7 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 def _dataset(lengths):
     ids = [np.arange(1, n + 1, dtype=np.int32) for n in lengths]
     labels = [np.array([False] * (n // 2) + [True] * (n - n // 2)) for n in lengths]
-    return EncodedDataset(ids, labels, [f"x:{i}" for i in range(len(lengths))], [])
+    return EncodedDataset(ids, labels, [])
 
 
 def test_buckets_keep_every_example_once():
@@ -125,7 +125,7 @@ def test_batch_pads_only_to_its_longest_member():
     assert batch.targets.tolist() == [[2, 3, 4, 0, 0], [2, 3, 4, 5, 6]]
     # labels of [4] are F F T T -> targets 1..3 are labels[1:] = F T T; of [6]: F F F T T T -> F F T T T
     assert batch.target_positions.tolist() == [1, 2, 7, 8, 9]
-    assert (batch.n_tokens, batch.n_padded) == (8, 10)
+    assert (batch.n_tokens, batch.inputs.size) == (8, 10)
 
 
 def test_epoch_order_is_seeded():
