@@ -229,12 +229,12 @@ class TrainConfig:
 def field_help() -> dict[str, str]:
     """Each field's docstring (the text under it in TrainConfig), first paragraph, as one line: the CLI's help."""
     import ast
-    import inspect
 
-    try:
-        body = ast.parse(inspect.getsource(TrainConfig)).body[0].body
+    try:  # every CLI start runs this: one parse of this file, cheaper than inspect.getsource(TrainConfig)
+        tree = ast.parse(Path(__file__).with_suffix(".py").read_text(encoding="utf-8"))
     except OSError:  # installed without its .py sources: options without help
         return {}
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig").body
     helps = {}
     for field, after in zip(body, body[1:]):
         if isinstance(field, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
