@@ -478,7 +478,6 @@ def data_pairs(
     from .character import CardError, card_beside, load_card
     from .data import read_jsonl
     from .data_pairs import SOURCES, build_pairs, progress_steps
-    from .generation import GenerationSettings
 
     try:
         card = load_card(card_beside(input_path, character_path))
