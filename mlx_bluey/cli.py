@@ -350,7 +350,7 @@ def fuse(adapter, model, output) -> None:
 @click.option("--output", required=True, type=click.Path(), help="Export directory.")
 @click.option(
     "--variants",
-    help="Comma-separated. onnx: q8, q4, fp16, fp32 (default "
+    help="Comma-separated. onnx: int8, q8, q4, fp16, fp32 (default "
     + ",".join(DEFAULT_VARIANTS["onnx"])
     + "); gguf: f16, q8_0, Q4_K_M (default: all).",
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 FORMATS = ("onnx", "gguf", "peft")
 # The variants each format writes when --variants is not given (the ONNX fp32 is an intermediate).
-DEFAULT_VARIANTS = {"onnx": ("q8", "q4", "fp16"), "gguf": ("f16", "q8_0", "Q4_K_M"), "peft": ()}
+DEFAULT_VARIANTS = {"onnx": ("int8", "q8", "q4", "fp16"), "gguf": ("f16", "q8_0", "Q4_K_M"), "peft": ()}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Routes (nothing is fetched from anywhere else; the page sets Transformers.js to 
     /                    web/index.html, app.js, worker.js (where Transformers.js runs), sampling.js, text.js, style.css
     /vendor/transformers.min.js     from web/node_modules/@huggingface/transformers/dist/
     /vendor/ort/FILE                onnxruntime-web's WASM runtime, from web/node_modules/onnxruntime-web/dist/
-    /models.json         every served export: name, character, variants with sizes (from its export.json)
+    /models.json         every served export: name, character, variants with sizes (from its export.json),
+                         measured WASM speeds (web/speeds.json) and the default variant (default_variant)
     /models/NAME/...     the export directory NAME (config, tokenizer, onnx/...)
 
 Every response carries Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy:
@@ -43,12 +44,34 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Embedder-Policy": "require-corp",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# The page's default on WASM is the fastest variant, by the page benchmark's measured decode speed
+# (web/speeds.json, written by scripts/bench_browser.py), whose download is at most this many MB:
+# what a visitor of a web page waits for (issue: "download <= 300 MB").
+DOWNLOAD_LIMIT_MB = 300
+SPEEDS = WEB / "speeds.json"
 mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("application/wasm", ".wasm")
 
 
 class ServeError(Exception):
     pass
+
+
+def measured_speeds() -> dict[str, float]:
+    """Variant -> decode tok/s of the page on WASM, as the committed page benchmarks measured it."""
+    if not SPEEDS.exists():
+        return {}
+    return {name: entry["decode_tokens_per_s"] for name, entry in json.loads(SPEEDS.read_text())["wasm"].items()}
+
+
+def default_variant(variants: list[dict], speeds: dict[str, float], limit_mb: float = DOWNLOAD_LIMIT_MB) -> str | None:
+    """The fastest measured variant whose download fits limit_mb; else the smallest download (none measured fits)."""
+    if not variants:
+        return None
+    fits = [v for v in variants if v["mb"] <= limit_mb and v["variant"] in speeds]
+    if fits:
+        return max(fits, key=lambda v: speeds[v["variant"]])["variant"]
+    return min(variants, key=lambda v: v["mb"])["variant"]
 
 
 def describe_export(path: Path) -> dict:
@@ -59,11 +82,26 @@ def describe_export(path: Path) -> dict:
     report = json.loads(report_path.read_text())
     character = json.loads((path / "character.json").read_text()) if (path / "character.json").exists() else {}
     variants = [
-        {"variant": v["variant"], "file": v["file"], "mb": v["mb"], "external_data": v.get("external_data", False)}
+        {
+            "variant": v["variant"],
+            "file": v["file"],
+            "mb": v["mb"],
+            "external_data": v.get("external_data", False),
+            # onnxruntime session options the variant needs (int8: fold its DequantizeLinear nodes at load)
+            "session_config": v.get("session_config", {}),
+        }
         for v in report["variants"]
         if v["variant"] != "fp32"
     ]  # fp32 does not fit a browser tab
-    return {"name": path.name, "character": character, "variants": variants}
+    speeds = measured_speeds()
+    for v in variants:
+        v["wasm_decode_tokens_per_s"] = speeds.get(v["variant"])
+    return {
+        "name": path.name,
+        "character": character,
+        "variants": variants,
+        "default_variant": default_variant(variants, speeds),
+    }
 
 
 def check_vendor() -> None:

@@ -125,8 +125,8 @@ ORT_CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from mlx_bluey.export_env.parity_harness import OrtDecoder
-path, prompt, n = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
-decoder = OrtDecoder(path)
+path, prompt, config, n = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+decoder = OrtDecoder(path, config=config)  # the variant's session_config (int8: fold its weights at load)
 decoder.greedy(prompt, 4, set())  # warm-up
 tokens, speed = decoder.greedy(prompt, n, set())
 assert len(tokens) == n
@@ -204,7 +204,7 @@ def main() -> None:
     for export in map(Path, args.export):
         for v in json.loads((export / "export.json").read_text())["variants"]:
             others[f"onnxruntime {v['variant']}"] = export_env_runner(
-                ORT_CHILD, str(export / v["file"]), json.dumps(prompt)
+                ORT_CHILD, str(export / v["file"]), json.dumps(prompt), json.dumps(v.get("session_config", {}))
             )
     for runner in runners.values():
         runner(4)  # warm-up: kernels compiled, caches filled

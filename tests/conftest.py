@@ -225,7 +225,7 @@ def fuse_with_cli(adapter: Path, output: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_fused) -> Path:
-    """tiny_fused exported (all four variants, parity on two held-out conversations) by `mlx_bluey export`."""
+    """tiny_fused exported (all five variants, parity on two held-out conversations) by `mlx_bluey export`."""
 
     out = tmp_path_factory.mktemp("export") / "bluey-tiny"
     held_out = write_jsonl(
@@ -242,7 +242,7 @@ def tiny_export(tmp_path_factory, tiny_fused) -> Path:
             "--output",
             str(out),
             "--variants",
-            "q8,q4,fp16,fp32",
+            "int8,q8,q4,fp16,fp32",
             "--parity-data",
             str(held_out),
             "--parity-texts",

@@ -1,6 +1,7 @@
 """The chat page end to end in real headless Chromium (Debian's, driven by Playwright), and `serve` itself.
 
-A tiny exported model (conftest.tiny_export) is served on localhost; the test loads the q8 variant on WASM,
+A tiny exported model (conftest.tiny_export) is served on localhost; the test loads the page's default variant
+(serve.default_variant: the fastest the page benchmark measured whose download fits) on WASM,
 types a message, waits for the streamed reply and saves a screenshot (build/e2e/chat.png). Every request
 the page makes is recorded: none may leave the server.
 """
@@ -14,7 +15,15 @@ from conftest import REPLY
 
 from mlx_bluey.chat_format import render
 from mlx_bluey.headless import CHROMIUM_FLAGS, chromium_path
-from mlx_bluey.serve import ISOLATION_HEADERS, ServeError, make_server, serve_in_thread
+from mlx_bluey.serve import (
+    ISOLATION_HEADERS,
+    SPEEDS,
+    ServeError,
+    default_variant,
+    make_server,
+    measured_speeds,
+    serve_in_thread,
+)
 
 CHROMIUM = chromium_path()
 FLAGS = CHROMIUM_FLAGS
@@ -31,7 +40,14 @@ def test_serve_headers_routes_and_catalogue(tiny_export):
         with urllib.request.urlopen(url + "models.json") as response:
             catalogue = json.loads(response.read())
         assert catalogue[0]["name"] == tiny_export.name and catalogue[0]["character"]["name"] == "Bluey"
-        assert [v["variant"] for v in catalogue[0]["variants"]] == ["q8", "q4", "fp16"]  # fp32 is never offered
+        variants = catalogue[0]["variants"]
+        assert [v["variant"] for v in variants] == ["int8", "q8", "q4", "fp16"]  # fp32 is never offered
+        # int8 needs onnxruntime to fold its DequantizeLinear weights at load; the page passes this on
+        assert variants[0]["session_config"] == {"session.disable_quant_qdq": "1"}
+        assert all(v["session_config"] == {} for v in variants[1:])
+        speeds = measured_speeds()
+        assert [v["wasm_decode_tokens_per_s"] for v in variants] == [speeds.get(v["variant"]) for v in variants]
+        assert catalogue[0]["default_variant"] == default_variant(variants, speeds)
         with urllib.request.urlopen(f"{url}models/{tiny_export.name}/tokenizer_config.json") as response:
             assert "chat_template" in json.loads(response.read())
         with urllib.request.urlopen(url + "vendor/transformers.min.js") as response:
@@ -42,6 +58,29 @@ def test_serve_headers_routes_and_catalogue(tiny_export):
             assert error.value.code == 404
     finally:
         server.shutdown()
+
+
+def test_default_variant_is_the_fastest_measured_that_fits():
+    variants = [{"variant": "int8", "mb": 271.0}, {"variant": "q8", "mb": 277.6}, {"variant": "fp16", "mb": 537.1}]
+    # fp16 is the fastest but over the download limit; of those that fit, int8 is faster than q8
+    assert default_variant(variants, {"int8": 8.0, "q8": 1.2, "fp16": 9.0}) == "int8"
+    assert default_variant(variants, {"int8": 8.0, "q8": 1.2, "fp16": 9.0}, limit_mb=600) == "fp16"
+    assert default_variant(variants, {"q8": 1.2}) == "q8"  # an unmeasured variant is never preferred
+    assert default_variant(variants, {}) == "int8"  # nothing measured fits: the smallest download
+    assert default_variant(variants, {"fp16": 9.0}) == "int8"
+    assert default_variant([], {"int8": 8.0}) is None
+
+
+def test_measured_speeds_are_the_committed_page_benchmarks():
+    """web/speeds.json holds, per variant, the median of the page benchmark it names (bench_browser --record-speed)."""
+    speeds = json.loads(SPEEDS.read_text())
+    root = Path(__file__).resolve().parent.parent
+    assert speeds["wasm"], "no measured variant: the page would fall back to the smallest download"
+    for variant, entry in speeds["wasm"].items():
+        record = json.loads((root / entry["benchmark"]).read_text())
+        assert record["variant"] == variant and record["device"] == "wasm"
+        assert entry["decode_tokens_per_s"] == round(record["decode"]["median"], 2)
+    assert measured_speeds() == {v: e["decode_tokens_per_s"] for v, e in speeds["wasm"].items()}
 
 
 def test_serve_refuses_a_directory_that_is_not_an_export(tmp_path):
@@ -65,8 +104,13 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
             page.on("request", lambda request: requests.append(request.url))
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#model option').length === 3")
-            assert page.input_value("#model") == f"{tiny_export.name}|q8"  # the WASM default
+            page.wait_for_function("document.querySelectorAll('#model option').length === 4")
+            page.wait_for_function("document.getElementById('status').textContent.includes('MB to download')")
+            chosen = page.input_value("#model")  # the WASM default, with its download size shown before loading
+            served = json.loads(urllib.request.urlopen(url + "models.json").read())[0]
+            assert chosen == f"{tiny_export.name}|{served['default_variant']}"
+            size = next(v["mb"] for v in served["variants"] if v["variant"] == served["default_variant"])
+            assert f"{served['default_variant']}: {size} MB to download" in page.inner_text("#status")
             page.select_option("#device", "wasm")
             page.click("#load")
             page.wait_for_function("window.mlxBluey.ready || window.mlxBluey.error", timeout=120_000)
@@ -104,6 +148,7 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     assert first["generationOptions"]["do_sample"] is False
     assert first["lastReply"]["text"] == REPLY and first["chunks"] > 1
     assert state["lastReply"]["decodeTokensPerSecond"] > 0 and state["lastReply"]["promptSeconds"] > 0
+    assert state["readyStatus"].startswith("Ready: ")  # the live "Generating: N tokens, X tok/s" line ends with it
     assert messages[1]["content"] and messages[3]["content"]
     options = state["generationOptions"]  # the page's defaults, as the second turn used them
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json

@@ -10,6 +10,7 @@ Output, in the layout Transformers.js reads:
     OUTPUT/config.json generation_config.json tokenizer.json tokenizer_config.json (+ chat template)
     OUTPUT/onnx/model_quantized.onnx   q8: 8-bit weights (MatMulNBits, block 128), the browser/CPU default
     OUTPUT/onnx/model_q4.onnx          q4: 4-bit weights (block 32), the tied head/embedding at 8 bits
+    OUTPUT/onnx/model_int8.onnx        int8: 8-bit weights that onnxruntime turns into fp32 at load (WASM)
     OUTPUT/onnx/model_fp16.onnx        fp16 weights and activations (WebGPU)
     OUTPUT/export.json, export.md      size and parity of every variant
 
@@ -43,7 +44,7 @@ TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their we
 class Variant:
     name: str
     file: str  # the name Transformers.js looks for under onnx/ for this dtype
-    kind: str  # "nbits" or "fp16" (or "fp32", the reference)
+    kind: str  # "nbits", "int8" (dequantized at load), "fp16" (or "fp32", the reference)
     bits: int = 0
     block_size: int = 0
     accuracy_level: int = 0  # MatMulNBits: 0 = unset (fp32 compute); 4 = int8 compute
@@ -58,6 +59,10 @@ VARIANTS = {
     # 8 bits: all-4-bit measured KL 0.61 against the fused model (top-1 0.62), too lossy for a 270M.
     # 100M x (1/2 + 4/32) + 168M x (1 + 4/128) = 63 + 173 = ~236 MB for the 270M.
     "q4": Variant("q4", "model_q4.onnx", "nbits", bits=4, block_size=32, head_bits=8),
+    # int8 per output column behind DequantizeLinear, folded to fp32 when the session is created with
+    # onnx_graph.FOLD_AT_LOAD (export.json's session_config, which the page passes): 268M bytes + one fp32
+    # scale per column = ~271 MB to download, ~1.07 GB of fp32 weights in the session for the 270M.
+    "int8": Variant("int8", "model_int8.onnx", "int8", bits=8),
     "fp16": Variant("fp16", "model_fp16.onnx", "fp16"),
     "fp32": Variant("fp32", "model.onnx", "fp32"),
 }
@@ -152,7 +157,7 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
     """Write one variant (run in its own process: the 1B's quantizers need all the memory they can get)."""
     import onnx
 
-    from .onnx_graph import find_tied, tie_float, tie_nbits
+    from .onnx_graph import FOLD_AT_LOAD, dequantize_at_load, find_tied, tie_float, tie_nbits
 
     started = time.perf_counter()
     model = onnx.load(str(fp32_path))
@@ -175,6 +180,9 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
         saved = tie_float(model)
         # keep_io_types=False: the KV cache travels in fp16 too (Transformers.js reads the input types)
         model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    elif variant.kind == "int8":
+        saved = tie_float(model)
+        dequantize_at_load(model)
     else:
         saved = tie_float(model)
     path = out_dir / variant.file
@@ -189,6 +197,7 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
         "tied_bytes_saved": saved,
         "seconds": round(time.perf_counter() - started, 1),
         **{k: v for k, v in asdict(variant).items() if k in ("bits", "block_size", "accuracy_level", "head_bits")},
+        **({"session_config": FOLD_AT_LOAD} if variant.kind == "int8" else {}),
     }
 
 
@@ -286,7 +295,8 @@ def _add_parity(entries: list[dict], args: ExportArgs, onnx_dir: Path) -> None:
         reference = reference_outputs(fused, texts, prompts, args.greedy_tokens, stops)
     for entry in entries:
         path = onnx_dir / VARIANTS[entry["variant"]].file
-        entry["parity"] = parity = variant_parity(path, reference, texts, prompts, args.greedy_tokens, stops)
+        config = entry.get("session_config")
+        entry["parity"] = parity = variant_parity(path, reference, texts, prompts, args.greedy_tokens, stops, config)
         log(
             f"      {entry['variant']}: top-1 {parity['top1_agreement']}, KL {parity['kl_mean']}, "
             f"greedy identical {parity['greedy_identical_share']}, "

@@ -15,6 +15,13 @@ The head keeps its quantized MatMulNBits weight (B: [V, K/block, block*bits/8] u
 row, unpack nibbles (4 bits), subtract the implicit zero point 2^(bits-1), multiply by the row's
 block scales. Plain ops, because GatherBlockQuantized has no WASM kernel (PLATFORM_FACTS).
 For float variants the lookup gathers columns of the [H, V] head weight and transposes.
+
+The int8 variant (dequantize_at_load) stores every MatMul weight as int8 with one fp32 scale per output
+column, behind a DequantizeLinear. onnxruntime folds those nodes into fp32 weights when the session is
+created with FOLD_AT_LOAD, so the file has 8-bit size and the session computes with plain fp32 MatMul, the
+kernel WASM runs fastest (benchmarks/browser-bluey-270m-*.md). Without that option onnxruntime keeps the
+DequantizeLinear nodes (it saves them for its quantized-operator fusions) and dequantizes every weight
+on every step.
 """
 
 from __future__ import annotations
@@ -163,6 +170,44 @@ def tie_nbits(model: onnx.ModelProto) -> int:
     saved = int(np.prod(table.dims)) * 4
     _replace_gather(model, tied, nodes, drop=tied.table)
     return saved
+
+
+# The session option that makes onnxruntime fold the int8 variant's DequantizeLinear nodes into constants
+# ("session.disable_quant_qdq": no QDQ fusions, so constant folding may run them at load).
+FOLD_AT_LOAD = {"session.disable_quant_qdq": "1"}
+
+
+def dequantize_at_load(model: onnx.ModelProto) -> int:
+    """Every MatMul weight [K, N] -> int8 [K, N] + fp32 scale [N] -> DequantizeLinear(axis=1). Returns how many.
+
+    Symmetric per output column: scale = max|w| / 127 over the column, q = round(w / scale) in [-127, 127],
+    so each weight is off by at most scale / 2. Run after tie_float: the embedding lookup then gathers columns
+    of the dequantized head, one copy in the file and one in the session."""
+    inits = _initializers(model)
+    nodes = []
+    for node in model.graph.node:
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if weight is None or len(weight.dims) != 2 or weight.data_type != TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(weight)
+        scale = np.abs(w).max(axis=0) / 127.0
+        scale[scale == 0] = 1.0  # an all-zero column stays zero
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(weight)
+        del inits[weight.name]
+        name = weight.name  # the DequantizeLinear's output keeps the name every reader already uses
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, name + "/int8"),
+                numpy_helper.from_array(scale.astype(np.float32), name + "/scale"),
+            ]
+        )
+        nodes.append(
+            helper.make_node("DequantizeLinear", [name + "/int8", name + "/scale"], [name], axis=1, name=name + "/dq")
+        )
+    for offset, node in enumerate(nodes):  # before every reader: the graph stays topologically sorted
+        model.graph.node.insert(offset, node)
+    return len(nodes)
 
 
 def dequantized_rows(model: onnx.ModelProto, ids: list[int]) -> np.ndarray:

@@ -19,12 +19,14 @@ from ..parity import compare_logits, identical_prefix, summarise
 class OrtDecoder:
     """One ONNX decoder session fed the way Transformers.js feeds it: ids, mask, past key/values."""
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, config: dict[str, str] | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        for key, value in (config or {}).items():  # a variant's session_config (the page passes the same)
+            options.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values")]
         self.float = np.float16 if self.past and self.past[0].type == "tensor(float16)" else np.float32
@@ -94,11 +96,13 @@ def reference_outputs(
     return {"logits": logits, "greedy": greedy}
 
 
-def variant_parity(path: Path, reference: dict, texts, prompts, new_tokens: int, stops: set[int]) -> dict:
+def variant_parity(
+    path: Path, reference: dict, texts, prompts, new_tokens: int, stops: set[int], config: dict[str, str] | None = None
+) -> dict:
     """Top-1 agreement and KL of the variant's logits on the held-out texts, greedy prefixes, ORT decode tok/s."""
     from tqdm import tqdm
 
-    decoder = OrtDecoder(path)
+    decoder = OrtDecoder(path, config=config)
     progress = tqdm(
         total=len(texts) + len(prompts), desc=f"      {path.name}", unit="item", file=sys.stderr, leave=False
     )

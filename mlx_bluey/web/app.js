@@ -19,6 +19,7 @@ const $ = (id) => document.getElementById(id);
 const state = (window.mlxBluey = {
   ready: false, busy: false, messages: [], lastPrompt: null, lastReply: null, chunks: 0,
   stopIds: [], suppressTokens: [], defaults: null, device: null, variant: null, generationOptions: null, error: null,
+  readyStatus: null,
 });
 let catalogue = [];
 let character = {};
@@ -27,6 +28,7 @@ let pending = null; // {resolve, reject, onChunk?} of the request the worker is 
 worker.onmessage = ({ data }) => {
   if (data.type === "progress") pending?.onProgress?.(data);
   else if (data.type === "chunk") pending?.onChunk?.(data.text);
+  else if (data.type === "rate") setStatus(`Generating: ${data.tokens} tokens, ${data.tokensPerSecond.toFixed(1)} tok/s`);
   else if (data.type === "prompt") state.lastPrompt = data.text;
   else if (data.type === "error") pending?.reject(new Error(data.message));
   else pending?.resolve(data); // ready, done
@@ -79,15 +81,31 @@ async function loadCatalogue() {
       select.append(option);
     }
   }
-  const q8 = [...select.options].find((o) => o.value.endsWith("|q8")); // the WASM default
-  if (q8) select.value = q8.value;
-  if (!select.options.length) setStatus("No exported model is served. Start `mlx_bluey serve EXPORT_DIR`.", true);
+  if (!select.options.length) {
+    setStatus("No exported model is served. Start `mlx_bluey serve EXPORT_DIR`.", true);
+    return;
+  }
+  // The default: on WASM, the fastest variant the page benchmark measured whose download fits (serve.py's
+  // default_variant); on WebGPU fp16 (q4f16 overflows for Gemma 3 270M, and the 8-bit kernels are CPU ones).
+  const entry = catalogue[0];
+  const gpu = await webgpuAvailable();
+  const name = gpu && entry.variants.some((v) => v.variant === "fp16") ? "fp16" : entry.default_variant;
+  select.value = `${entry.name}|${name}`;
+  describeChoice();
+}
+
+// Before loading: what the chosen variant downloads and how fast the page benchmark measured it.
+function describeChoice() {
+  const [name, variant] = $("model").value.split("|");
+  const info = catalogue.find((e) => e.name === name).variants.find((v) => v.variant === variant);
+  const speed = info.wasm_decode_tokens_per_s ? `, measured ${info.wasm_decode_tokens_per_s} tok/s on WASM (2 cores)` : "";
+  setStatus(`${name} · ${variant}: ${info.mb} MB to download${speed}. Press Load.`);
 }
 
 function explain(error, variant, device) {
   const text = String(error?.message ?? error);
   if (/bad_alloc|out of memory|Aborted|RangeError/i.test(text)) {
-    return `This browser ran out of memory loading the ${variant} variant on ${device}. Try a smaller variant (q8 or q4). (${text})`;
+    return `This browser ran out of memory loading the ${variant} variant on ${device}. Try q8 or q4: slower on WASM, but they need less memory in the tab than int8 and fp16. (${text})`;
   }
   if (/GatherBlockQuantized|not implemented|Could not find an implementation/i.test(text)) {
     return `The ${variant} variant uses an operator this browser's ${device} backend lacks. Try q8 on WASM. (${text})`;
@@ -113,7 +131,8 @@ async function load() {
   progress.hidden = false;
   let ready;
   try {
-    ready = await ask({ type: "load", name, variant, device, externalData: info.external_data }, {
+    ready = await ask({ type: "load", name, variant, device, externalData: info.external_data,
+                        sessionConfig: info.session_config }, {
       onProgress: ({ loaded, total }) => {
         progress.value = (100 * loaded) / total;
         setStatus(`Loading ${name} (${variant}) on ${device}: ${(loaded / 1e6).toFixed(0)} of ${(total / 1e6).toFixed(0)} MB`);
@@ -148,8 +167,9 @@ async function load() {
   $("chat").replaceChildren();
   for (const id of ["message", "send", "reset"]) $(id).disabled = false;
   $("load").disabled = false;
-  setStatus(`Ready: ${name} · ${variant} · ${device}${device === "wasm" ? ` · ${ready.threads} threads` : ""}` +
-    (missing.length ? ` · no default for ${missing.join(", ")} in generation_config.json (export again): set them above` : ""));
+  state.readyStatus = `Ready: ${name} · ${variant} · ${device}${device === "wasm" ? ` · ${ready.threads} threads` : ""}` +
+    (missing.length ? ` · no default for ${missing.join(", ")} in generation_config.json (export again): set them above` : "");
+  setStatus(state.readyStatus);
   $("message").focus();
 }
 
@@ -204,6 +224,7 @@ async function send(text) {
                         decodeTokensPerSecond: done.decodeTokensPerSecond, promptSeconds: done.promptSeconds,
                         promptTokens: done.promptTokens };
     state.messages.push({ role: "assistant", content: reply });
+    setStatus(state.readyStatus); // the live "Generating" line is done; the reply's meta line keeps its speed
   } catch (error) {
     setStatus(explain(error, state.variant, state.device), true);
     body.textContent = "";
@@ -217,6 +238,7 @@ async function send(text) {
 }
 
 $("load").addEventListener("click", load);
+$("model").addEventListener("change", describeChoice);
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("message").value;

@@ -1,9 +1,10 @@
 // The model side of the chat page, in a Web Worker so the page stays responsive while WASM computes.
-// Messages in:  {type: "load", name, variant, device, externalData}
+// Messages in:  {type: "load", name, variant, device, externalData, sessionConfig}
 //               {type: "generate", messages, options}      options: max/min_new_tokens, sampling
 //               {type: "stop"}
 // Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, suppressTokens, generationConfig, threads}
-//               {type: "prompt", text} | {type: "chunk", text} | {type: "done", ids, seconds} | {type: "error", message}
+//               {type: "prompt", text} | {type: "chunk", text} | {type: "rate", tokens, tokensPerSecond}
+//               {type: "done", ids, seconds} | {type: "error", message}
 import {
   env,
   AutoTokenizer,
@@ -34,7 +35,7 @@ let model = null;
 let stopIds = [];
 const stopper = new InterruptableStoppingCriteria();
 
-async function load({ name, variant, device, externalData }) {
+async function load({ name, variant, device, externalData, sessionConfig }) {
   const loaded = {};
   await model?.dispose();
   model = null;
@@ -43,6 +44,9 @@ async function load({ name, variant, device, externalData }) {
     dtype: variant,
     device,
     use_external_data_format: externalData,
+    // onnxruntime config entries from export.json, e.g. the int8 variant's "session.disable_quant_qdq": "1",
+    // which lets onnxruntime fold its DequantizeLinear weights into fp32 once, at load
+    session_options: { extra: sessionConfig ?? {} },
     progress_callback: (p) => {
       if (p.status === "progress" && p.total) {
         loaded[p.file] = [p.loaded, p.total];
@@ -76,6 +80,10 @@ async function generate({ messages, options }) {
   streamer.put = (value) => {
     puts.push(performance.now());
     put(value);
+    if (puts.length > 2) { // decode speed so far, from the first new token on (the page shows it live)
+      const tokensPerSecond = (puts.length - 2) / ((puts[puts.length - 1] - puts[1]) / 1000);
+      self.postMessage({ type: "rate", tokens: puts.length - 1, tokensPerSecond });
+    }
   };
   stopper.reset();
   const started = performance.now();

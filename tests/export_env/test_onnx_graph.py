@@ -13,7 +13,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-from mlx_bluey.export_env.onnx_graph import dequantized_rows, find_tied, tie_float, tie_nbits
+from mlx_bluey.export_env.onnx_graph import (
+    FOLD_AT_LOAD,
+    dequantize_at_load,
+    dequantized_rows,
+    find_tied,
+    tie_float,
+    tie_nbits,
+)
 
 V = 50  # vocabulary
 
@@ -114,3 +121,39 @@ def test_tie_nbits_refuses_an_asymmetric_head():
     quantizer.process()
     with pytest.raises(ValueError, match="symmetric"):
         tie_nbits(quantizer.model.model)
+
+
+def _optimized_ops(model: onnx.ModelProto, config: dict[str, str], path) -> list[str]:
+    """The op types of the graph onnxruntime keeps after its optimizations, with these session config entries."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(path)
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_dequantize_at_load_stores_int8_columns_and_folds_to_their_fp32_values(tmp_path):
+    model, table = stub(hidden=16)
+    tie_float(model)
+    assert dequantize_at_load(model) == 1  # the stub's one MatMul, the tied head
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q, scale = inits["head/int8"], inits["head/scale"]
+    head = table.T  # [H, V]
+    # per output column: scale = max |w| / 127, q = round(w / scale); every weight within half a step
+    np.testing.assert_array_equal(scale, np.abs(head).max(axis=0) / np.float32(127))
+    np.testing.assert_array_equal(q, np.rint(head / scale).astype(np.int8))
+    assert q.dtype == np.int8 and q.shape == (16, V) and np.abs(q).max() == 127
+    weights = q.astype(np.float32) * scale
+    assert np.abs(weights - head).max() <= scale.max() / 2
+    # with FOLD_AT_LOAD onnxruntime computes the DequantizeLinear once, at load; without it, every run
+    assert "DequantizeLinear" not in _optimized_ops(model, FOLD_AT_LOAD, tmp_path / "folded.onnx")
+    assert "DequantizeLinear" in _optimized_ops(model, {}, tmp_path / "kept.onnx")
+    options = ort.SessionOptions()
+    for key, value in FOLD_AT_LOAD.items():
+        options.add_session_config_entry(key, value)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    logits, hidden = session.run(["logits", "hidden"], {"input_ids": IDS})
+    # the lookup gathers columns of the dequantized head: exactly its fp32 values
+    np.testing.assert_array_equal(hidden, weights.T[IDS])
+    np.testing.assert_allclose(logits, hidden @ weights, rtol=1e-5, atol=1e-5)
