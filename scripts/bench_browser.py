@@ -123,8 +123,12 @@ def main() -> None:
             page.click("#load")
             page.wait_for_function("window.mlxBluey.ready || window.mlxBluey.error", timeout=args.timeout_s * 1000)
             load_seconds = time.perf_counter() - started
-            if page.evaluate("window.mlxBluey.error"):
-                raise SystemExit(page.evaluate("window.mlxBluey.error"))
+            error = page.evaluate("window.mlxBluey.error")
+            if error:  # a variant that does not load in the tab is a result too: recorded, then a non-zero exit
+                memory_mb = renderer_peak_mb()
+                browser.close()
+                write_load_failure(args, error, load_seconds, memory_mb)
+                raise SystemExit(error)
             threads = page.inner_text("#status")
             for field in ("max_new_tokens", "min_new_tokens"):  # after the load, which fills in the model's defaults
                 page.fill(f"#{field}", str(args.new_tokens))
@@ -191,6 +195,31 @@ def main() -> None:
     )
     if args.record_speed:
         record_speed(SPEEDS, args.variant, d["median"], f"benchmarks/{name}.json")
+
+
+def write_load_failure(args, error: str, load_seconds: float, memory_mb: float) -> None:
+    report = json.loads((args.export / "export.json").read_text())
+    size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
+    summary = {
+        "command": command_line(),
+        "export": str(args.export),
+        "variant": args.variant,
+        "mb": size,
+        "device": "wasm",
+        "error": error,
+        "page_commit": page_commit(),
+        "load_seconds": round(load_seconds, 1),
+        "renderer_peak_mb": memory_mb,
+        "machine": machine(),
+    }
+    write_record(
+        args.output,
+        f"browser-{args.export.name}-{args.variant}",
+        summary,
+        f"# {args.export.name} {args.variant} ({size} MB) in headless Chromium, WASM: did not load",
+        f"Page from commit {summary['page_commit']}; the page said after {summary['load_seconds']} s: {error}\n\n"
+        f"Peak resident memory of the renderer processes: {memory_mb} MB.\n",
+    )
 
 
 def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: float) -> None:
