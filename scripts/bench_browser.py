@@ -154,22 +154,12 @@ def main() -> None:
         server.shutdown()
     if args.sampling_cost:
         return write_sampling_cost(args, replies, threads, load_seconds)
-    report = json.loads((args.export / "export.json").read_text())
-    size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
     decode = [r["decodeTokensPerSecond"] for r in replies]
     first = [r["promptSeconds"] for r in replies]
     name = f"browser-{args.export.name}-{args.variant}"
     summary = {
-        "command": command_line(),
-        "export": str(args.export),
-        "variant": args.variant,
-        "mb": size,
-        "device": "wasm",
+        **run_facts(args, load_seconds, memory_mb),
         "status": threads,
-        "page_commit": page_commit(),
-        "load_seconds": round(load_seconds, 1),
-        "renderer_peak_mb": memory_mb,
-        "machine": machine(),
         "new_tokens": args.new_tokens,
         "warm_up_decode_tokens_per_s": warm_up["decodeTokensPerSecond"],
         "decode_tokens_per_s": decode,
@@ -180,7 +170,7 @@ def main() -> None:
         "prompt_tokens": replies[0]["promptTokens"],
         "replies": [r["text"] for r in replies],
     }
-    d, t = summary["decode"], summary["time_to_first_token"]
+    d, t, size = summary["decode"], summary["time_to_first_token"], summary["mb"]
     write_record(
         args.output,
         name,
@@ -197,21 +187,26 @@ def main() -> None:
         record_speed(SPEEDS, args.variant, d["median"], f"benchmarks/{name}.json")
 
 
-def write_load_failure(args, error: str, load_seconds: float, memory_mb: float) -> None:
+def run_facts(args, load_seconds: float, memory_mb: float) -> dict:
+    """What every page record says: the command, the variant and its download size, the page's commit, the load
+    time, the tab's peak memory and the machine."""
     report = json.loads((args.export / "export.json").read_text())
-    size = next(v["mb"] for v in report["variants"] if v["variant"] == args.variant)
-    summary = {
+    return {
         "command": command_line(),
         "export": str(args.export),
         "variant": args.variant,
-        "mb": size,
+        "mb": next(v["mb"] for v in report["variants"] if v["variant"] == args.variant),
         "device": "wasm",
-        "error": error,
         "page_commit": page_commit(),
         "load_seconds": round(load_seconds, 1),
         "renderer_peak_mb": memory_mb,
         "machine": machine(),
     }
+
+
+def write_load_failure(args, error: str, load_seconds: float, memory_mb: float) -> None:
+    summary = {**run_facts(args, load_seconds, memory_mb), "error": error}
+    size = summary["mb"]
     write_record(
         args.output,
         f"browser-{args.export.name}-{args.variant}",
