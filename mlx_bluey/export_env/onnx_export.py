@@ -8,9 +8,9 @@ ExportArgs, export_args.py). The parity harness is parity_harness.py, the graph 
 Output, in the layout Transformers.js reads:
 
     OUTPUT/config.json generation_config.json tokenizer.json tokenizer_config.json (+ chat template)
-    OUTPUT/onnx/model_quantized.onnx   q8: 8-bit weights (MatMulNBits, block 128), the browser/CPU default
+    OUTPUT/onnx/model_quantized.onnx   q8: 8-bit weights (MatMulNBits, block 128), fast in native onnxruntime
     OUTPUT/onnx/model_q4.onnx          q4: 4-bit weights (block 32), the tied head/embedding at 8 bits
-    OUTPUT/onnx/model_int8.onnx        int8: 8-bit weights that onnxruntime turns into fp32 at load (WASM)
+    OUTPUT/onnx/model_int8.onnx        int8: 8-bit weights onnxruntime turns into fp32 at load (the WASM default)
     OUTPUT/onnx/model_fp16.onnx        fp16 weights and activations (WebGPU)
     OUTPUT/export.json, export.md      size and parity of every variant
 
