@@ -94,10 +94,16 @@ async function loadCatalogue() {
   describeChoice();
 }
 
+// The export and variant the #model menu names: {name, variant, entry (catalogue), info (its variant entry)}.
+function chosen() {
+  const [name, variant] = $("model").value.split("|");
+  const entry = catalogue.find((e) => e.name === name);
+  return { name, variant, entry, info: entry.variants.find((v) => v.variant === variant) };
+}
+
 // Before loading: what the chosen variant downloads and how fast the page benchmark measured it.
 function describeChoice() {
-  const [name, variant] = $("model").value.split("|");
-  const info = catalogue.find((e) => e.name === name).variants.find((v) => v.variant === variant);
+  const { name, variant, info } = chosen();
   const speed = info.wasm_decode_tokens_per_s ? `, measured ${info.wasm_decode_tokens_per_s} tok/s on WASM (2 cores)` : "";
   setStatus(`${name} · ${variant}: ${info.mb} MB to download${speed}. Press Load.`);
 }
@@ -114,9 +120,7 @@ function explain(error, variant, device) {
 }
 
 async function load() {
-  const [name, variant] = $("model").value.split("|");
-  const entry = catalogue.find((e) => e.name === name);
-  const info = entry.variants.find((v) => v.variant === variant);
+  const { name, variant, entry, info } = chosen();
   let device = $("device").value;
   if (device === "auto") device = (await webgpuAvailable()) ? "webgpu" : "wasm";
   if (device === "webgpu" && !(await webgpuAvailable())) {

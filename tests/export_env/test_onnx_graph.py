@@ -123,13 +123,19 @@ def test_tie_nbits_refuses_an_asymmetric_head():
         tie_nbits(quantizer.model.model)
 
 
-def _optimized_ops(model: onnx.ModelProto, config: dict[str, str], path) -> list[str]:
-    """The op types of the graph onnxruntime keeps after its optimizations, with these session config entries."""
+def _session(model: onnx.ModelProto, config: dict[str, str], optimized=None) -> ort.InferenceSession:
+    """An onnxruntime session with these session config entries; `optimized`: where it saves the graph it runs."""
     options = ort.SessionOptions()
-    options.optimized_model_filepath = str(path)
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
     for key, value in config.items():
         options.add_session_config_entry(key, value)
-    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _optimized_ops(model: onnx.ModelProto, config: dict[str, str], path) -> list[str]:
+    """The op types of the graph onnxruntime keeps after its optimizations, with these session config entries."""
+    _session(model, config, optimized=path)
     return [n.op_type for n in onnx.load(str(path)).graph.node]
 
 
@@ -149,11 +155,7 @@ def test_dequantize_at_load_stores_int8_columns_and_folds_to_their_fp32_values(t
     # with FOLD_AT_LOAD onnxruntime computes the DequantizeLinear once, at load; without it, every run
     assert "DequantizeLinear" not in _optimized_ops(model, FOLD_AT_LOAD, tmp_path / "folded.onnx")
     assert "DequantizeLinear" in _optimized_ops(model, {}, tmp_path / "kept.onnx")
-    options = ort.SessionOptions()
-    for key, value in FOLD_AT_LOAD.items():
-        options.add_session_config_entry(key, value)
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    logits, hidden = session.run(["logits", "hidden"], {"input_ids": IDS})
+    logits, hidden = _session(model, FOLD_AT_LOAD).run(["logits", "hidden"], {"input_ids": IDS})
     # the lookup gathers columns of the dequantized head: exactly its fp32 values
     np.testing.assert_array_equal(hidden, weights.T[IDS])
     np.testing.assert_allclose(logits, hidden @ weights, rtol=1e-5, atol=1e-5)
