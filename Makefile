@@ -5,7 +5,7 @@
 #   make chat  [MODEL=...]            chat with the adapter `make train` wrote
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
 #   make prefer [MODEL=...]           the preference stage on it: pair files, then SimPO into OUTPUT-simpo
-#   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX int8/q8/q4/fp16 with a parity report
+#   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX int8/int8-vocab/q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
 #   make gguf [ADAPTER=adapters/...]  fuse the adapter, export GGUF f16/q8_0/Q4_K_M + Ollama Modelfiles, parity
@@ -111,7 +111,8 @@ fuse: $(STAMP)
 	$(RUN)/mlx_bluey fuse --adapter $(ADAPTER) --output $(FUSED)
 
 export: fuse $(EXPORT_STAMP)
-	$(RUN)/mlx_bluey export $(FUSED) --output $(EXPORT) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48
+	$(RUN)/mlx_bluey export $(FUSED) --output $(EXPORT) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48 \
+	    --vocabulary-data $(DATA)/train.jsonl
 
 gguf: fuse $(GGUF_STAMP)
 	$(RUN)/mlx_bluey export $(FUSED) --format gguf --output $(GGUF) --parity-data $(DATA)/test.jsonl --parity-texts 16 --greedy-prompts 8 --greedy-tokens 48

@@ -8,6 +8,8 @@ NAME.json beside a NAME.md a reader can take in, both written whole or not at al
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -27,17 +29,23 @@ def command_line() -> str:
     return " ".join(["python", *sys.argv])
 
 
-def machine() -> dict:
-    """Platform, CPUs, device and BLAS facts (runtime.machine_facts; the BLAS matmul GFLOP/s measured now)."""
+def machine(blas: bool = True) -> dict:
+    """Platform, CPUs, device and BLAS facts (runtime.machine_facts; the BLAS matmul GFLOP/s measured now).
+    blas=False, for figures that do not come from this process's MLX or BLAS (the browser's WASM): the CPU."""
     from . import runtime
 
+    if not blas:
+        return {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": runtime.describe_cpu()}
     return runtime.machine_facts()
 
 
 def describe_machine(facts: dict) -> str:
-    """One line: 'Linux-...-x86_64, 2 CPUs, device cpu, BLAS OpenBLAS, kernel Zen (...), 140.2 GFLOP/s ...'."""
+    """One line: 'Linux-...-x86_64, 2 CPUs, device cpu, BLAS OpenBLAS, kernel Zen (...), 140.2 GFLOP/s ...'
+    (or, for a record without BLAS facts, 'Linux-...-x86_64, 2 CPUs, CPU AMD EPYC ..., 2 cores, avx2 fma ...')."""
     from . import runtime
 
+    if "blas" not in facts:
+        return f"{facts['platform']}, {facts['cpus']} CPUs, CPU {facts['cpu']}"
     return f"{facts['platform']}, {facts['cpus']} CPUs, device {facts['device']}, BLAS {runtime.describe_blas(facts)}"
 
 

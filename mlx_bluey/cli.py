@@ -350,16 +350,34 @@ def fuse(adapter, model, output) -> None:
 @click.option("--output", required=True, type=click.Path(), help="Export directory.")
 @click.option(
     "--variants",
-    help="Comma-separated. onnx: int8, q8, q4, fp16, fp32 (default "
+    help="Comma-separated. onnx: int8, int8-vocab, q8, q4, fp16, fp32 (default "
     + ",".join(DEFAULT_VARIANTS["onnx"])
-    + "); gguf: f16, q8_0, Q4_K_M (default: all).",
+    + ", and int8-vocab with --vocabulary-data); gguf: f16, q8_0, Q4_K_M (default: all).",
 )
 @click.option("--parity-data", type=click.Path(), help="Held-out JSONL conversations for the parity report.")
 @option_from(ExportArgs, "parity_texts", help="Conversations compared position by position.")
 @option_from(ExportArgs, "greedy_prompts", help="Prompts decoded greedily by both.")
 @option_from(ExportArgs, "greedy_tokens", help="New tokens per greedy prompt.")
+@click.option(
+    "--vocabulary-data",
+    type=click.Path(),
+    help="onnx: the character's training JSONL; the int8-vocab variant's output head keeps the token ids it uses.",
+)
+@option_from(ExportArgs, "vocabulary_common", help="int8-vocab also keeps every token id below this.")
 @click.option("--keep-fp32", is_flag=True, help="Also keep the fp32 ONNX (onnx/model.onnx).")
-def export(source, kind, output, variants, parity_data, parity_texts, greedy_prompts, greedy_tokens, keep_fp32) -> None:
+def export(
+    source,
+    kind,
+    output,
+    variants,
+    parity_data,
+    parity_texts,
+    greedy_prompts,
+    greedy_tokens,
+    vocabulary_data,
+    vocabulary_common,
+    keep_fp32,
+) -> None:
     """Export a fused model to ONNX for the browser or GGUF (with a size and parity report), or an adapter to PEFT."""
     from .export import ExportError
     from .export import run as run_export
@@ -373,6 +391,8 @@ def export(source, kind, output, variants, parity_data, parity_texts, greedy_pro
         parity_texts=parity_texts,
         greedy_prompts=greedy_prompts,
         greedy_tokens=greedy_tokens,
+        vocabulary_data=Path(vocabulary_data) if vocabulary_data else None,
+        vocabulary_common=vocabulary_common,
         keep_fp32=keep_fp32,
         command=" ".join(["mlx_bluey", *sys.argv[1:]]),
     )

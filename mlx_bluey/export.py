@@ -66,8 +66,9 @@ def run(args: ExportArgs, log=print) -> None:
 def run_onnx(args: ExportArgs) -> None:
     if not (args.source / "config.json").exists():
         raise ExportError(f"{args.source}: not a model directory (no config.json); make one with `mlx_bluey fuse`")
-    if args.parity_data is not None and not args.parity_data.exists():
-        raise ExportError(f"{args.parity_data}: no such file (--parity-data)")
+    for path, option in ((args.parity_data, "--parity-data"), (args.vocabulary_data, "--vocabulary-data")):
+        if path is not None and not path.exists():
+            raise ExportError(f"{path}: no such file ({option})")
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])),

@@ -41,16 +41,29 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab]."""
-    p, q = log_softmax(reference), log_softmax(candidate)
-    kl = (np.exp(p) * (p - q)).sum(-1)
-    return {
+    """Top-1 agreement and mean KL(reference || candidate) over positions; both [positions, vocab].
+
+    A candidate whose vocabulary was cut (logit -inf for the ids it can never say, onnx_vocab.py) has an
+    infinite KL from any reference. For it, KL compares the reference renormalised over the kept ids, and
+    two more figures say what the cut costs: the share of positions whose reference top-1 id was cut
+    ("top1_cut", each one a top-1 disagreement) and the reference's probability on the cut ids ("cut_mass")."""
+    kept = np.isfinite(candidate)
+    cut = not kept.all()
+    p, q = log_softmax(np.where(kept, reference, -np.inf)), log_softmax(candidate)
+    with np.errstate(invalid="ignore"):  # -inf - -inf at the cut ids, where the weight exp(p) is 0
+        kl = (np.exp(p) * np.where(kept, p - q, 0.0)).sum(-1)
+    figures = {
         "positions": int(len(reference)),
         "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
         "kl_mean": float(kl.mean()),
         "kl_max": float(kl.max()),
-        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
+        "max_abs_logit_diff": float(np.abs(reference - candidate)[kept].max()),
     }
+    if cut:
+        full = np.exp(log_softmax(reference))
+        figures["top1_cut"] = float((~np.take_along_axis(kept, reference.argmax(-1)[:, None], -1)).mean())
+        figures["cut_mass"] = float(np.where(kept, 0.0, full).sum(-1).mean())
+    return figures
 
 
 def identical_prefix(want: list[int], got: list[int]) -> int:
@@ -63,6 +76,11 @@ def summarise(
 ) -> dict:
     """One variant's parity: logit figures weighted by positions, greedy agreement, median decode speed."""
     positions = sum(p["positions"] for p in parts)
+    cut = {  # a vocabulary variant's cost (compare_logits), weighted by positions as the others
+        key: round(sum(p.get(key, 0.0) * p["positions"] for p in parts) / positions, 4)
+        for key in ("top1_cut", "cut_mass")
+        if any(key in p for p in parts)
+    }
     return {
         "positions": positions,
         "top1_agreement": round(sum(p["top1_agreement"] * p["positions"] for p in parts) / positions, 4),
@@ -72,6 +90,7 @@ def summarise(
         "greedy_identical_prefix_tokens": same_prefix,
         "greedy_identical_share": round(sum(same_prefix) / max(greedy_total, 1), 4),
         speed_key: round(float(np.median(speeds)), 2) if speeds else 0.0,
+        **cut,
     }
 
 
@@ -93,4 +112,11 @@ def report_markdown(report: dict, title: str, compared: str, speed_key: str, spe
         p = v.get("parity", {})
         figures = [p.get(k, "-") for k in ("top1_agreement", "kl_mean", "kl_max", "greedy_identical_share", speed_key)]
         lines.append(f"| {v['variant']} | {v['file']} | {v['mb']} | " + " | ".join(map(str, figures)) + " |")
-    return "\n".join([*lines, "", footer, ""])
+    notes = [
+        f"{v['variant']} keeps {v['kept_ids']} token ids of the vocabulary (the others' logits are -inf): its KL "
+        f"is over the kept ids; the reference's top-1 id was cut at {v['parity']['top1_cut']} of the positions "
+        f"(counted as disagreements), and it put {v['parity']['cut_mass']} of its probability on cut ids on average."
+        for v in report["variants"]
+        if "top1_cut" in v.get("parity", {})
+    ]
+    return "\n".join([*lines, "", *notes, *([""] if notes else []), footer, ""])

@@ -225,7 +225,8 @@ def fuse_with_cli(adapter: Path, output: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_fused) -> Path:
-    """tiny_fused exported (all five variants, parity on two held-out conversations) by `mlx_bluey export`."""
+    """tiny_fused exported (all six variants, parity on two held-out conversations) by `mlx_bluey export`;
+    int8-vocab keeps the ids of tiny_fused's training data only (--vocabulary-common 0)."""
 
     out = tmp_path_factory.mktemp("export") / "bluey-tiny"
     held_out = write_jsonl(
@@ -242,7 +243,11 @@ def tiny_export(tmp_path_factory, tiny_fused) -> Path:
             "--output",
             str(out),
             "--variants",
-            "int8,q8,q4,fp16,fp32",
+            "int8,int8-vocab,q8,q4,fp16,fp32",
+            "--vocabulary-data",
+            str(tiny_fused.parent / "data" / "train.jsonl"),
+            "--vocabulary-common",
+            "0",
             "--parity-data",
             str(held_out),
             "--parity-texts",

@@ -244,3 +244,14 @@ def test_timed_training_argv_is_a_train_command_without_validation_or_progress(m
         "progress": False,
         "batch_size": 2,
     }
+
+
+def test_a_record_of_figures_that_are_not_blas_ones_names_the_cpu_and_no_blas():
+    """bench_browser's records (the page computes in WASM): the CPU line, no BLAS facts of the script's process."""
+    from mlx_bluey.bench_record import describe_machine, machine
+    from mlx_bluey.runtime import describe_cpu
+
+    facts = machine(blas=False)
+    assert set(facts) == {"platform", "cpus", "cpu"} and facts["cpu"] == describe_cpu()
+    line = describe_machine({"platform": "Linux-x86_64", "cpus": 2, "cpu": "AMD EPYC, 2 cores, avx2 fma (no AVX-512)"})
+    assert line == "Linux-x86_64, 2 CPUs, CPU AMD EPYC, 2 cores, avx2 fma (no AVX-512)"

@@ -193,6 +193,9 @@ def test_a_process_that_stops_answering_ends_the_group_after_the_timeout(tiny_mo
     finally:
         os.kill(ranks[1], signal.SIGKILL)
     _, stderr = launch.communicate(timeout=60)
-    assert 5 <= waited < 60, waited
+    # rank 0's watchdog starts when it starts waiting in the all-reduce, which can be before the SIGSTOP lands
+    # (rank 1 stopped in the middle of the exchange): the stop is seen up to a step early, measured 4.93 s once
+    # on a busy machine. The message below says which timer fired.
+    assert 4 <= waited < 60, waited
     assert "no answer from the other processes in 5 s (distributed_timeout)" in stderr, stderr[-2000:]
     assert list(out.glob("checkpoints/step_*")), "the checkpoints are kept for --resume"

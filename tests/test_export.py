@@ -11,7 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import make_tiny_tokenizer, run_cli
 
 from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.export import export_python
@@ -22,6 +22,7 @@ from mlx_bluey.generation import load_for_generation
 # KL 0.0029 (q8 there: 0.977, 0.0051). The weights are rounded to nearest, the same on every machine; the bounds
 # leave ~7x room for another CPU kernel's arithmetic, as q8's do.
 INT8_TOP1, INT8_KL = 0.9, 0.02
+FOLD = {"session.disable_quant_qdq": "1"}
 
 
 def test_export_writes_the_transformers_js_layout(tiny_export):
@@ -35,6 +36,7 @@ def test_export_writes_the_transformers_js_layout(tiny_export):
         "export.json",
         "export.md",
         "onnx/model_int8.onnx",
+        "onnx/model_vocab_int8.onnx",
         "onnx/model_quantized.onnx",
         "onnx/model_q4.onnx",
         "onnx/model_fp16.onnx",
@@ -49,7 +51,7 @@ def test_export_writes_the_transformers_js_layout(tiny_export):
 def test_export_report_sizes_and_parity(tiny_export):
     report = json.loads((tiny_export / "export.json").read_text())
     by_name = {v["variant"]: v for v in report["variants"]}
-    assert list(by_name) == ["int8", "q8", "q4", "fp16", "fp32"]
+    assert list(by_name) == ["int8", "int8-vocab", "q8", "q4", "fp16", "fp32"]
     for entry in by_name.values():
         assert entry["bytes"] == (tiny_export / entry["file"]).stat().st_size
         parity = entry["parity"]
@@ -72,12 +74,41 @@ def test_export_report_sizes_and_parity(tiny_export):
     assert by_name["q4"]["bytes"] < by_name["q8"]["bytes"] < by_name["fp32"]["bytes"]
     # int8: one byte per weight (+ a scale per column) in the file; parity measured with the session option
     # that folds it back to fp32 at load, the one export.json hands the page
-    assert by_name["int8"]["session_config"] == {"session.disable_quant_qdq": "1"}
-    assert all("session_config" not in v for k, v in by_name.items() if k != "int8")
+    assert by_name["int8"]["session_config"] == by_name["int8-vocab"]["session_config"] == FOLD
+    assert all("session_config" not in v for k, v in by_name.items() if not k.startswith("int8"))
     assert by_name["int8"]["bytes"] < by_name["fp16"]["bytes"] < by_name["fp32"]["bytes"]
     int8 = by_name["int8"]["parity"]
     assert int8["top1_agreement"] >= INT8_TOP1 and int8["kl_mean"] < INT8_KL
     assert "| q8 | onnx/model_quantized.onnx |" in (tiny_export / "export.md").read_text()
+
+
+def test_the_vocabulary_variant_keeps_the_training_datas_ids_and_reports_what_the_cut_costs(tiny_export, tiny_fused):
+    report = json.loads((tiny_export / "export.json").read_text())
+    by_name = {v["variant"]: v for v in report["variants"]}
+    vocab = by_name["int8-vocab"]
+    # kept: every id of the chat template's rendering of the training conversations, the stop ids [1, 5], and
+    # the other spellings of the data's words (Capitalised "Dad" -> "dad", ...; the rule's own test is in
+    # tests/export_env): fewer than the tiny vocabulary's 102
+    tokenizer = make_tiny_tokenizer()
+    rendered = {1, 5}
+    for line in (tiny_fused.parent / "data" / "train.jsonl").read_text().splitlines():
+        ids = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True)
+        rendered.update(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert len(rendered) < vocab["kept_ids"] < 102
+    assert (vocab["dtype"], vocab["model_file_name"], vocab["file"]) == (
+        "int8",
+        "model_vocab",
+        "onnx/model_vocab_int8.onnx",
+    )
+    assert all((v["dtype"], v["model_file_name"]) == (k, "model") for k, v in by_name.items() if k != "int8-vocab")
+    # the int8 table stays whole for the lookup: the file is the int8 one plus the kept ids (8 bytes each)
+    assert 0 < vocab["bytes"] - by_name["int8"]["bytes"] < 2_000
+    parity, int8 = vocab["parity"], by_name["int8"]["parity"]
+    # every position whose reference top-1 was cut is a disagreement; the reference put some mass on cut ids
+    assert 0 <= parity["top1_cut"] <= 1 - parity["top1_agreement"] and parity["cut_mass"] > 0
+    assert parity["top1_agreement"] >= INT8_TOP1 - parity["top1_cut"] and parity["kl_mean"] < INT8_KL
+    assert "top1_cut" not in int8
+    assert f"int8-vocab keeps {vocab['kept_ids']} token ids" in (tiny_export / "export.md").read_text()
 
 
 def test_fused_directory_loads_in_transformers_like_mlx(tiny_fused, tmp_path):
@@ -119,11 +150,31 @@ def test_failed_export_keeps_the_previous_one(tiny_fused, tmp_path):
     result = run_cli("export", str(tiny_fused), "--output", str(out), "--variants", "q8,q3")
     assert result.returncode != 0 and "unknown variant 'q3'" in result.stderr
     assert [p.name for p in out.iterdir()] == ["export.json"]
+    # the vocabulary variant needs the data whose ids it keeps, and that data must exist
+    result = run_cli("export", str(tiny_fused), "--output", str(out), "--variants", "int8-vocab")
+    assert result.returncode != 0 and "int8-vocab needs --vocabulary-data" in result.stderr
+    missing = tmp_path / "train.jsonl"
+    result = run_cli("export", str(tiny_fused), "--output", str(out), "--vocabulary-data", str(missing))
+    assert result.returncode != 0 and f"{missing}: no such file (--vocabulary-data)" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["export.json"]
 
 
 def test_export_args_travel_to_the_worker_as_json(tmp_path):
-    args = ExportArgs(tmp_path / "fused", tmp_path / "out", "onnx", ("q8", "fp16"), tmp_path / "t.jsonl", 3, 2, 5, True)
+    args = ExportArgs(
+        tmp_path / "fused",
+        tmp_path / "out",
+        "onnx",
+        ("q8", "fp16"),
+        parity_data=tmp_path / "t.jsonl",
+        parity_texts=3,
+        vocabulary_data=tmp_path / "train.jsonl",
+        vocabulary_common=100,
+        keep_fp32=True,
+    )
     assert ExportArgs.from_json(args.to_json()) == args
     assert ExportArgs(tmp_path, tmp_path).chosen_variants() == DEFAULT_VARIANTS["onnx"]
+    # with vocabulary data the default adds the variant whose head keeps that data's token ids
+    with_data = ExportArgs(tmp_path, tmp_path, vocabulary_data=tmp_path / "train.jsonl")
+    assert with_data.chosen_variants() == (*DEFAULT_VARIANTS["onnx"], "int8-vocab")
     with pytest.raises(ValueError, match=r"unknown export arguments \['colour'\]"):
         ExportArgs.from_json('{"source": "a", "output": "b", "colour": "blue"}')

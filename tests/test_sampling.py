@@ -60,11 +60,13 @@ def test_the_page_keeps_the_same_candidates():
         for k, p, m in [(64, 0.95, 0.0), (10, 0.5, 0.0), (0, 0.9, 0.0), (64, 1.0, 0.05), (5, 0.99, 0.1)]
         for _ in range(4)
     ]
+    # keptIds, and what the page's logits processor leaves of the logits (-Infinity, null in JSON, elsewhere)
     script = (
-        "import { keptIds } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+        "import { keptIds, makeNucleusProcessor } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
         "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
-        "console.log(JSON.stringify(JSON.parse(input).map("
-        "([l, k, p, m]) => keptIds(Float32Array.from(l), k, p, m))));});"
+        "console.log(JSON.stringify(JSON.parse(input).map(([l, k, p, m]) => [keptIds(Float32Array.from(l), k, p, m),"
+        "Array.from(makeNucleusProcessor(class {}, k, p, m)._call([[0]], [{data: Float32Array.from(l)}])[0].data)]"
+        ")));});"
     )
     result = subprocess.run(
         ["node", "--input-type=module", "-e", script],
@@ -73,9 +75,12 @@ def test_the_page_keeps_the_same_candidates():
         text=True,
         check=True,
     )
-    page = json.loads(result.stdout)
+    page, processed = zip(*json.loads(result.stdout))
     ours = [kept(logits, top_k=k, top_p=p, min_p=m) for logits, k, p, m in cases]
-    assert page == ours
+    assert list(page) == ours
+    for (logits, *_), ids, after in zip(cases, ours, processed):
+        assert [i for i, x in enumerate(after) if x is not None] == sorted(ids)
+        assert [after[i] for i in ids] == np.float32(logits)[ids].tolist()  # the kept logits, unchanged
     assert {len(x) for x in ours} != {1}  # the cases keep different numbers of candidates
 
 

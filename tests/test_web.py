@@ -41,10 +41,16 @@ def test_serve_headers_routes_and_catalogue(tiny_export):
             catalogue = json.loads(response.read())
         assert catalogue[0]["name"] == tiny_export.name and catalogue[0]["character"]["name"] == "Bluey"
         variants = catalogue[0]["variants"]
-        assert [v["variant"] for v in variants] == ["int8", "q8", "q4", "fp16"]  # fp32 is never offered
+        assert [v["variant"] for v in variants] == ["int8", "int8-vocab", "q8", "q4", "fp16"]  # never fp32
         # int8 needs onnxruntime to fold its DequantizeLinear weights at load; the page passes this on
-        assert variants[0]["session_config"] == {"session.disable_quant_qdq": "1"}
-        assert all(v["session_config"] == {} for v in variants[1:])
+        assert variants[0]["session_config"] == variants[1]["session_config"] == {"session.disable_quant_qdq": "1"}
+        assert all(v["session_config"] == {} for v in variants[2:])
+        # what Transformers.js is asked for: onnx/{model_file_name}{dtype's suffix}.onnx
+        assert [(v["model_file_name"], v["dtype"]) for v in variants[:3]] == [
+            ("model", "int8"),
+            ("model_vocab", "int8"),
+            ("model", "q8"),
+        ]
         speeds = measured_speeds()
         assert [v["wasm_decode_tokens_per_s"] for v in variants] == [speeds.get(v["variant"]) for v in variants]
         assert catalogue[0]["default_variant"] == default_variant(variants, speeds)
@@ -60,7 +66,7 @@ def test_serve_headers_routes_and_catalogue(tiny_export):
         server.shutdown()
 
 
-def test_default_variant_is_the_fastest_measured_that_fits():
+def test_default_variant_is_the_fastest_measured_that_fits_with_parity():
     variants = [{"variant": "int8", "mb": 271.0}, {"variant": "q8", "mb": 277.6}, {"variant": "fp16", "mb": 537.1}]
     # fp16 is the fastest but over the download limit; of those that fit, int8 is faster than q8
     assert default_variant(variants, {"int8": 8.0, "q8": 1.2, "fp16": 9.0}) == "int8"
@@ -69,6 +75,14 @@ def test_default_variant_is_the_fastest_measured_that_fits():
     assert default_variant(variants, {}) == "int8"  # nothing measured fits: the smallest download
     assert default_variant(variants, {"fp16": 9.0}) == "int8"
     assert default_variant([], {"int8": 8.0}) is None
+    # a faster variant whose top-1 agreement is under PARITY_FLOOR (0.93) is not the default; one without a
+    # parity figure (exported without --parity-data) is not held to it
+    cut = {"variant": "int8-vocab", "mb": 271.2, "top1_agreement": 0.92}
+    assert default_variant([*variants, cut], {"int8": 8.0, "int8-vocab": 12.0}) == "int8"
+    assert default_variant([*variants, {**cut, "top1_agreement": 0.94}], {"int8": 8.0, "int8-vocab": 12.0}) == (
+        "int8-vocab"
+    )
+    assert default_variant([*variants, {**cut, "top1_agreement": None}], {"int8-vocab": 12.0}) == "int8-vocab"
 
 
 def test_measured_speeds_are_the_committed_page_benchmarks():

@@ -10,7 +10,9 @@ Output, in the layout Transformers.js reads:
     OUTPUT/config.json generation_config.json tokenizer.json tokenizer_config.json (+ chat template)
     OUTPUT/onnx/model_quantized.onnx   q8: 8-bit weights (MatMulNBits, block 128), fast in native onnxruntime
     OUTPUT/onnx/model_q4.onnx          q4: 4-bit weights (block 32), the tied head/embedding at 8 bits
-    OUTPUT/onnx/model_int8.onnx        int8: 8-bit weights onnxruntime turns into fp32 at load (the WASM default)
+    OUTPUT/onnx/model_int8.onnx        int8: 8-bit weights onnxruntime turns into fp32 at load
+    OUTPUT/onnx/model_vocab_int8.onnx  int8-vocab: int8 with the output head cut to the character's token ids
+                                       (with --vocabulary-data; onnx_vocab.py)
     OUTPUT/onnx/model_fp16.onnx        fp16 weights and activations (WebGPU)
     OUTPUT/export.json, export.md      size and parity of every variant
 
@@ -32,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import atomic_directory
-from ..export_args import ExportArgs
+from ..export_args import VOCAB_VARIANT, ExportArgs
 from ..parity import greedy_prompts as first_prompts
 from ..parity import held_out_texts, report_markdown
 from .parity_harness import reference_outputs, variant_parity
@@ -43,8 +45,11 @@ TWO_GB = 2**31 - 1  # protobuf's limit for one file; larger graphs keep their we
 @dataclass(frozen=True)
 class Variant:
     name: str
-    file: str  # the name Transformers.js looks for under onnx/ for this dtype
+    file: str  # under onnx/: Transformers.js loads MODEL_FILE_NAME + its dtype's suffix (q8: "_quantized")
     kind: str  # "nbits", "int8" (dequantized at load), "fp16" (or "fp32", the reference)
+    dtype: str  # the Transformers.js dtype the page asks for
+    model_file_name: str = "model"  # Transformers.js' model_file_name option
+    vocabulary: bool = False  # the output head keeps the ids of ExportArgs.vocabulary_data only (onnx_vocab.py)
     bits: int = 0
     block_size: int = 0
     accuracy_level: int = 0  # MatMulNBits: 0 = unset (fp32 compute); 4 = int8 compute
@@ -54,17 +59,23 @@ class Variant:
 VARIANTS = {
     # 8 bits, block 128: 268M bytes + 268M/128 scales x 4 bytes = 276 MB for the 270M.
     # accuracy_level 4: onnxruntime's CPU MatMulNBits runs 8-bit weights with int8 compute.
-    "q8": Variant("q8", "model_quantized.onnx", "nbits", bits=8, block_size=128, accuracy_level=4),
+    "q8": Variant("q8", "model_quantized.onnx", "nbits", "q8", bits=8, block_size=128, accuracy_level=4),
     # 4 bits, block 32, for the 100M parameters of the blocks; the tied head/embedding (168M) stays at
     # 8 bits: all-4-bit measured KL 0.61 against the fused model (top-1 0.62), too lossy for a 270M.
     # 100M x (1/2 + 4/32) + 168M x (1 + 4/128) = 63 + 173 = ~236 MB for the 270M.
-    "q4": Variant("q4", "model_q4.onnx", "nbits", bits=4, block_size=32, head_bits=8),
+    "q4": Variant("q4", "model_q4.onnx", "nbits", "q4", bits=4, block_size=32, head_bits=8),
     # int8 per output column behind DequantizeLinear, folded to fp32 when the session is created with
     # onnx_graph.FOLD_AT_LOAD (export.json's session_config, which the page passes): 268M bytes + one fp32
     # scale per column = ~271 MB to download, ~1.07 GB of fp32 weights in the session for the 270M.
-    "int8": Variant("int8", "model_int8.onnx", "int8", bits=8),
-    "fp16": Variant("fp16", "model_fp16.onnx", "fp16"),
-    "fp32": Variant("fp32", "model.onnx", "fp32"),
+    "int8": Variant("int8", "model_int8.onnx", "int8", "int8", bits=8),
+    # int8 with the head's 262,144 columns cut to the ids the character uses (onnx_vocab.py; 26,270 for Bluey,
+    # benchmarks/export-270m): the lookup reads the whole int8 table; the kept head columns are gathered from
+    # it and folded at load, so the file is int8's plus the kept ids.
+    VOCAB_VARIANT: Variant(
+        VOCAB_VARIANT, "model_vocab_int8.onnx", "int8", "int8", "model_vocab", bits=8, vocabulary=True
+    ),
+    "fp16": Variant("fp16", "model_fp16.onnx", "fp16", "fp16"),
+    "fp32": Variant("fp32", "model.onnx", "fp32", "fp32"),
 }
 COPIED = (
     "character.json",
@@ -153,11 +164,14 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
     return quantizer.model.model
 
 
-def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
-    """Write one variant (run in its own process: the 1B's quantizers need all the memory they can get)."""
+def make_variant(fp32_path: Path, variant: Variant, out_dir: Path, keep_ids: Path | None = None) -> dict:
+    """Write one variant (run in its own process: the 1B's quantizers need all the memory they can get).
+    keep_ids: a JSON list of the token ids a vocabulary variant keeps."""
+    import numpy as np
     import onnx
 
     from .onnx_graph import FOLD_AT_LOAD, dequantize_at_load, find_tied, tie_float, tie_nbits
+    from .onnx_vocab import prune_vocabulary
 
     started = time.perf_counter()
     model = onnx.load(str(fp32_path))
@@ -183,6 +197,8 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
     elif variant.kind == "int8":
         saved = tie_float(model)
         dequantize_at_load(model)
+        if variant.vocabulary:
+            kept = prune_vocabulary(model, np.array(json.loads(keep_ids.read_text()), dtype=np.int64))
     else:
         saved = tie_float(model)
     path = out_dir / variant.file
@@ -196,8 +212,11 @@ def make_variant(fp32_path: Path, variant: Variant, out_dir: Path) -> dict:
         "external_data": (out_dir / (variant.file + "_data")).exists(),
         "tied_bytes_saved": saved,
         "seconds": round(time.perf_counter() - started, 1),
+        "dtype": variant.dtype,
+        "model_file_name": variant.model_file_name,
         **{k: v for k, v in asdict(variant).items() if k in ("bits", "block_size", "accuracy_level", "head_bits")},
         **({"session_config": FOLD_AT_LOAD} if variant.kind == "int8" else {}),
+        **({"kept_ids": kept} if variant.vocabulary else {}),
     }
 
 
@@ -225,6 +244,9 @@ def run(args: ExportArgs) -> dict:
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
     if not (fused / "config.json").exists():
         raise SystemExit(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
+    vocabulary = [name for name in variants if VARIANTS[name].vocabulary]
+    if vocabulary and args.vocabulary_data is None:
+        raise SystemExit(f"variant {vocabulary[0]} needs --vocabulary-data (the character's training JSONL)")
     report = {
         "fused": str(fused),
         "command": args.command,
@@ -244,12 +266,15 @@ def run(args: ExportArgs) -> dict:
         for name in COPIED:
             if (fused / name).exists():
                 shutil.copy(fused / name, out / name)
+        keep_ids = _vocabulary_ids(args, fp32_dir) if vocabulary else None
         report["variants"] = [
-            _variant_in_a_process(name, fp32, onnx_dir, i, len(variants)) for i, name in enumerate(variants)
+            _variant_in_a_process(name, fp32, onnx_dir, i, len(variants), keep_ids) for i, name in enumerate(variants)
         ]
         if args.parity_data is not None and args.parity_texts > 0:
             _add_parity(report["variants"], args, onnx_dir)
         report.update(
+            vocabulary_data=None if args.vocabulary_data is None else str(args.vocabulary_data),
+            vocabulary_common=args.vocabulary_common,
             parity_source=str(args.parity_data),
             parity_texts=args.parity_texts,
             greedy_prompts=args.greedy_prompts,
@@ -264,15 +289,34 @@ def run(args: ExportArgs) -> dict:
     return report
 
 
-def _variant_in_a_process(name: str, fp32: Path, onnx_dir: Path, index: int, count: int) -> dict:
+def _vocabulary_ids(args: ExportArgs, work: Path) -> Path:
+    """The ids a vocabulary variant keeps (onnx_vocab.vocabulary_ids), as a JSON file in the work directory."""
+    from transformers import AutoTokenizer
+
+    from .onnx_vocab import vocabulary_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(args.source))
+    eos = json.loads((args.source / "generation_config.json").read_text())["eos_token_id"]
+    try:
+        ids = vocabulary_ids(
+            tokenizer, args.vocabulary_data, args.vocabulary_common, eos if isinstance(eos, list) else [eos]
+        )
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
+    log(f"      vocabulary: {len(ids)} of {len(tokenizer)} token ids kept ({args.vocabulary_data})")
+    path = work / "vocabulary_ids.json"
+    path.write_text(json.dumps(ids.tolist()))
+    return path
+
+
+def _variant_in_a_process(
+    name: str, fp32: Path, onnx_dir: Path, index: int, count: int, keep_ids: Path | None = None
+) -> dict:
     """make_variant in a child process (main's --variant-only), so each quantizer starts with all the memory."""
     log(f"[2/3] variant {name} ({index + 1}/{count})...")
+    command = [sys.executable, "-m", __spec__.name, "--variant-only", name, str(fp32), str(onnx_dir)]
     with ticking(f"variant {name}"):
-        result = subprocess.run(
-            [sys.executable, "-m", __spec__.name, "--variant-only", name, str(fp32), str(onnx_dir)],
-            capture_output=True,
-            text=True,
-        )
+        result = subprocess.run(command + ([str(keep_ids)] if keep_ids else []), capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"variant {name} failed:\n{result.stderr[-4000:]}")
     entry = json.loads(result.stdout.strip().splitlines()[-1])
@@ -307,9 +351,10 @@ def _add_parity(entries: list[dict], args: ExportArgs, onnx_dir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--variant-only"]:  # internal (run above): one variant per process, FP32_ONNX ONNX_DIR
+    if argv[:1] == ["--variant-only"]:  # internal (run above): one variant per process, FP32_ONNX ONNX_DIR [IDS]
         name, fp32, onnx_dir = argv[1:4]
-        print(json.dumps(make_variant(Path(fp32), VARIANTS[name], Path(onnx_dir))))
+        keep_ids = Path(argv[4]) if len(argv) > 4 else None
+        print(json.dumps(make_variant(Path(fp32), VARIANTS[name], Path(onnx_dir), keep_ids)))
         return
     if len(argv) != 1:
         raise SystemExit(f"usage: python -m {__spec__.name} ARGS_JSON (an ExportArgs; `mlx_bluey export` writes it)")

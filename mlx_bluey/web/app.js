@@ -135,8 +135,8 @@ async function load() {
   progress.hidden = false;
   let ready;
   try {
-    ready = await ask({ type: "load", name, variant, device, externalData: info.external_data,
-                        sessionConfig: info.session_config }, {
+    ready = await ask({ type: "load", name, dtype: info.dtype, modelFileName: info.model_file_name, device,
+                        externalData: info.external_data, sessionConfig: info.session_config }, {
       onProgress: ({ loaded, total }) => {
         progress.value = (100 * loaded) / total;
         setStatus(`Loading ${name} (${variant}) on ${device}: ${(loaded / 1e6).toFixed(0)} of ${(total / 1e6).toFixed(0)} MB`);

@@ -1,5 +1,5 @@
 // The model side of the chat page, in a Web Worker so the page stays responsive while WASM computes.
-// Messages in:  {type: "load", name, variant, device, externalData, sessionConfig}
+// Messages in:  {type: "load", name, dtype, modelFileName, device, externalData, sessionConfig}
 //               {type: "generate", messages, options}      options: max/min_new_tokens, sampling
 //               {type: "stop"}
 // Messages out: {type: "progress", loaded, total} | {type: "ready", stopIds, suppressTokens, generationConfig, threads}
@@ -35,13 +35,15 @@ let model = null;
 let stopIds = [];
 const stopper = new InterruptableStoppingCriteria();
 
-async function load({ name, variant, device, externalData, sessionConfig }) {
+async function load({ name, dtype, modelFileName, device, externalData, sessionConfig }) {
   const loaded = {};
   await model?.dispose();
   model = null;
   tokenizer = await AutoTokenizer.from_pretrained(name);
   model = await AutoModelForCausalLM.from_pretrained(name, {
-    dtype: variant,
+    // onnx/{model_file_name}{dtype's suffix}.onnx, e.g. model_vocab + int8 -> model_vocab_int8.onnx (export.json)
+    dtype,
+    model_file_name: modelFileName,
     device,
     use_external_data_format: externalData,
     // onnxruntime config entries from export.json, e.g. the int8 variant's "session.disable_quant_qdq": "1",

@@ -21,6 +21,7 @@ from mlx_bluey.export_env.onnx_graph import (
     tie_float,
     tie_nbits,
 )
+from mlx_bluey.export_env.onnx_vocab import prune_vocabulary, vocabulary_ids
 
 V = 50  # vocabulary
 
@@ -159,3 +160,71 @@ def test_dequantize_at_load_stores_int8_columns_and_folds_to_their_fp32_values(t
     # the lookup gathers columns of the dequantized head: exactly its fp32 values
     np.testing.assert_array_equal(hidden, weights.T[IDS])
     np.testing.assert_allclose(logits, hidden @ weights, rtol=1e-5, atol=1e-5)
+
+
+def test_prune_vocabulary_computes_the_kept_ids_only_and_cuts_the_rest(tmp_path):
+    model, table = stub(hidden=16)
+    tie_float(model)
+    dequantize_at_load(model)
+    full_logits, full_hidden = _session(model, FOLD_AT_LOAD).run(["logits", "hidden"], {"input_ids": IDS})
+    keep = np.array([0, 1, 3, 7, 12, 30, 44], dtype=np.int64)
+    assert prune_vocabulary(model, keep) == 7
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    # the file keeps one int8 table [H, V] (the lookup reads all of it) and no float copy of it
+    assert inits["head/int8"].shape == (16, V)
+    assert not [k for k, v in inits.items() if v.dtype == np.float32 and v.size >= 16 * len(keep)]
+    # onnxruntime folds the kept head (Gather of constants, DequantizeLinear) at load, as int8's
+    ops = _optimized_ops(model, FOLD_AT_LOAD, tmp_path / "folded.onnx")
+    assert "DequantizeLinear" not in ops and ops.count("Gather") == 2  # the lookup's columns and scales
+    logits, hidden = _session(model, FOLD_AT_LOAD).run(["logits", "hidden"], {"input_ids": IDS})
+    # the lookup is exact: int8 x scale per id, what the folded DequantizeLinear computed
+    np.testing.assert_array_equal(hidden, full_hidden)
+    # kept ids: int8's logits; the rest -inf, at full width
+    assert logits.shape == full_logits.shape == (2, 4, V)
+    np.testing.assert_allclose(logits[..., keep], full_logits[..., keep], rtol=0, atol=1e-5)
+    cut = np.setdiff1d(np.arange(V), keep)
+    assert np.isneginf(logits[..., cut]).all()
+
+
+@pytest.mark.parametrize("keep", [[3, 2], [], [0, 50], [-1, 4]])
+def test_prune_vocabulary_refuses_ids_that_are_not_sorted_unique_and_in_range(keep):
+    model, _ = stub(hidden=16)
+    tie_float(model)
+    dequantize_at_load(model)
+    with pytest.raises(ValueError, match="sorted unique ids"):
+        prune_vocabulary(model, np.array(keep, dtype=np.int64))
+
+
+def test_prune_vocabulary_needs_the_int8_graph():
+    model, _ = stub(hidden=16)
+    tie_float(model)
+    with pytest.raises(ValueError, match="dequantize_at_load"):
+        prune_vocabulary(model, np.array([0, 1]))
+
+
+class _CharTokenizer:
+    """One id per character (ord), turn markers 1 and 2: enough of a tokenizer for vocabulary_ids."""
+
+    def __len__(self) -> int:
+        return 200
+
+    def encode(self, text, add_special_tokens=False):
+        return list(map(ord, text))
+
+    def apply_chat_template(self, messages, tokenize=True):
+        return [i for m in messages for i in [1, *self.encode(m["content"]), 2]]
+
+
+def test_vocabulary_ids_keep_the_common_ids_the_stops_and_every_id_of_the_data(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "ab!"}, {"role": "assistant", "content": "zz"}]}\n\n')
+    ids = vocabulary_ids(_CharTokenizer(), data, common=5, always=[106])
+    # the words "ab" and "zz" add " " and the Capitalised "A" and "Z"; "!" comes from the rendering
+    assert ids.tolist() == [0, 1, 2, 3, 4, *map(ord, " !AZab"), 106, ord("z")]
+    assert vocabulary_ids(_CharTokenizer(), data, common=0).tolist() == [1, 2, *map(ord, " !AZabz")]
+    data.write_text('{"messages": []}\n{"text": "no messages"}\n')
+    with pytest.raises(ValueError, match=r"train.jsonl:2: messages"):
+        vocabulary_ids(_CharTokenizer(), data, common=5)
+    data.write_text('{"messages": [{"role": "user", "content": "\\u00ff"}]}\n')  # id 255 of a 200-id tokenizer
+    with pytest.raises(ValueError, match="outside the tokenizer's 200 ids"):
+        vocabulary_ids(_CharTokenizer(), data, common=5)
