@@ -156,7 +156,7 @@ def test_decode_peers_script_on_the_tiny_model(tiny_fused, tiny_export, tmp_path
         "mlx_lm.generate",
         "mlx_bluey (sampled)",
         "mlx_lm.generate (sampled)",
-        *[f"onnxruntime {v}" for v in ("int8", "q8", "q4", "fp16", "fp32")],
+        *[f"onnxruntime {v}" for v in ("int8", "int8-vocab", "q8", "q4", "fp16", "fp32")],
     ]
     assert list(summary["decode_tokens_per_s"]) == names
     assert all(len(values) == 2 and min(values) > 0 for values in summary["decode_tokens_per_s"].values())

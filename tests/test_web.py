@@ -118,7 +118,7 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
             page.on("request", lambda request: requests.append(request.url))
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(url)
-            page.wait_for_function("document.querySelectorAll('#model option').length === 4")
+            page.wait_for_function("document.querySelectorAll('#model option').length === 5")
             page.wait_for_function("document.getElementById('status').textContent.includes('MB to download')")
             chosen = page.input_value("#model")  # the WASM default, with its download size shown before loading
             served = json.loads(urllib.request.urlopen(url + "models.json").read())[0]
