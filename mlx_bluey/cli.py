@@ -29,7 +29,7 @@ from .bench_args import BenchArgs
 from .config import CHOICES, TrainConfig, field_help, field_types
 from .data_split import SPLIT_SEED, TEST_SHARE, VALID_SHARE
 from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
-from .export_args import DEFAULT_VARIANTS, FORMATS, ExportArgs
+from .export_args import DEFAULT_VARIANTS, FORMATS, ONNX_VARIANTS, ExportArgs
 from .generation_settings import GenerationSettings
 from .serve import HOST, PORT
 
@@ -350,7 +350,9 @@ def fuse(adapter, model, output) -> None:
 @click.option("--output", required=True, type=click.Path(), help="Export directory.")
 @click.option(
     "--variants",
-    help="Comma-separated. onnx: int8, int8-vocab, q8, q4, fp16, fp32 (default "
+    help="Comma-separated. onnx: "
+    + ", ".join(ONNX_VARIANTS)
+    + " (default "
     + ",".join(DEFAULT_VARIANTS["onnx"])
     + ", and int8-vocab with --vocabulary-data); gguf: f16, q8_0, Q4_K_M (default: all).",
 )

@@ -15,6 +15,8 @@ FORMATS = ("onnx", "gguf", "peft")
 # VOCAB_VARIANT when vocabulary data is given.
 DEFAULT_VARIANTS = {"onnx": ("int8", "q8", "q4", "fp16"), "gguf": ("f16", "q8_0", "Q4_K_M"), "peft": ()}
 VOCAB_VARIANT = "int8-vocab"  # int8 with the output head cut to the character's token ids (export_env/onnx_vocab.py)
+# Every ONNX variant the worker can write (export_env/onnx_export.VARIANTS, which a test holds to this list).
+ONNX_VARIANTS = ("int8", VOCAB_VARIANT, "q8", "q4", "fp16", "fp32")
 PATHS = ("source", "output", "parity_data", "vocabulary_data")
 
 

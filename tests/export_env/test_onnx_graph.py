@@ -228,3 +228,13 @@ def test_vocabulary_ids_keep_the_common_ids_the_stops_and_every_id_of_the_data(t
     data.write_text('{"messages": [{"role": "user", "content": "\\u00ff"}]}\n')  # id 255 of a 200-id tokenizer
     with pytest.raises(ValueError, match="outside the tokenizer's 200 ids"):
         vocabulary_ids(_CharTokenizer(), data, common=5)
+
+
+def test_the_cli_lists_every_variant_the_worker_writes_under_the_name_transformers_js_loads():
+    from mlx_bluey.export_args import DEFAULT_VARIANTS, ONNX_VARIANTS
+    from mlx_bluey.export_env.onnx_export import VARIANTS
+
+    assert sorted(ONNX_VARIANTS) == sorted(VARIANTS) and set(DEFAULT_VARIANTS["onnx"]) <= set(VARIANTS)
+    # Transformers.js 4.3.1 loads onnx/{model_file_name}{suffix of the dtype}.onnx (DEFAULT_DTYPE_SUFFIX_MAPPING)
+    suffix = {"fp32": "", "fp16": "_fp16", "int8": "_int8", "q8": "_quantized", "q4": "_q4"}
+    assert all(v.file == f"{v.model_file_name}{suffix[v.dtype]}.onnx" for v in VARIANTS.values())
