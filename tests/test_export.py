@@ -104,7 +104,9 @@ def test_the_vocabulary_variant_keeps_the_training_datas_ids_and_reports_what_th
     # the int8 table stays whole for the lookup: the file is the int8 one plus the kept ids (8 bytes each)
     assert 0 < vocab["bytes"] - by_name["int8"]["bytes"] < 2_000
     parity, int8 = vocab["parity"], by_name["int8"]["parity"]
-    # every position whose reference top-1 was cut is a disagreement; the reference put some mass on cut ids
+    # every position whose reference top-1 was cut is a disagreement; the reference put some mass on cut ids.
+    # Measured on the tiny model (44 ids kept, 1,290 bytes more than int8): top-1 0.988, KL 0.0028, top1_cut 0,
+    # cut_mass 0.115; the bounds are int8's
     assert 0 <= parity["top1_cut"] <= 1 - parity["top1_agreement"] and parity["cut_mass"] > 0
     assert parity["top1_agreement"] >= INT8_TOP1 - parity["top1_cut"] and parity["kl_mean"] < INT8_KL
     assert "top1_cut" not in int8
