@@ -56,6 +56,8 @@ def vocabulary_ids(tokenizer, data: Path, common: int, always: Iterable[int] = (
         for form in {word, word.lower(), word.capitalize()}:
             ids.update(tokenizer.encode(form, add_special_tokens=False))
             ids.update(tokenizer.encode(" " + form, add_special_tokens=False))
+    if not ids:
+        raise ValueError(f"{data}: no token ids to keep (no conversations, and vocabulary_common is 0)")
     if max(ids) >= vocab:
         raise ValueError(f"token id {max(ids)} is outside the tokenizer's {vocab} ids")
     return np.array(sorted(ids), dtype=np.int64)

@@ -228,6 +228,9 @@ def test_vocabulary_ids_keep_the_common_ids_the_stops_and_every_id_of_the_data(t
     data.write_text('{"messages": [{"role": "user", "content": "\\u00ff"}]}\n')  # id 255 of a 200-id tokenizer
     with pytest.raises(ValueError, match="outside the tokenizer's 200 ids"):
         vocabulary_ids(_CharTokenizer(), data, common=5)
+    data.write_text("\n")
+    with pytest.raises(ValueError, match="no token ids to keep"):
+        vocabulary_ids(_CharTokenizer(), data, common=0)
 
 
 def test_the_cli_lists_every_variant_the_worker_writes_under_the_name_transformers_js_loads():
