@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _ids(encoded) -> list[int]:
+def template_ids(encoded) -> list[int]:
     """apply_chat_template's ids: a list in transformers 4 (.venv-export), a BatchEncoding in 5 (.venv)."""
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
@@ -19,7 +19,7 @@ def held_out_texts(path: Path, tokenizer, count: int, max_tokens: int) -> list[l
     texts = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and len(texts) < count:
-            ids = _ids(tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True))
+            ids = template_ids(tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True))
             texts.append(ids[:max_tokens])
     return texts
 
@@ -30,7 +30,7 @@ def greedy_prompts(path: Path, tokenizer, count: int) -> list[list[int]]:
     for line in path.read_text(encoding="utf-8").splitlines()[:count]:
         messages = json.loads(line)["messages"]
         opening = messages[: next(i for i, m in enumerate(messages) if m["role"] == "assistant")]
-        prompts.append(_ids(tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)))
+        prompts.append(template_ids(tokenizer.apply_chat_template(opening, tokenize=True, add_generation_prompt=True)))
     return prompts
 
 
@@ -48,16 +48,17 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     two more figures say what the cut costs: the share of positions whose reference top-1 id was cut
     ("top1_cut", each one a top-1 disagreement) and the reference's probability on the cut ids ("cut_mass")."""
     kept = np.isfinite(candidate)
-    cut = not kept.all()
-    p, q = log_softmax(np.where(kept, reference, -np.inf)), log_softmax(candidate)
+    cut = not kept.all()  # the masked passes below run for a cut candidate only ([positions, 262,144] each)
+    p, q = log_softmax(np.where(kept, reference, -np.inf) if cut else reference), log_softmax(candidate)
     with np.errstate(invalid="ignore"):  # -inf - -inf at the cut ids, where the weight exp(p) is 0
-        kl = (np.exp(p) * np.where(kept, p - q, 0.0)).sum(-1)
+        kl = (np.exp(p) * (np.where(kept, p - q, 0.0) if cut else p - q)).sum(-1)
+    difference = np.abs(reference - candidate)
     figures = {
         "positions": int(len(reference)),
         "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
         "kl_mean": float(kl.mean()),
         "kl_max": float(kl.max()),
-        "max_abs_logit_diff": float(np.abs(reference - candidate)[kept].max()),
+        "max_abs_logit_diff": float((difference[kept] if cut else difference).max()),
     }
     if cut:
         full = np.exp(log_softmax(reference))

@@ -17,6 +17,7 @@ from mlx_bluey.chat_format import CHAT_TEMPLATE
 from mlx_bluey.export import export_python
 from mlx_bluey.export_args import DEFAULT_VARIANTS, ExportArgs
 from mlx_bluey.generation import load_for_generation
+from mlx_bluey.parity import template_ids
 
 # int8 (per output column, folded to fp32 at load) on the random tiny model, 170 positions: measured top-1 0.988,
 # KL 0.0029 (q8 there: 0.977, 0.0051). The weights are rounded to nearest, the same on every machine; the bounds
@@ -92,8 +93,7 @@ def test_the_vocabulary_variant_keeps_the_training_datas_ids_and_reports_what_th
     tokenizer = make_tiny_tokenizer()
     rendered = {1, 5}
     for line in (tiny_fused.parent / "data" / "train.jsonl").read_text().splitlines():
-        ids = tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True)
-        rendered.update(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        rendered.update(template_ids(tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True)))
     assert len(rendered) < vocab["kept_ids"] < 102
     assert (vocab["dtype"], vocab["model_file_name"], vocab["file"]) == (
         "int8",

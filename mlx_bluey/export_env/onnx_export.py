@@ -289,6 +289,12 @@ def run(args: ExportArgs) -> dict:
     return report
 
 
+def _stop_ids(fused: Path) -> list[int]:
+    """generation_config.json's eos_token_id as a list (Gemma 3 from `mlx_bluey fuse`: [1, 106])."""
+    eos = json.loads((fused / "generation_config.json").read_text())["eos_token_id"]
+    return eos if isinstance(eos, list) else [eos]
+
+
 def _vocabulary_ids(args: ExportArgs, work: Path) -> Path:
     """The ids a vocabulary variant keeps (onnx_vocab.vocabulary_ids), as a JSON file in the work directory."""
     from transformers import AutoTokenizer
@@ -296,11 +302,8 @@ def _vocabulary_ids(args: ExportArgs, work: Path) -> Path:
     from .onnx_vocab import vocabulary_ids
 
     tokenizer = AutoTokenizer.from_pretrained(str(args.source))
-    eos = json.loads((args.source / "generation_config.json").read_text())["eos_token_id"]
     try:
-        ids = vocabulary_ids(
-            tokenizer, args.vocabulary_data, args.vocabulary_common, eos if isinstance(eos, list) else [eos]
-        )
+        ids = vocabulary_ids(tokenizer, args.vocabulary_data, args.vocabulary_common, _stop_ids(args.source))
     except ValueError as error:
         raise SystemExit(str(error)) from error
     log(f"      vocabulary: {len(ids)} of {len(tokenizer)} token ids kept ({args.vocabulary_data})")
@@ -331,8 +334,7 @@ def _add_parity(entries: list[dict], args: ExportArgs, onnx_dir: Path) -> None:
     log("[3/3] parity against the fused model (transformers, fp32)...")
     fused = args.source
     tokenizer = AutoTokenizer.from_pretrained(str(fused))
-    eos = json.loads((fused / "generation_config.json").read_text())["eos_token_id"]
-    stops = set(eos if isinstance(eos, list) else [eos])
+    stops = set(_stop_ids(fused))
     texts = held_out_texts(args.parity_data, tokenizer, args.parity_texts, max_tokens=512)
     prompts = first_prompts(args.parity_data, tokenizer, args.greedy_prompts)
     with ticking("reference logits and greedy tokens (transformers)"):

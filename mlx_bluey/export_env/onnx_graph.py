@@ -65,12 +65,17 @@ def find_tied(model: onnx.ModelProto) -> Tied:
     return Tied(gathers[0], head, gathers[0].input[0])
 
 
+def replace_node(model: onnx.ModelProto, old: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+    """`nodes` where `old` was, in order: the graph stays topologically sorted."""
+    index = list(model.graph.node).index(old)
+    model.graph.node.remove(old)
+    for offset, node in enumerate(nodes):
+        model.graph.node.insert(index + offset, node)
+
+
 def _replace_gather(model: onnx.ModelProto, tied: Tied, nodes: list[onnx.NodeProto], drop: str) -> None:
     graph = model.graph
-    index = list(graph.node).index(tied.gather)
-    graph.node.remove(tied.gather)
-    for offset, node in enumerate(nodes):
-        graph.node.insert(index + offset, node)
+    replace_node(model, tied.gather, nodes)
     for init in list(graph.initializer):
         if init.name == drop:
             graph.initializer.remove(init)

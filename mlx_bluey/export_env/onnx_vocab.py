@@ -31,6 +31,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..parity import template_ids
+from .onnx_graph import replace_node
+
 P = "vocab/"  # every name this rewrite adds starts with it
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 
@@ -49,8 +52,7 @@ def vocabulary_ids(tokenizer, data: Path, common: int, always: Iterable[int] = (
             messages = json.loads(line)["messages"]
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{data}:{number}: messages: not a chat line ({error})") from error
-        encoded = tokenizer.apply_chat_template(messages, tokenize=True)
-        ids.update(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+        ids.update(template_ids(tokenizer.apply_chat_template(messages, tokenize=True)))
         words.update(w for m in messages for w in WORD.findall(m.get("content", "")))
     for word in words:
         for form in {word, word.lower(), word.capitalize()}:
@@ -110,10 +112,7 @@ def prune_vocabulary(model: onnx.ModelProto, keep: np.ndarray) -> int:
         helper.make_node("Gather", [scale, "input_ids"], [P + "columns_scale"], name=P + "lookup_scale"),
         helper.make_node("Mul", [P + "columns_f", P + "columns_scale"], [columns], name=P + "lookup_mul"),
     ]
-    index = list(graph.node).index(lookup)
-    graph.node.remove(lookup)
-    for offset, node in enumerate(lookup_nodes):
-        graph.node.insert(index + offset, node)
+    replace_node(model, lookup, lookup_nodes)
     # 2. the head: the kept columns, dequantized (constant inputs only: onnxruntime folds them at load)
     head_nodes = [
         helper.make_node("Gather", [q, P + "keep"], [P + "head_q"], axis=1, name=P + "head_gather"),
