@@ -153,7 +153,7 @@ def main() -> None:
     finally:
         server.shutdown()
     if args.sampling_cost:
-        return write_sampling_cost(args, replies, threads, load_seconds)
+        return write_sampling_cost(args, replies, threads, load_seconds, memory_mb)
     decode = [r["decodeTokensPerSecond"] for r in replies]
     first = [r["promptSeconds"] for r in replies]
     name = f"browser-{args.export.name}-{args.variant}"
@@ -217,16 +217,13 @@ def write_load_failure(args, error: str, load_seconds: float, memory_mb: float) 
     )
 
 
-def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: float) -> None:
+def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: float, memory_mb: float) -> None:
     sampled = [r["decodeTokensPerSecond"] for r in replies if r["mode"] == "sampled"]
     greedy = [r["decodeTokensPerSecond"] for r in replies if r["mode"] == "greedy"]
     ratios = [g / s for s, g in zip(sampled, greedy)]  # paired: the same round, the same page
     summary = {
-        "command": command_line(),
-        "variant": args.variant,
+        **run_facts(args, load_seconds, memory_mb),
         "status": threads,
-        "load_seconds": round(load_seconds, 1),
-        "machine": machine(blas=False),  # the page computes in WASM, not with BLAS
         "new_tokens": args.new_tokens,
         "sampled_tokens_per_s": sampled,
         "greedy_tokens_per_s": greedy,
@@ -237,7 +234,7 @@ def write_sampling_cost(args, replies: list[dict], threads: str, load_seconds: f
         f"browser-{args.export.name}-{args.variant}-sampling",
         summary,
         f"# What the page's sampling costs: {args.export.name} {args.variant}, headless Chromium, WASM",
-        f"Page status: {threads}.\n\n"
+        f"Page status: {threads}; page from commit {summary['page_commit']}.\n\n"
         f"Per round, a reply with the page's sampling defaults, then a greedy one without the repetition penalty "
         f"({args.new_tokens} tokens each). Decode tok/s sampled: {', '.join(f'{v:.2f}' for v in sampled)} "
         f"(median {statistics.median(sampled):.2f}); greedy: {', '.join(f'{v:.2f}' for v in greedy)} "
