@@ -85,8 +85,8 @@ async function loadCatalogue() {
     setStatus("No exported model is served. Start `mlx_bluey serve EXPORT_DIR`.", true);
     return;
   }
-  // The default: on WASM, the fastest variant the page benchmark measured whose download fits (serve.py's
-  // default_variant); on WebGPU fp16 (q4f16 overflows for Gemma 3 270M, and the 8-bit kernels are CPU ones).
+  // The default: on WASM, the fastest variant the page benchmark measured whose download fits and whose parity
+  // is at least q8's (serve.py's default_variant); on WebGPU fp16 (q4f16 overflows for Gemma 3 270M, and the 8-bit kernels are CPU ones).
   const entry = catalogue[0];
   const gpu = await webgpuAvailable();
   const name = gpu && entry.variants.some((v) => v.variant === "fp16") ? "fp16" : entry.default_variant;
