@@ -91,19 +91,17 @@ def generate_reply(
     cancel: a threading.Event checked before every token (the API server sets it when its client hangs up).
     """
     from mlx_lm.generate import generate_step
-    from mlx_lm.sample_utils import make_logits_processors
 
     from .decode_head import decoding_model
-    from .sampling import make_sampler
+    from .sampling import make_repetition_penalty, make_sampler
 
     if settings.seed is not None:
         mx.random.seed(settings.seed)
     prompt = prompt_ids(tokenizer, messages)
     sampler = make_sampler(settings.temperature, settings.top_p, settings.top_k, settings.min_p)
-    processors = make_logits_processors(
-        repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None,
-        repetition_context_size=REPETITION_CONTEXT_TOKENS,
-    )
+    processors = []
+    if settings.repetition_penalty != 1.0:
+        processors.append(make_repetition_penalty(settings.repetition_penalty, REPETITION_CONTEXT_TOKENS, stop_ids))
     if settings.min_new_tokens > 0:
         processors.append(block_stops_until(settings.min_new_tokens, len(prompt), stop_ids))
     processors.append(suppress_tokens(suppressed_token_ids(tokenizer, stop_ids)))

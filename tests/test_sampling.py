@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_bluey.sampling import candidates, make_sampler
+from mlx_bluey.sampling import candidates, make_repetition_penalty, make_sampler
 
 WEB = Path(__file__).resolve().parent.parent / "mlx_bluey" / "web"
 
@@ -86,27 +86,42 @@ def test_the_page_keeps_the_same_candidates():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
 def test_the_page_penalises_repeats_as_the_cli():
-    """sampling.js' penalise == mlx-lm's repetition penalty over the last 64 tokens (what generation.py uses)."""
-    from mlx_lm.sample_utils import make_repetition_penalty
-
+    """sampling.js' penalise == make_repetition_penalty over the last 64 tokens (what generation.py uses)."""
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, 200).astype(np.float32)
     history = rng.integers(0, 200, 150).tolist()  # longer than the window, with repeats
-    expected = make_repetition_penalty(1.1, 64)(mx.array(history), mx.array(logits[None]))[0]
+    stops = [history[-1], history[-5]]  # two ids in the window stand for the stop ids
+    expected = make_repetition_penalty(1.1, 64, stops)(mx.array(history), mx.array(logits[None]))[0]
     script = (
         "import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
         "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
-        "const [logits, ids] = JSON.parse(input);"
-        "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64))));});"
+        "const [logits, ids, stops] = JSON.parse(input);"
+        "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64, stops))));});"
     )
     result = subprocess.run(
         ["node", "--input-type=module", "-e", script],
-        input=json.dumps([logits.tolist(), history]),
+        input=json.dumps([logits.tolist(), history, stops]),
         capture_output=True,
         text=True,
         check=True,
     )
     page = np.array(json.loads(result.stdout), dtype=np.float32)
     changed = np.flatnonzero(page != logits)
-    assert sorted(changed.tolist()) == sorted(set(history[-64:]))  # the window only, each id once
+    assert sorted(changed.tolist()) == sorted(set(history[-64:]) - set(stops))  # the window only, each id once
     np.testing.assert_allclose(page, np.array(expected), rtol=1e-6)
+
+
+def test_repetition_penalty_is_mlx_lms_except_for_the_stop_ids():
+    from mlx_lm.sample_utils import make_repetition_penalty as mlx_lm_penalty
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, (1, 120)).astype(np.float32)
+    history = rng.integers(2, 120, 90).tolist() + [1, 7, 1]  # id 1 stands for <end_of_turn>, twice in the window
+    ours = make_repetition_penalty(1.1, 64, [1])(mx.array(history), mx.array(logits))
+    theirs = mlx_lm_penalty(1.1, 64)(mx.array(history), mx.array(logits))
+    assert ours[0, 1].item() == logits[0, 1]  # the stop id keeps its logit
+    assert theirs[0, 1].item() == pytest.approx(logits[0, 1] / 1.1 if logits[0, 1] > 0 else logits[0, 1] * 1.1)
+    others = [i for i in range(120) if i != 1]
+    np.testing.assert_array_equal(np.array(ours)[0, others], np.array(theirs)[0, others])
+    only_stops = make_repetition_penalty(1.1, 64, [1])(mx.array([1, 1]), mx.array(logits))
+    np.testing.assert_array_equal(np.array(only_stops), logits)

@@ -66,21 +66,25 @@ export function makeNucleusProcessor(LogitsProcessor, topK, topP, minP) {
   })();
 }
 
-// The CLI's repetition penalty (mlx-lm's, mlx_bluey/generation.py): every id among the last `window`
-// tokens, prompt included, has its logit divided by `penalty` when positive and multiplied when
-// negative, once however often it occurs. Transformers.js' own RepetitionPenaltyLogitsProcessor
-// penalises every id of the whole conversation, so the worker turns that one off and runs this.
-export function penalise(logits, ids, penalty, window) {
+// The CLI's repetition penalty (mlx_bluey/sampling.py make_repetition_penalty): every id among the last
+// `window` tokens, prompt included, has its logit divided by `penalty` when positive and multiplied when
+// negative, once however often it occurs; the stop ids (`exempt`) never are: the prompt's own
+// <end_of_turn> would otherwise make ending a short reply less likely. Transformers.js' own
+// RepetitionPenaltyLogitsProcessor penalises every id of the whole conversation, so the worker turns
+// that one off and runs this.
+export function penalise(logits, ids, penalty, window, exempt = []) {
+  const skip = new Set(exempt.map(Number));
   for (const id of new Set(ids.slice(-window).map(Number))) {
+    if (skip.has(id)) continue;
     logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
   }
   return logits;
 }
 
-export function makeRepetitionProcessor(LogitsProcessor, penalty, window) {
+export function makeRepetitionProcessor(LogitsProcessor, penalty, window, exempt) {
   return new (class extends LogitsProcessor {
     _call(inputIds, logits) {
-      for (let b = 0; b < inputIds.length; b++) penalise(logits[b].data, inputIds[b], penalty, window);
+      for (let b = 0; b < inputIds.length; b++) penalise(logits[b].data, inputIds[b], penalty, window, exempt);
       return logits;
     }
   })();

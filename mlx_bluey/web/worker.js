@@ -94,7 +94,7 @@ async function generate({ messages, options }) {
   // turned off here, covers the whole conversation), then top-k -> top-p (Transformers.js ignores top_p).
   const processors = [];
   if (options.repetition_penalty && options.repetition_penalty !== 1) {
-    processors.push(makeRepetitionProcessor(LogitsProcessor, options.repetition_penalty, REPETITION_WINDOW));
+    processors.push(makeRepetitionProcessor(LogitsProcessor, options.repetition_penalty, REPETITION_WINDOW, stopIds));
   }
   if (options.do_sample) processors.push(makeNucleusProcessor(LogitsProcessor, options.top_k, options.top_p, 0));
   const output = await model.generate({ ...inputs, ...options, repetition_penalty: 1.0, eos_token_id: stopIds, streamer,
