@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def timed_training(config: str | Path, output: Path, steps: int, *flags: str) ->
 
 
 def command_line() -> str:
-    """The command as typed: `python scripts/NAME.py ARGS`."""
-    return " ".join(["python", *sys.argv])
+    """The command as typed: `python scripts/NAME.py ARGS` (an argument with spaces quoted)."""
+    return shlex.join(["python", *sys.argv])
 
 
 def machine(blas: bool = True) -> dict:

@@ -590,6 +590,7 @@ def main() -> None:
     # We use transformers only for tokenizers; its "PyTorch was not found" advice is noise here.
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     runtime.ensure_fast_blas()  # before anything imports mlx: it may re-exec with OpenBLAS
+    runtime.tune_allocator()
     cli(prog_name="mlx_bluey")
 
 

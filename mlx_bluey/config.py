@@ -105,6 +105,8 @@ class TrainConfig:
     """Recompute block activations in the backward pass: less memory, ~30% more compute."""
     two_pass: bool = False
     """CPU float32 head only: forward, NumPy head, then forward + backward again (head.two_pass_step): less memory."""
+    numpy_gelu: bool = True
+    """CPU float32 Gemma 3 only: the MLP's GELU in NumPy (numpy_gelu.py; MLX's CPU tanh is scalar). Same values."""
     val_every: int = 25
     """Optimizer steps between validation-loss measurements (and at the last step); 0 = never."""
     early_stopping_patience: int = 0

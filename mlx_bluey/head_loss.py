@@ -66,6 +66,22 @@ def _numpy_loss_and_grad(hidden: np.ndarray, targets: np.ndarray, weight: np.nda
     return np.float32(loss), grad
 
 
+def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> np.float32:
+    """The summed cross-entropy alone (validation): half the work, no [n, V] gradient matmul."""
+    loss = 0.0
+    for start in range(0, len(hidden), CHUNK):
+        h = hidden[start : start + CHUNK]
+        t = targets[start : start + CHUNK]
+        logits = h @ weight.T  # [n, V]
+        target_logit = logits[np.arange(len(h)), t].astype(np.float64)
+        peak = logits.max(axis=1, keepdims=True)
+        np.subtract(logits, peak, out=logits)
+        np.exp(logits, out=logits)
+        total = logits.sum(axis=1, dtype=np.float64)
+        loss += float((peak[:, 0] + np.log(total) - target_logit).sum())
+    return np.float32(loss)
+
+
 def make_numpy_head_loss(model):
     """A head-loss function for float32 models on the CPU, same signature as mlx_head_loss."""
     weight_mx = head_weight(model)
@@ -129,8 +145,19 @@ def make_two_pass_step(model):
     return step
 
 
-def select_head_loss(model):
-    """NumPy head on a CPU with a float32 untransformed head; MLX ops everywhere else."""
+def make_numpy_head_loss_value(model):
+    """Like make_numpy_head_loss, without the gradient: for losses nothing differentiates (validation)."""
+    weight = np.array(head_weight(model), copy=False)
+
+    def loss(_, hidden, targets):
+        return mx.array(_numpy_loss(np.array(hidden, copy=False), np.array(targets, copy=False), weight))
+
+    return loss
+
+
+def select_head_loss(model, gradient: bool = True):
+    """NumPy head on a CPU with a float32 untransformed head (gradient=False: the loss alone); MLX ops
+    everywhere else."""
     if numpy_head_applies(model):
-        return make_numpy_head_loss(model)
+        return make_numpy_head_loss(model) if gradient else make_numpy_head_loss_value(model)
     return mlx_head_loss

@@ -61,6 +61,33 @@ def ensure_fast_blas(before_exec=None) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+# glibc's malloc serves a request over its mmap threshold (128 KB at first, raised as such blocks are freed,
+# at most 32 MB) with a fresh mapping, and gives memory at the heap's top back past its trim threshold: both
+# make the next array of that size page-fault on every 4 KB page it touches. MLX on the CPU allocates each
+# op's output with malloc, NumPy each temporary (numpy_gelu.py makes several per layer). Fixed thresholds keep
+# freed blocks for reuse; the resident size stays at the run's peak, which it reaches anyway. It is here for
+# the NumPy GELU's temporaries: on its own (with MLX's GELU) three rounds showed no gain, 0.97x (0.97-1.19),
+# benchmarks/cpu_ops.md's --no-numpy-gelu row.
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Fixed malloc thresholds on Linux with glibc (see above); False where there is no mallopt (macOS, musl)."""
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(mallopt(m_trim_threshold, TRIM_THRESHOLD))
+
+
 def blas_environment(env, library: str | None, flags=None, check=None, note=None) -> dict[str, str]:
     """The variables to add to `env` before MLX loads: preload, thread timeout, a better kernel."""
     changes = {}

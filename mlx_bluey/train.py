@@ -49,6 +49,7 @@ from .config import TrainConfig
 from .data import EncodedDataset, encode_dataset, epoch_batches, read_jsonl
 from .head_loss import make_two_pass_step, numpy_head_applies
 from .models import resolve_model
+from .numpy_gelu import use_numpy_gelu
 from .trainer import (
     Interrupted,
     LoopSettings,
@@ -136,7 +137,7 @@ def versions() -> dict:
 # Settings that change how a step is computed or shown, not what it computes (the tests check that
 # grad_checkpoint and two_pass give the same losses), and the paths of the data (its content is compared
 # by hash) and of the output (the directory being resumed): a run may resume with them changed.
-RESUME_NEUTRAL = {"progress", "grad_checkpoint", "two_pass", "data", "output", "distributed_timeout"}
+RESUME_NEUTRAL = {"progress", "grad_checkpoint", "two_pass", "numpy_gelu", "data", "output", "distributed_timeout"}
 
 
 def run_differences(saved: dict, current: dict) -> list[str]:
@@ -207,6 +208,8 @@ def prepare_run(
     dtype_name = str(runtime.resolve_dtype(config.dtype)).rsplit(".", 1)[-1]
     log(f"mlx_bluey: {runtime.describe()}; training dtype {dtype_name}")
     model, tokenizer, _ = load_base(model_dir, config.dtype)
+    if config.numpy_gelu and use_numpy_gelu(model):
+        log("MLP activation: GELU in NumPy (numpy_gelu.py; --no-numpy-gelu for MLX's)")
     train_set = encode(train_rows, tokenizer, config.max_seq_length, config.on_too_long)
     valid_set = encode(valid_rows, tokenizer, config.max_seq_length, config.on_too_long) if valid_rows else None
     for name, dataset in (("train", train_set), ("valid", valid_set)):
@@ -299,8 +302,10 @@ def _objective(config: TrainConfig, model, train_set, valid_set, identity: dict,
     if valid_set is None:
         return SupervisedObjective(value_and_grad, train_set), None
 
+    value_only = make_loss(model, head_trainable=config.fine_tune_type == "full", gradient=False)
+
     def validate(step: int) -> tuple[float, dict[str, float]]:
-        return evaluate_loss(model, valid_set, config.batch_size, loss_sum), {}
+        return evaluate_loss(model, valid_set, config.batch_size, value_only), {}
 
     return SupervisedObjective(value_and_grad, train_set), validate
 

@@ -56,12 +56,13 @@ def count_trainable(model) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
-def make_loss(model, head_trainable: bool):
+def make_loss(model, head_trainable: bool, gradient: bool = True):
     """loss_sum(model, inputs, targets, positions): summed cross-entropy at the supervised positions.
 
     `positions` are flat indices into B*L; only those hidden states go through the output head.
+    gradient=False: a loss nothing differentiates (validation), so a NumPy head skips its gradient.
     """
-    head_loss = mlx_head_loss if head_trainable else select_head_loss(model)
+    head_loss = mlx_head_loss if head_trainable else select_head_loss(model, gradient)
 
     def loss_sum(model, inputs: mx.array, targets: mx.array, positions: mx.array) -> mx.array:
         hidden = model.model(inputs)
@@ -73,7 +74,7 @@ def make_loss(model, head_trainable: bool):
 
 def evaluate_loss(model, dataset: EncodedDataset, batch_size: int, loss_sum=None) -> float:
     """Mean per-token loss over every supervised token of `dataset` (the validation set)."""
-    loss_sum = loss_sum or make_loss(model, head_trainable=False)
+    loss_sum = loss_sum or make_loss(model, head_trainable=False, gradient=False)
     total, count = 0.0, 0
     for indices in epoch_batches(dataset, batch_size, seed=0, epoch=0):
         batch = make_batch(dataset, indices)

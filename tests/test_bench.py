@@ -255,3 +255,24 @@ def test_a_record_of_figures_that_are_not_blas_ones_names_the_cpu_and_no_blas():
     assert set(facts) == {"platform", "cpus", "cpu"} and facts["cpu"] == describe_cpu()
     line = describe_machine({"platform": "Linux-x86_64", "cpus": 2, "cpu": "AMD EPYC, 2 cores, avx2 fma (no AVX-512)"})
     assert line == "Linux-x86_64, 2 CPUs, CPU AMD EPYC, 2 cores, avx2 fma (no AVX-512)"
+
+
+def test_bench_train_step_pairs_rounds_and_reports_loss_drift():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "scripts" / "bench_train_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seconds, losses):
+        return {"step_seconds": seconds, "trained_tokens_per_second": 100 / sum(seconds), "losses": losses}
+
+    runs = {
+        "baseline (abc)": [run([10.0, 2.0], [3.0, 2.5]), run([12.0, 3.0], [3.0, 2.5])],
+        "current": [run([8.0, 2.0], [3.0, 2.5000005]), run([8.0, 2.0], [3.0, 2.5])],
+    }
+    rows, lines, ratios = bench.summarise(runs, "baseline (abc)")
+    assert ratios == {"current": [1.2, 1.5]}  # whole timed runs, paired within each round: 12 / 10, 15 / 10
+    assert rows[0] == ["baseline (abc)", "13.5", "7.5", "0"]
+    assert rows[1][:3] == ["current", "10.0", "10.0"] and float(rows[1][3]) == pytest.approx(5e-7, rel=0.01)
+    assert "**1.35x** as fast (rounds 1.20-1.50: 1.20, 1.50)" in lines[0]

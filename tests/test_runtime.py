@@ -1,6 +1,7 @@
 """runtime.ensure_fast_blas: one re-exec sets the OpenBLAS preload and a short thread spin-wait."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -159,3 +160,8 @@ def test_pytest_progress_reaches_the_terminal_with_and_without_the_re_exec(prelo
     ).stdout
     assert "test session starts" in out and "tests/test_atomic.py ..." in out, out
     assert out.count("test session starts") == 1, out
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc's mallopt")
+def test_allocator_thresholds_are_set_on_glibc():
+    assert runtime.tune_allocator() and runtime.tune_allocator()  # accepted, and again (idempotent)

@@ -96,7 +96,8 @@ def test_the_page_penalises_repeats_as_the_cli():
         "import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
         "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
         "const [logits, ids, stops] = JSON.parse(input);"
-        "console.log(JSON.stringify(Array.from(penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64, stops))));});"
+        "const out = penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64, stops);"
+        "console.log(JSON.stringify(Array.from(out)));});"
     )
     result = subprocess.run(
         ["node", "--input-type=module", "-e", script],

@@ -21,7 +21,7 @@ from conftest import (
 from mlx.utils import tree_flatten
 
 from mlx_bluey.config import TrainConfig
-from mlx_bluey.head_loss import make_numpy_head_loss, make_two_pass_step, mlx_head_loss
+from mlx_bluey.head_loss import make_numpy_head_loss, make_numpy_head_loss_value, make_two_pass_step, mlx_head_loss
 from mlx_bluey.train import apply_adapters, count_trainable, load_base, make_loss, train
 from mlx_bluey.trainer import TrainingCallback
 
@@ -64,7 +64,9 @@ def test_numpy_head_matches_mlx_head(tiny_model_dir):
     hidden = model.model(inputs).reshape(-1, 32)[positions]
     picked = targets.reshape(-1)[positions]
     fast = make_numpy_head_loss(model)
-    assert fast(model, hidden, picked).item() == pytest.approx(mlx_head_loss(model, hidden, picked).item(), rel=1e-5)
+    want = mlx_head_loss(model, hidden, picked).item()
+    assert fast(model, hidden, picked).item() == pytest.approx(want, rel=1e-5)
+    assert make_numpy_head_loss_value(model)(model, hidden, picked).item() == pytest.approx(want, rel=1e-5)
     slow_loss, slow_grads = nn.value_and_grad(model, make_loss(model, head_trainable=True))(
         model, inputs, targets, positions
     )
