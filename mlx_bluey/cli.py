@@ -198,6 +198,8 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).",
 )
 @option_from(EvaluationArgs, "long_reply_tokens", help="max_new_tokens for prompts that ask for a long answer.")
+@click.option("--system", default=None, help="A system message before every prompt (a prompt's own one wins).")
+@click.option("--system-from-card", is_flag=True, help="The card's default_system_prompt as --system.")
 @click.option(
     "--assistant-replies",
     default=ASSISTANT_REPLIES,
@@ -224,6 +226,8 @@ def evaluate(
     output,
     few_shot,
     long_reply_tokens,
+    system,
+    system_from_card,
     assistant_replies,
     rescore,
     **settings,
@@ -247,11 +251,16 @@ def evaluate(
                 output, reference, train_data, load_card(character_path), assistant_replies or None, log=click.echo
             )
             return
+        card = load_card(character_path)
+        if system_from_card:
+            if not card.default_system_prompt:
+                raise CardError(f"{character_path}: --system-from-card needs a default_system_prompt")
+            system = system or card.default_system_prompt
         arguments = EvaluationArgs(
             output=output,
             reference=reference,
             train_data=train_data,
-            card=load_card(character_path),
+            card=card,
             model=model,
             adapter=adapter,
             prompts_file=prompts_file,
@@ -261,6 +270,7 @@ def evaluate(
             base_likelihood=base_likelihood,
             settings=GenerationSettings(**settings),
             few_shot=few_shot,
+            system=system,
             long_reply_tokens=long_reply_tokens,
             assistant_replies=assistant_replies or None,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -132,10 +133,12 @@ def few_shot_examples(train_data: str | Path, count: int) -> list[dict]:
     return [message for conversation in single[:count] for message in conversation]
 
 
-def with_examples(messages: list[dict], examples: list[dict]) -> list[dict]:
-    """The example turns after the system message (if any), before the prompt's own turns."""
-    system = messages[:1] if messages and messages[0]["role"] == "system" else []
-    return [*system, *examples, *messages[len(system) :]]
+def with_examples(messages: list[dict], examples: list[dict], system: str | None = None) -> list[dict]:
+    """The system message (the prompt's own, else `system` if given), then the example turns, then the
+    prompt's own turns."""
+    own = messages[:1] if messages and messages[0]["role"] == "system" else []
+    first = own or ([{"role": "system", "content": system}] if system else [])
+    return [*first, *examples, *messages[len(own) :]]
 
 
 def generate_samples(
@@ -150,6 +153,7 @@ def generate_samples(
     long_reply_tokens: int = LONG_REPLY_TOKENS,
     examples: list[dict] = (),
     journal=None,
+    system: str | None = None,
 ) -> list[dict]:
     """One row per prompt and sample. With a journal.Journal, rows an interrupted run already made are reused
     (each reply is seeded on its own, seed + sample, so they are the rows this run would make) and new ones
@@ -158,7 +162,7 @@ def generate_samples(
     done = {(r["id"], r["sample"]): r for r in journal.records} if journal else {}
     for prompt in prompts:
         budget = max(settings.max_new_tokens, long_reply_tokens) if prompt.expect == "long" else settings.max_new_tokens
-        messages = with_examples(prompt.messages, list(examples))
+        messages = with_examples(prompt.messages, list(examples), system)
         for s in range(samples):
             if (prompt.id, s) in done:
                 rows.append(done[(prompt.id, s)])
@@ -508,8 +512,10 @@ def run(args: EvaluationArgs, log=print) -> dict:
     label = f"{model_dir.name} + {Path(args.adapter).name}" if args.adapter else model_dir.name
     if examples:
         label += f" ({args.few_shot}-shot)"
+    if args.system:
+        label += " (system prompt)"
     result = {
-        "command": "mlx_bluey " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["mlx_bluey", *sys.argv[1:]]),
         "model": {"label": label, "model_dir": str(model_dir), "adapter": str(args.adapter) if args.adapter else None},
         "config": {
             "prompts_file": str(args.prompts_file),
@@ -520,6 +526,7 @@ def run(args: EvaluationArgs, log=print) -> dict:
             "reference": str(args.reference),
             "train_data": str(args.train_data),
             "few_shot": args.few_shot,
+            "system": args.system,
             "long_reply_tokens": args.long_reply_tokens,
             "facts": len(args.card.facts),
             "assistant_replies": str(args.assistant_replies) if args.assistant_replies else None,
@@ -553,6 +560,7 @@ def _generate_rows(args: EvaluationArgs, prompts, examples, network, tokenizer, 
         "generation": asdict(args.settings),
         "few_shot": args.few_shot,
         "long_reply_tokens": args.long_reply_tokens,
+        **({"system": args.system} if args.system else {}),  # journals from before --system stay resumable
     }
     journal = Journal(Path(args.output).with_name(Path(args.output).name + ".partial.jsonl"), header)
     if journal.records:
@@ -571,6 +579,7 @@ def _generate_rows(args: EvaluationArgs, prompts, examples, network, tokenizer, 
                 args.long_reply_tokens,
                 examples,
                 journal,
+                args.system,
             )
     finally:
         journal.close()

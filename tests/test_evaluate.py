@@ -210,6 +210,10 @@ def test_few_shot_examples_are_typical_training_turns_after_the_system_message(t
     assert examples == [*chat("a", "one two three")["messages"], *chat("b", "one")["messages"]]
     prompt = [{"role": "system", "content": "Be Bluey."}, {"role": "user", "content": "hi"}]
     assert with_examples(prompt, examples) == [prompt[0], *examples, prompt[1]]
+    assert with_examples(prompt, examples, "Other.") == [prompt[0], *examples, prompt[1]]  # the prompt's own wins
+    system = {"role": "system", "content": "Other."}
+    assert with_examples(prompt[1:], examples, "Other.") == [system, *examples, prompt[1]]
+    assert with_examples(prompt[1:], [], None) == prompt[1:]
     with pytest.raises(DataError, match="needs 5 single-turn conversations for --few-shot, has 3"):
         few_shot_examples(data, 5)
 
@@ -370,7 +374,9 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
         tmp_path / "tutor" / "train.jsonl", [chat("hi", "We count to three."), chat("yo", "Count with me.")]
     ).parent
     write_jsonl(data / "test.jsonl", [chat("hello", "Count again.")])
-    (data / "character.yaml").write_text("name: Tutor\nvoice_markers: [count]\nbreak_character_markers: [as an ai]\n")
+    (data / "character.yaml").write_text(
+        "name: Tutor\nvoice_markers: [count]\nbreak_character_markers: [as an ai]\ndefault_system_prompt: Count.\n"
+    )
     adapter = tmp_path / "adapter"
     train(tiny_train_config(tiny_model_dir, data, adapter, iters=2, batch_size=1), log=lambda _: None)
     prompts = write_jsonl(
@@ -388,12 +394,14 @@ def test_evaluate_scores_an_adapter_against_its_own_data_and_card(tmp_path, tiny
         "--max-new-tokens",
         "4",
         "--no-base-likelihood",
+        "--system-from-card",
         "--output",
         str(out),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
     saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["system"] == "Count." and saved["model"]["label"].endswith("(system prompt)")
     assert saved["config"]["train_data"] == str(data / "train.jsonl")
     assert saved["config"]["reference"] == str(data / "test.jsonl")
     # "count" twice in 4 + 3 training words: 100 x 2 / 7
