@@ -1,9 +1,10 @@
 """Gemma 3's MLP activation (GELU, tanh approximation) in NumPy, for training on a CPU.
 
-MLX's CPU backend computes tanh one element at a time on one core: for one 130-token conversation
-the 270M's 18 MLPs apply GELU to 18 x 130 x 2,048 = 4.8M values, and `nn.gelu_approx` took 14 ms
-per layer forward and 28 ms for its gradient, against 2.6 and 3.5 ms in NumPy (SIMD tanh), measured
-ad hoc here; `scripts/bench_cpu_ops.py` measures whole training steps (benchmarks/cpu_ops.md).
+MLX's CPU backend computes tanh (and the x^3 of `nn.gelu_approx`, a pow) one element at a time on one
+core; NumPy's tanh is vectorised. For one 130-token conversation the 270M's 18 MLPs apply GELU to
+18 x 130 x 2,048 = 4.8M values, forward and backward. Whole training steps with and without this
+(`--no-numpy-gelu`) against the commit before it: benchmarks/cpu_ops.md (scripts/bench_train_step.py).
+Its NumPy temporaries rely on runtime.tune_allocator (else each call page-faults them in afresh).
 
 The custom function returns GELU and its slope in one NumPy pass, so the backward is one multiply:
 
