@@ -1,6 +1,6 @@
 """Training step time of this checkout against another commit of mlx-bluey, side by side on the same batches.
 
-    .venv/bin/python scripts/bench_train_step.py --baseline 7cc0fd2 --steps 8 --rounds 3 \\
+    .venv/bin/python scripts/bench_train_step.py --baseline e8eb2ac --steps 8 --rounds 3 \\
         --variant current --variant "current --no-numpy-gelu" --output benchmarks/cpu_ops
 
 Each variant is a `mlx_bluey train` run of --steps steps of --config on this checkout's data (the same
@@ -8,11 +8,12 @@ seed, so the same batches in the same order): `baseline` runs the commit given (
 temporary directory), `current` this checkout, anything after it extra train flags. Runs alternate
 within a round (baseline, current, ..., then the next round rotated by one), so drift in the machine's
 speed hits all. The first step of every run is left out (warm-up). Figures per run: the seconds of the
-timed steps together (the steps hold 170 to 961 trained tokens, so a median step would say little about
-an epoch) and trained tokens per second; ratios are paired: the baseline's seconds over the variant's
-within a round, then the median and range over rounds. The training losses of every step are kept, and
-their largest difference from the baseline's is reported (a speed change that changes the losses beyond
-float32 rounding is not one).
+timed steps together (configs/bluey.yaml's first steps hold 170 to 961 trained tokens, in
+benchmarks/sft-facts-270m/metrics.jsonl, so a median step would say little about an epoch) and trained
+tokens per second; ratios are paired: the baseline's seconds over the variant's within a round, then the
+median and range over rounds. The training losses of every step are kept, and their largest difference
+from the baseline's is reported (a speed change that changes the losses beyond float32 rounding is not
+one).
 
     .venv/bin/python scripts/bench_train_step.py --summarise benchmarks/cpu_ops.json
 
