@@ -45,30 +45,9 @@ def mlx_head_loss(model, hidden: mx.array, targets: mx.array) -> mx.array:
     return nn.losses.cross_entropy(head_logits(model, hidden).astype(mx.float32), targets, reduction="sum")
 
 
-def _numpy_loss_and_grad(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray):
-    """Summed cross-entropy of softmax(hidden @ weight.T) and its gradient w.r.t. hidden."""
-    loss = 0.0
-    grad = np.empty_like(hidden)
-    for start in range(0, len(hidden), CHUNK):
-        h = hidden[start : start + CHUNK]
-        t = targets[start : start + CHUNK]
-        rows = np.arange(len(h))
-        logits = h @ weight.T  # [n, V]
-        target_logit = logits[rows, t].astype(np.float64)
-        peak = logits.max(axis=1, keepdims=True)
-        np.subtract(logits, peak, out=logits)
-        np.exp(logits, out=logits)
-        total = logits.sum(axis=1, keepdims=True, dtype=np.float64)
-        loss += float((peak[:, 0] + np.log(total[:, 0]) - target_logit).sum())
-        np.multiply(logits, (1.0 / total).astype(np.float32), out=logits)  # softmax
-        logits[rows, t] -= 1.0  # d loss / d logits = softmax - one_hot
-        grad[start : start + CHUNK] = logits @ weight
-    return np.float32(loss), grad
-
-
-def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> np.float32:
-    """The summed cross-entropy alone (validation): half the work, no [n, V] gradient matmul."""
-    loss = 0.0
+def _exp_chunks(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray):
+    """Per CHUNK rows of softmax(hidden @ weight.T): (first row, targets, exp(logits - row max) [n, V] in
+    place, its row sums [n, 1] in float64, the rows' summed cross-entropy)."""
     for start in range(0, len(hidden), CHUNK):
         h = hidden[start : start + CHUNK]
         t = targets[start : start + CHUNK]
@@ -77,9 +56,25 @@ def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> 
         peak = logits.max(axis=1, keepdims=True)
         np.subtract(logits, peak, out=logits)
         np.exp(logits, out=logits)
-        total = logits.sum(axis=1, dtype=np.float64)
-        loss += float((peak[:, 0] + np.log(total) - target_logit).sum())
-    return np.float32(loss)
+        total = logits.sum(axis=1, keepdims=True, dtype=np.float64)
+        yield start, t, logits, total, float((peak[:, 0] + np.log(total[:, 0]) - target_logit).sum())
+
+
+def _numpy_loss_and_grad(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray):
+    """Summed cross-entropy of softmax(hidden @ weight.T) and its gradient w.r.t. hidden."""
+    loss = 0.0
+    grad = np.empty_like(hidden)
+    for start, t, exps, total, chunk_loss in _exp_chunks(hidden, targets, weight):
+        loss += chunk_loss
+        np.multiply(exps, (1.0 / total).astype(np.float32), out=exps)  # softmax
+        exps[np.arange(len(t)), t] -= 1.0  # d loss / d logits = softmax - one_hot
+        grad[start : start + CHUNK] = exps @ weight
+    return np.float32(loss), grad
+
+
+def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> np.float32:
+    """The summed cross-entropy alone (validation): half the work, no [n, V] gradient matmul."""
+    return np.float32(sum(chunk[-1] for chunk in _exp_chunks(hidden, targets, weight)))
 
 
 def make_numpy_head_loss(model):
