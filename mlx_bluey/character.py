@@ -130,3 +130,12 @@ def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
     data_dir = data_dir_for_adapter(adapter)
     card = data_dir / CARD_FILE if data_dir else None
     return load_card(card) if card and card.exists() else None
+
+
+def system_prompt(card: CharacterCard | None, given: str | None, from_card: bool) -> str | None:
+    """The system message to use: `given`, else (with --system-from-card) the card's default_system_prompt."""
+    if not from_card:
+        return given
+    if card is None or not card.default_system_prompt:
+        raise CardError("--system-from-card needs a character card with a default_system_prompt")
+    return given or card.default_system_prompt

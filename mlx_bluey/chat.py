@@ -11,10 +11,6 @@ from dataclasses import dataclass, field
 from .generation import GenerationSettings, Reply, generate_reply
 
 
-class ChatError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class ChatArgs:
     # Base model: registry name, Hugging Face id or directory (a fused model too); None = the adapter's base.
@@ -37,16 +33,12 @@ class ChatArgs:
 
 def run(args: ChatArgs, log=print) -> None:
     """Load the model (and adapter), resolve the card and system prompt, then answer once or chat."""
-    from .character import card_for_adapter, load_card
+    from .character import card_for_adapter, load_card, system_prompt
     from .generation import load_for_generation
     from .special_tokens import stop_token_ids
 
     card = load_card(args.character) if args.character else card_for_adapter(args.adapter)
-    system = args.system
-    if args.system_from_card:
-        if card is None or not card.default_system_prompt:
-            raise ChatError("--system-from-card needs a character card with a default_system_prompt")
-        system = system or card.default_system_prompt
+    system = system_prompt(card, args.system, args.system_from_card)
     network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, args.dtype, log=log)
     stops = stop_token_ids(model_dir, tokenizer)
     system_messages = [{"role": "system", "content": system}] if system else []

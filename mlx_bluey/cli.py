@@ -143,7 +143,7 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 def generate(model, adapter, prompt, system, character_path, system_from_card, dtype, **settings) -> None:
     """Chat with a model (base, base + adapter, or fused)."""
     from .character import CardError
-    from .chat import ChatArgs, ChatError
+    from .chat import ChatArgs
     from .chat import run as run_generate
 
     arguments = ChatArgs(
@@ -158,7 +158,7 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     )
     try:
         run_generate(arguments, log=lambda m: click.echo(m, err=True))
-    except (*_user_errors(), CardError, ChatError) as error:
+    except (*_user_errors(), CardError) as error:
         _fail(error)
 
 
@@ -233,7 +233,7 @@ def evaluate(
     **settings,
 ) -> None:
     """Generate samples for an evaluation prompt set and measure personality, not just loss."""
-    from .character import CardError, load_card
+    from .character import CardError, load_card, system_prompt
     from .evaluate import reference_files, saved_result
     from .evaluate import rescore as rescore_evaluation
     from .evaluate import run as run_evaluation
@@ -252,10 +252,6 @@ def evaluate(
             )
             return
         card = load_card(character_path)
-        if system_from_card:
-            if not card.default_system_prompt:
-                raise CardError(f"{character_path}: --system-from-card needs a default_system_prompt")
-            system = system or card.default_system_prompt
         arguments = EvaluationArgs(
             output=output,
             reference=reference,
@@ -270,7 +266,7 @@ def evaluate(
             base_likelihood=base_likelihood,
             settings=GenerationSettings(**settings),
             few_shot=few_shot,
-            system=system,
+            system=system_prompt(card, system, system_from_card),
             long_reply_tokens=long_reply_tokens,
             assistant_replies=assistant_replies or None,
         )

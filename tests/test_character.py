@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from mlx_bluey.character import CardError, card_for_adapter, data_dir_for_adapter, load_card
+from mlx_bluey.character import (
+    CardError,
+    CharacterCard,
+    card_for_adapter,
+    data_dir_for_adapter,
+    load_card,
+    system_prompt,
+)
 
 BLUEY = Path(__file__).parent.parent / "data" / "bluey" / "character.yaml"
 
@@ -120,3 +127,12 @@ def test_the_bluey_card_has_its_facts():
     for fact in card.facts:
         for right, wrong in fact.swaps():
             assert count_markers(right, fact.accept) and not count_markers(wrong, fact.accept), (fact.id, wrong)
+
+
+def test_system_prompt_takes_the_given_one_else_the_cards():
+    card = CharacterCard(name="Bluey", default_system_prompt="Be Bluey.")
+    assert system_prompt(card, "Given.", False) == "Given." and system_prompt(None, None, False) is None
+    assert system_prompt(card, None, True) == "Be Bluey." and system_prompt(card, "Given.", True) == "Given."
+    for no_prompt in (None, CharacterCard(name="Bluey")):
+        with pytest.raises(CardError, match="--system-from-card needs a character card with a default_system_prompt"):
+            system_prompt(no_prompt, None, True)
