@@ -75,13 +75,11 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 def tune_allocator() -> bool:
     """Fixed malloc thresholds on Linux with glibc (see above); False where there is no mallopt (macOS, musl)."""
     import ctypes
-    import ctypes.util
 
     if platform.system() != "Linux":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols, libc's among them
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>

@@ -57,7 +57,6 @@ def run_once(tree: Path, flags: list[str], args, output: Path) -> dict:
     seconds = [row["seconds"] for row in rows]
     tokens = sum(row["trained_tokens"] for row in rows)
     return {
-        "seconds_per_step": statistics.median(seconds),
         "trained_tokens_per_second": tokens / sum(seconds),
         "step_seconds": seconds,
         "losses": [row["train_loss"] for row in rows],
