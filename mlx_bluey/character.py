@@ -132,10 +132,15 @@ def card_for_adapter(adapter: str | Path | None) -> CharacterCard | None:
     return load_card(card) if card and card.exists() else None
 
 
-def system_prompt(card: CharacterCard | None, given: str | None, from_card: bool) -> str | None:
-    """The system message to use: `given`, else (with --system-from-card) the card's default_system_prompt."""
+def system_prompt(
+    card: CharacterCard | None, given: str | None, from_card: bool, trained: str | None = None
+) -> str | None:
+    """The system message to send: `given` ("" = none), else the card's default_system_prompt with
+    --system-from-card, else `trained`, the one the adapter was trained with (system_message.py)."""
+    if given is not None:
+        return given or None
     if not from_card:
-        return given
+        return trained
     if card is None or not card.default_system_prompt:
         raise CardError("--system-from-card needs a character card with a default_system_prompt")
-    return given or card.default_system_prompt
+    return card.default_system_prompt

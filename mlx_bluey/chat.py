@@ -19,7 +19,8 @@ class ChatArgs:
     adapter: str | None = None
     # One message: print its reply and return; None = an interactive conversation.
     prompt: str | None = None
-    # System prompt of the conversation; None = none (or the card's, with system_from_card).
+    # System prompt of the conversation ("" = none); None = the card's with system_from_card, else the one the
+    # adapter was trained with (system_message.py), else none.
     system: str | None = None
     # Character card; None = the one beside the adapter's training data (named in the chat, "model" without).
     character: str | None = None
@@ -36,9 +37,10 @@ def run(args: ChatArgs, log=print) -> None:
     from .character import card_for_adapter, load_card, system_prompt
     from .generation import load_for_generation
     from .special_tokens import stop_token_ids
+    from .system_message import trained_system
 
     card = load_card(args.character) if args.character else card_for_adapter(args.adapter)
-    system = system_prompt(card, args.system, args.system_from_card)
+    system = system_prompt(card, args.system, args.system_from_card, trained_system(args.adapter))
     network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, args.dtype, log=log)
     stops = stop_token_ids(model_dir, tokenizer)
     system_messages = [{"role": "system", "content": system}] if system else []

@@ -77,6 +77,19 @@ def config_options(command):
     return command
 
 
+def system_options(command):
+    """--system and --system-from-card, for every command that sends prompts (character.system_prompt)."""
+    command = click.option(
+        "--system-from-card", is_flag=True, help="The character card's default_system_prompt as --system."
+    )(command)
+    return click.option(
+        "--system",
+        default=None,
+        help="A system message before the conversation (a prompt's own one wins); '' = none. "
+        "Default: the one the adapter was trained with (its manifest's system_prompt), else none.",
+    )(command)
+
+
 def option_from(arguments, name: str, *declarations, **kwargs):
     """click.option for field `name` of a typed-arguments class, with that field's default (its one home)."""
     default = getattr(arguments, name)
@@ -113,6 +126,7 @@ def info() -> None:
 @click.option("--overwrite", is_flag=True, help="Discard a previous run in --output and start again.")
 def train(config_path, resume, overwrite, **overrides) -> None:
     """Fine-tune a Gemma 3 on chat JSONL (what `make train` runs)."""
+    from .character import CardError
     from .config import load_config
     from .distributed import DistributedError
     from .train import TrainError
@@ -121,7 +135,7 @@ def train(config_path, resume, overwrite, **overrides) -> None:
     try:
         config = load_config(config_path, overrides)
         run_training(config, resume=resume, overwrite=overwrite, log=click.echo)
-    except (*_user_errors(), TrainError, DistributedError) as error:
+    except (*_user_errors(), TrainError, DistributedError, CardError) as error:
         _fail(error)
 
 
@@ -129,14 +143,13 @@ def train(config_path, resume, overwrite, **overrides) -> None:
 @click.option("--model", help="Base model: registry name, HF id, directory (a fused model too).")
 @click.option("--adapter", type=click.Path(), help="Adapter directory from `mlx_bluey train`.")
 @click.option("--prompt", help="One message; print the reply and exit (default: interactive chat).")
-@click.option("--system", help="System prompt for the conversation.")
+@system_options
 @click.option(
     "--character",
     "character_path",
     type=click.Path(),
     help="Character card (default: the one beside the adapter's training data).",
 )
-@click.option("--system-from-card", is_flag=True, help="Use the character card's default system prompt.")
 @sampling_options
 @click.option("--seed", type=int, default=None)
 @click.option("--dtype", type=click.Choice(CHOICES["dtype"]), default=TrainConfig.dtype)
@@ -198,8 +211,7 @@ def generate(model, adapter, prompt, system, character_path, system_from_card, d
     help="Put N training conversations before every prompt (the prompting-instead-of-tuning baseline).",
 )
 @option_from(EvaluationArgs, "long_reply_tokens", help="max_new_tokens for prompts that ask for a long answer.")
-@click.option("--system", default=None, help="A system message before every prompt (a prompt's own one wins).")
-@click.option("--system-from-card", is_flag=True, help="The card's default_system_prompt as --system.")
+@system_options
 @click.option(
     "--assistant-replies",
     default=ASSISTANT_REPLIES,
@@ -237,6 +249,7 @@ def evaluate(
     from .evaluate import reference_files, saved_result
     from .evaluate import rescore as rescore_evaluation
     from .evaluate import run as run_evaluation
+    from .system_message import trained_system
 
     try:
         if rescore:  # the earlier run's adapter points at its data, as it did then
@@ -266,7 +279,7 @@ def evaluate(
             base_likelihood=base_likelihood,
             settings=GenerationSettings(**settings),
             few_shot=few_shot,
-            system=system_prompt(card, system, system_from_card),
+            system=system_prompt(card, system, system_from_card, trained_system(adapter)),
             long_reply_tokens=long_reply_tokens,
             assistant_replies=assistant_replies or None,
         )

@@ -61,6 +61,13 @@ class TrainConfig:
     """Registry name, Hugging Face id or local directory; None = the embedded Gemma 3 270M."""
     data: str = "data/bluey"
     """Directory with train.jsonl and valid.jsonl (chat format, see data/bluey/README.md)."""
+    system_prompt: str | None = None
+    """A system message put first in every conversation (or pair prompt) that has none; "" = none; null = the
+    from_adapter's (system_message.py), else none.
+
+    manifest.json records it, and generate, evaluate, serve and fuse (the page, the Modelfile) send it by default."""
+    system_from_card: bool = False
+    """Train with the character card's default_system_prompt (character.yaml beside the data) as system_prompt."""
     output: str = "adapters/bluey"
     """Where the final adapter, checkpoints, metrics, manifest and loss curve are written."""
     fine_tune_type: str = "lora"
@@ -210,6 +217,8 @@ class TrainConfig:
             )
 
     def _check_names(self) -> None:
+        if self.system_from_card and self.system_prompt is not None:
+            raise ConfigError("set system_prompt or system_from_card, not both")
         if self.from_adapter is not None and not self.from_adapter.strip():
             raise ConfigError("from_adapter must name an adapter directory, or be null")
         for key in ("data", "output"):

@@ -37,6 +37,7 @@ from . import metrics
 from .atomic import atomic_write_text
 from .data import read_jsonl
 from .journal import Journal
+from .system_message import add_system, trained_system
 from .text import count_markers, marker_pattern, words
 
 SOURCES = ("template", "fact", "base", "adapter")  # the order pairs of one conversation are written in
@@ -123,6 +124,9 @@ class _Generator:
             network, tokenizer, model_dir = load_for_generation(self.model, self.adapter, log=self.log)
             self.loaded = network, tokenizer, stop_token_ids(model_dir, tokenizer)
         network, tokenizer, stops = self.loaded
+        # the adapter is asked in the format it was trained in; the pair file keeps the prompt as the data has
+        # it (a preference stage puts the system message back in: system_message.training_system)
+        prompt = add_system(prompt, trained_system(self.adapter))
         return generate_reply(network, tokenizer, prompt, replace(self.settings, seed=seed), stops)
 
 

@@ -314,12 +314,16 @@ def reference_files(adapter, reference, train_data, character) -> tuple[str, str
     )
 
 
-def held_out_loss(model, tokenizer, reference: str | Path, max_seq_length: int = 2048) -> dict:
-    """Mean loss (nats per assistant token) and perplexity of the reference replies under the model."""
+def held_out_loss(
+    model, tokenizer, reference: str | Path, max_seq_length: int = 2048, system: str | None = None
+) -> dict:
+    """Mean loss (nats per assistant token) and perplexity of the reference replies under the model, with the
+    system message the replies are generated with first in every conversation that has none."""
     from .data import encode_dataset
+    from .system_message import with_system
     from .tuning import evaluate_loss
 
-    dataset = encode_dataset(read_jsonl(reference), tokenizer, max_seq_length, "skip")
+    dataset = encode_dataset(with_system(read_jsonl(reference), system), tokenizer, max_seq_length, "skip")
     loss = evaluate_loss(model, dataset, batch_size=1)
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": dataset.n_supervised, "skipped": len(dataset.skipped)}
 
@@ -505,10 +509,12 @@ def run(args: EvaluationArgs, log=print) -> dict:
     rows, journal = _generate_rows(args, prompts, examples, network, tokenizer, model_dir, log)
     summary = score(rows, args.card, training_pairs, classifier)
     summary["classifier"] = classifier_check
-    likelihood = {"tuned" if args.adapter else "model": held_out_loss(network, tokenizer, args.reference)}
+    likelihood = {
+        "tuned" if args.adapter else "model": held_out_loss(network, tokenizer, args.reference, system=args.system)
+    }
     if args.adapter and args.base_likelihood:
         base, base_tokenizer, _ = load_for_generation(str(model_dir), None, log=log)
-        likelihood["base"] = held_out_loss(base, base_tokenizer, args.reference)
+        likelihood["base"] = held_out_loss(base, base_tokenizer, args.reference, system=args.system)
     label = f"{model_dir.name} + {Path(args.adapter).name}" if args.adapter else model_dir.name
     if examples:
         label += f" ({args.few_shot}-shot)"

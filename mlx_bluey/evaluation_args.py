@@ -35,6 +35,8 @@ class EvaluationArgs:
     base_likelihood: bool = True  # with an adapter: also the held-out loss of the base model alone
     settings: GenerationSettings = field(default_factory=GenerationSettings)  # sampling (seed is set per sample)
     few_shot: int = 0  # training conversations put before every prompt (the prompting-instead-of-tuning baseline)
-    system: str | None = None  # a system message before every prompt that has none of its own; None = none
+    # a system message before every prompt that has none of its own (and in the held-out loss); None = none.
+    # The CLI resolves it: --system, --system-from-card, else the one the adapter was trained with.
+    system: str | None = None
     long_reply_tokens: int = LONG_REPLY_TOKENS  # max_new_tokens of the prompts that ask for a long answer
     assistant_replies: str | Path | None = None  # generic replies for the classifier; None = no classifier

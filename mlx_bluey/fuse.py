@@ -84,6 +84,7 @@ def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path
     from .character import card_for_adapter
     from .generation import load_for_generation
     from .special_tokens import stop_token_ids
+    from .system_message import FUSED_KEY, trained_system
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype="float32", log=log)
     count = fuse_model(network)
@@ -91,10 +92,12 @@ def fuse(adapter: str, output: str, model: str | None = None, log=print) -> Path
     character = (
         {"name": card.name, "description": card.description, "default_system_prompt": card.default_system_prompt}
         if card
-        else None
+        else {}
     )
+    if trained := trained_system(adapter):  # what the page, the Modelfile and serve --api then send
+        character[FUSED_KEY] = trained
     path = write_hf_directory(
-        network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer), character=character
+        network, model_dir, Path(output), stop_token_ids(model_dir, tokenizer), character=character or None
     )
     log(f"fused {count} adapter layers of {adapter} into {model_dir.name}: {path}")
     return path

@@ -33,6 +33,7 @@ from .chat_format import CHAT_TEMPLATE
 from .embedded import _BLOCK_NAMES
 from .export_args import ExportArgs
 from .generation_settings import REPETITION_CONTEXT_TOKENS, GenerationSettings
+from .system_message import fused_system
 
 VARIANTS = ("f16", "q8_0")
 # Hugging Face name (after "model.layers.N.") -> llama.cpp's, per block: the inverse of the embedded reader's map.
@@ -399,7 +400,6 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
     if not (fused / "config.json").exists():
         raise GgufExportError(f"{fused}: not a model directory (no config.json); run `mlx_bluey fuse` first")
     source = read_source(fused)  # refuses what llama.cpp would read as another model before writing anything
-    character = json.loads((fused / "character.json").read_text()) if (fused / "character.json").exists() else {}
     tokenizer = AutoTokenizer.from_pretrained(str(fused))
     stops = stop_token_ids(fused, tokenizer)
     stop_strings = [tokenizer.convert_ids_to_tokens(i) for i in stops]
@@ -409,7 +409,7 @@ def export_gguf(args: ExportArgs, log=print) -> dict:
             log(f"[{i + 1}/{len(variants)}] {variant} ...")
             file = _write_variant(source, fused, out, output.name, variant)
             (out / f"{file.stem}.Modelfile").write_text(
-                modelfile(file.name, character.get("default_system_prompt"), stop_strings)
+                modelfile(file.name, fused_system(fused), stop_strings)  # SYSTEM only if trained with one
             )
             entry = {"variant": variant, "file": file.name, "bytes": file.stat().st_size}
             entry["mb"] = round(entry["bytes"] / 1e6, 1)

@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .generation_settings import GenerationSettings
 from .serve import HOST, PORT
+from .system_message import add_system
 
 MAX_QUEUED = 16  # requests waiting for the generation thread; the next one gets 503
 POLL_SECONDS = 0.2  # how often a waiting handler checks that its client is still there
@@ -189,7 +190,7 @@ class Generator:
                 job.events.put(("error", ApiError(500, f"generation failed: {error}")))
 
 
-def make_handler(name: str, generator: Generator, defaults: GenerationSettings, log):
+def make_handler(name: str, generator: Generator, defaults: GenerationSettings, log, system: str | None = None):
     """The request handler class, its methods closing over the model's name, generator and defaults (the
     http.server API takes a class): long because the class is, each method is short."""
     created = int(time.time())
@@ -224,7 +225,7 @@ def make_handler(name: str, generator: Generator, defaults: GenerationSettings, 
                 if request["model"] != name:
                     raise ApiError(404, f"model {request.get('model')!r} does not exist; this server has {name!r}",
                                    "model", "model_not_found")  # fmt: skip
-                messages = parse_messages(request.get("messages"))
+                messages = add_system(parse_messages(request.get("messages")), system)
                 settings = parse_settings(request, defaults, generator.context)
                 stream, options = request.get("stream") or False, request.get("stream_options") or {}
                 if not isinstance(stream, bool) or not isinstance(options, dict):
@@ -357,21 +358,24 @@ def context_tokens(model_dir) -> int:
                or 32_768)  # fmt: skip
 
 
-def make_api_server(model, tokenizer, model_dir, name: str, host: str = HOST, port: int = PORT, log=print):
-    """The server (not yet serving) and its generator; port 0 picks a free port."""
+def make_api_server(
+    model, tokenizer, model_dir, name: str, host: str = HOST, port: int = PORT, log=print, system: str | None = None
+):
+    """The server (not yet serving) and its generator; port 0 picks a free port. `system`: put first in every
+    request without a system message (the one the model was trained with, system_message.py)."""
     from .special_tokens import stop_token_ids
 
     generator = Generator(model, tokenizer, stop_token_ids(model_dir, tokenizer), context_tokens(model_dir))
-    handler = make_handler(name, generator, GenerationSettings(), log)
+    handler = make_handler(name, generator, GenerationSettings(), log, system)
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     server.generator = generator
     return server
 
 
-def serve_api_in_thread(model, tokenizer, model_dir, name: str, log=lambda _: None):
+def serve_api_in_thread(model, tokenizer, model_dir, name: str, log=lambda _: None, system: str | None = None):
     """Start the API on a free localhost port in a background thread (tests); returns (server, base_url)."""
-    server = make_api_server(model, tokenizer, model_dir, name, port=0, log=log)
+    server = make_api_server(model, tokenizer, model_dir, name, port=0, log=log, system=system)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
 
@@ -381,10 +385,14 @@ def run_api(model: str | None, adapter: str | None, name: str | None, host: str,
     from pathlib import Path
 
     from .generation import load_for_generation
+    from .system_message import fused_system, trained_system
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=log)
     name = name or Path(adapter or model_dir).name
-    server = make_api_server(network, tokenizer, model_dir, name, host, port, log)
+    system = trained_system(adapter) if adapter else fused_system(model_dir)
+    if system:
+        log(f"requests without a system message get the one the model was trained with: {system[:60]}...")
+    server = make_api_server(network, tokenizer, model_dir, name, host, port, log, system)
     log(f"OpenAI-compatible API for {name!r} on http://{host}:{server.server_address[1]}/v1 (Ctrl-C stops)")
     try:
         server.serve_forever()

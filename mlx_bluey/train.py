@@ -50,6 +50,7 @@ from .data import EncodedDataset, encode_dataset, epoch_batches, read_jsonl
 from .head_loss import make_two_pass_step, numpy_head_applies
 from .models import resolve_model
 from .numpy_gelu import use_numpy_gelu
+from .system_message import training_system, with_system
 from .trainer import (
     Interrupted,
     LoopSettings,
@@ -146,6 +147,8 @@ def run_differences(saved: dict, current: dict) -> list[str]:
         return ["the training or validation data changed"]
     if saved.get("from_adapter_sha256") != current.get("from_adapter_sha256"):
         return ["the from_adapter weights changed"]
+    if saved.get("system_prompt") != current.get("system_prompt"):
+        return [f"system_prompt: {saved.get('system_prompt')!r} -> {current.get('system_prompt')!r}"]
     # a key the checkpoint lacks was added to TrainConfig after it was made: it ran with the default
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     old = {k: v for k, v in saved.get("config", {}).items() if k not in RESUME_NEUTRAL}
@@ -181,6 +184,7 @@ class RunPlan:
     complete: bool  # resumed a run that had already finished: there is nothing to do or write
     overwrite: bool  # start_run clears the previous run's files first
     files_to_write: dict  # name -> text that start_run writes (DPO's reference log-probabilities)
+    system_prompt: str | None  # put first in every conversation without one (system_message.py)
 
 
 def prepare_run(
@@ -195,8 +199,9 @@ def prepare_run(
     output = Path(config.output)
     train_path, valid_path = data_files(config)
     read_rows, encode = _readers(config)
-    train_rows = read_rows(train_path)
-    valid_rows = read_rows(valid_path) if valid_path else []
+    system = training_system(config, train_path)
+    train_rows = with_system(read_rows(train_path), system)
+    valid_rows = with_system(read_rows(valid_path), system) if valid_path else []
     model_dir = resolve_model(config.model, log=log)
 
     checkpoints = list_checkpoints(output) if read_output else []
@@ -231,6 +236,7 @@ def prepare_run(
         "config": {k: v for k, v in config.to_dict().items() if k not in RESUME_NEUTRAL},
         "data_sha256": data_hash,
         "from_adapter_sha256": start_sha256,
+        **({"system_prompt": system} if system else {}),  # checkpoints from before the key stay resumable
     }
     files_to_write: dict = {}
     objective, validate = _objective(config, model, train_set, valid_set, identity, files_to_write, log)
@@ -258,6 +264,7 @@ def prepare_run(
         complete,
         overwrite,
         files_to_write,
+        system,
     )
 
 
@@ -346,6 +353,7 @@ def manifest(run: RunPlan) -> dict:
         "tokens": {"train": train_set.n_tokens, "train_supervised": train_set.n_supervised},
         "trainable_parameters": count_trainable(run.model),
         "from_adapter_sha256": run.state.extra.get("run", {}).get("from_adapter_sha256"),
+        "system_prompt": run.system_prompt,  # what generate, evaluate, serve and fuse send by default
         "steps": run.schedule.steps,
         "steps_per_epoch": run.schedule.steps_per_epoch,
         "config": config.to_dict(),

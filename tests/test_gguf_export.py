@@ -91,7 +91,9 @@ def test_the_modelfile_template_renders_the_training_chat_format(gguf_export, ti
     assert text.startswith("FROM ./bluey-tiny-q8_0.gguf\n")
     assert 'PARAMETER stop "<eos>"' in text and 'PARAMETER stop "<end_of_turn>"' in text
     assert "PARAMETER temperature 0.7" in text and "PARAMETER repeat_last_n 64" in text
-    assert 'SYSTEM """You are Bluey."""' in text  # the card's default system prompt
+    # the tiny adapter was trained without a system message, so none is sent (the card's default would be another
+    # format than training's); one trained with a message gets it as SYSTEM (test_system_message.py)
+    assert "SYSTEM" not in text
     assert f'TEMPLATE """{OLLAMA_TEMPLATE}"""' in text
     conversations = [
         [{"role": "user", "content": "hi"}],

@@ -47,6 +47,22 @@ def test_completion_is_the_learnt_reply_with_its_token_counts(api):
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
 
 
+def test_a_request_without_a_system_message_gets_the_trained_one(tiny_fused):
+    from mlx_bluey.generation import load_for_generation
+
+    model, tokenizer, model_dir = load_for_generation(str(tiny_fused), None, log=lambda _: None)
+    server, url = serve_api_in_thread(model, tokenizer, model_dir, NAME, system="Be Bluey.")
+    try:
+        client = openai.OpenAI(base_url=url, api_key="not-needed", max_retries=0, timeout=120)
+        trained = [{"role": "system", "content": "Be Bluey."}, *HI]
+        for messages, expected in ((HI, trained), ([{"role": "system", "content": "Own."}, *HI], None)):
+            response = client.chat.completions.create(model=NAME, messages=messages, temperature=0, max_tokens=1)
+            assert response.usage.prompt_tokens == len(prompt_ids(tokenizer, expected or messages))
+    finally:
+        server.shutdown()
+        server.generator.stop()
+
+
 def test_stream_sends_whole_words_then_the_finish_and_usage(api):
     client, _, _, tokenizer = api
     chunks = list(

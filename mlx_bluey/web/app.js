@@ -168,6 +168,8 @@ async function load() {
   Object.assign(state, { ready: true, device, variant, messages: [] });
   $("title").textContent = character.name ? `Chat with ${character.name}` : "Chat";
   if (character.description) $("subtitle").textContent = character.description;
+  // on when the model was trained with a system message: asked without it, it answers in another format
+  $("use_system").checked = Boolean(character.trained_system_prompt);
   $("chat").replaceChildren();
   for (const id of ["message", "send", "reset"]) $(id).disabled = false;
   $("load").disabled = false;
@@ -198,9 +200,9 @@ async function send(text) {
   state.messages.push({ role: "user", content: text });
   addTurn("user", text);
   const conversation = [...state.messages];
-  if ($("use_system").checked && character.default_system_prompt) {
-    conversation.unshift({ role: "system", content: character.default_system_prompt });
-  }
+  // the system message the model was trained with (fuse's character.json), else the card's default
+  const system = character.trained_system_prompt || character.default_system_prompt;
+  if ($("use_system").checked && system) conversation.unshift({ role: "system", content: system });
   const turn = addTurn("assistant", "");
   const body = turn.querySelector(".text");
   let streamed = "";

@@ -1,0 +1,71 @@
+"""The system message an adapter is trained with, and so the one every front end sends it: its one home.
+
+    system_prompt: "You are ..."      # a training config: this text
+    system_from_card: true            # ... or the card's default_system_prompt
+
+Training puts it first in every conversation (and every pair's prompt) that has no system message of its
+own, and manifest.json records the text as `system_prompt`. `mlx_bluey generate`, `evaluate`, `data pairs`
+and `serve --api` send that text when they are not given one, and `fuse` writes it into character.json
+(`trained_system_prompt`), which `serve --api` on a fused model, the page and the Ollama Modelfile read: a
+reply is asked for in the format the adapter learned (the PyTorch project's page prompted in another
+format than its training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .character import CARD_FILE, CardError, card_for_adapter, load_card
+
+FUSED_KEY = "trained_system_prompt"  # character.json of a fused model: its adapter's system message, or absent
+
+
+def add_system(messages: list[dict], text: str | None) -> list[dict]:
+    """`messages` with a system message `text` first, unless it has its own (or text is None or "")."""
+    if not text or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": text}, *messages]
+
+
+def with_system(rows: list, text: str | None) -> list:
+    """Conversations or pairs (anything with `.messages`) with add_system applied to each."""
+    if not text:
+        return rows
+    return [dataclasses.replace(row, messages=add_system(row.messages, text)) for row in rows]
+
+
+def trained_system(adapter: str | Path | None) -> str | None:
+    """The system message an adapter was trained with (its manifest's system_prompt); None = none."""
+    if adapter is None:
+        return None
+    manifest = Path(adapter) / "manifest.json"
+    if not manifest.exists():
+        return None
+    return json.loads(manifest.read_text()).get("system_prompt") or None
+
+
+def fused_system(model_dir: str | Path | None) -> str | None:
+    """The system message a fused model's adapter was trained with (character.json, written by fuse)."""
+    path = Path(model_dir) / "character.json" if model_dir else None
+    if path is None or not path.exists():
+        return None
+    return json.loads(path.read_text()).get(FUSED_KEY) or None
+
+
+def training_system(config, train_path: Path) -> str | None:
+    """The system message a run trains with: system_prompt ("" = none), else the card's with
+    system_from_card, else the one from_adapter was trained with (a later stage keeps the format)."""
+    if config.system_prompt is not None:
+        return config.system_prompt or None
+    if config.system_from_card:
+        path = Path(train_path).parent / CARD_FILE
+        card = load_card(path) if path.exists() else card_for_adapter(config.from_adapter)
+        if card is None or not card.default_system_prompt:
+            raise CardError(
+                f"system_from_card: {path} has no default_system_prompt (or no card is there, nor beside "
+                "the from_adapter's data)"
+            )
+        return card.default_system_prompt
+    return trained_system(config.from_adapter)

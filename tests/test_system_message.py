@@ -1,0 +1,104 @@
+"""A training system message (system_message.py): trained in, recorded, and sent by every front end."""
+
+import json
+
+import pytest
+from conftest import chat, tiny_train_config, write_jsonl
+
+from mlx_bluey.character import CardError, CharacterCard, system_prompt
+from mlx_bluey.chat_format import prompt_ids
+from mlx_bluey.config import ConfigError
+from mlx_bluey.data import Conversation
+from mlx_bluey.system_message import add_system, fused_system, trained_system, with_system
+from mlx_bluey.train import TrainError, train
+
+SYSTEM = "Be Bluey."
+QUIET = {"log": lambda _: None}
+
+
+@pytest.fixture()
+def data(tmp_path):
+    rows = [chat(f"question {i}?", "Hooray! Bingo and me!") for i in range(6)]
+    rows.append(chat("own?", "Yes!", system="My own."))  # keeps its own system message
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows[1:])
+    write_jsonl(tmp_path / "data" / "valid.jsonl", rows[:1])
+    return tmp_path / "data"
+
+
+def _manifest(output):
+    return json.loads((output / "manifest.json").read_text())
+
+
+def test_add_system_puts_it_first_unless_the_conversation_has_its_own():
+    user = [{"role": "user", "content": "hi"}]
+    assert add_system(user, SYSTEM) == [{"role": "system", "content": SYSTEM}, *user]
+    own = [{"role": "system", "content": "Own."}, *user]
+    assert add_system(own, SYSTEM) == own and add_system(user, None) == user and add_system(user, "") == user
+    rows = [Conversation(user, "a:1"), Conversation(own, "a:2")]
+    assert [r.messages[0]["content"] for r in with_system(rows, SYSTEM)] == [SYSTEM, "Own."]
+
+
+def test_training_with_a_system_prompt_adds_its_tokens_to_each_prompt_and_records_it(
+    tiny_model_dir, tiny_tokenizer, data, tmp_path
+):
+    plain, system = tmp_path / "plain", tmp_path / "system"
+    train(tiny_train_config(tiny_model_dir, data, plain, iters=1), **QUIET)
+    train(tiny_train_config(tiny_model_dir, data, system, iters=1, system_prompt=SYSTEM), **QUIET)
+    before, after = _manifest(plain), _manifest(system)
+    assert before["system_prompt"] is None and after["system_prompt"] == SYSTEM
+    assert trained_system(system) == SYSTEM and trained_system(plain) is None
+    # the prompt of each of the 5 training conversations without one grows by the message; no reply changes
+    user = [{"role": "user", "content": "question 1?"}]
+    per_conversation = len(prompt_ids(tiny_tokenizer, add_system(user, SYSTEM))) - len(prompt_ids(tiny_tokenizer, user))
+    assert per_conversation == len(SYSTEM) + 2  # the character-level tiny tokenizer: the text, then "\n\n"
+    assert after["tokens"]["train"] - before["tokens"]["train"] == 5 * per_conversation
+    assert after["tokens"]["train_supervised"] == before["tokens"]["train_supervised"]
+    # a resume with another message is another run
+    with pytest.raises(TrainError, match="system_prompt: 'Be Bluey.' -> 'Other.'"):
+        train(tiny_train_config(tiny_model_dir, data, system, iters=2, system_prompt="Other."), resume=True, **QUIET)
+
+
+def test_system_from_card_and_a_later_stage_keep_the_message(tiny_model_dir, data, tmp_path):
+    (data / "character.yaml").write_text(f"name: Bluey\ndefault_system_prompt: {SYSTEM}\n")
+    first = tmp_path / "first"
+    train(tiny_train_config(tiny_model_dir, data, first, iters=1, system_from_card=True), **QUIET)
+    assert _manifest(first)["system_prompt"] == SYSTEM
+    later = tmp_path / "later"  # from_adapter: the start adapter's format, unless told otherwise ("" = none)
+    train(tiny_train_config(tiny_model_dir, data, later, iters=1, from_adapter=str(first)), **QUIET)
+    assert _manifest(later)["system_prompt"] == SYSTEM
+    train(tiny_train_config(tiny_model_dir, data, later, iters=1, from_adapter=str(first), system_prompt=""),
+          overwrite=True, **QUIET)  # fmt: skip
+    assert _manifest(later)["system_prompt"] is None
+
+
+def test_system_from_card_without_a_prompt_in_the_card_names_the_file(tiny_model_dir, data, tmp_path):
+    (data / "character.yaml").write_text("name: Bluey\n")
+    with pytest.raises(CardError, match=f"system_from_card: {data / 'character.yaml'} has no default_system_prompt"):
+        train(tiny_train_config(tiny_model_dir, data, tmp_path / "out", system_from_card=True), **QUIET)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="set system_prompt or system_from_card, not both"):
+        tiny_train_config(tiny_model_dir, data, tmp_path / "out", system_from_card=True, system_prompt=SYSTEM)
+
+
+def test_front_ends_send_the_given_message_else_the_cards_else_the_trained_one():
+    card = CharacterCard(name="Bluey", default_system_prompt="Card.")
+    assert system_prompt(card, None, False, "Trained.") == "Trained."
+    assert system_prompt(card, "Given.", False, "Trained.") == "Given."
+    assert system_prompt(card, "", False, "Trained.") is None  # --system "" sends none
+    assert system_prompt(card, None, True, "Trained.") == "Card."
+    assert system_prompt(None, None, False, None) is None
+
+
+def test_fuse_hands_the_trained_message_to_the_page_and_the_modelfile(tiny_model_dir, data, tmp_path):
+    from conftest import fuse_with_cli
+
+    from mlx_bluey.gguf_export import modelfile
+
+    adapter = tmp_path / "adapter"
+    train(tiny_train_config(tiny_model_dir, data, adapter, iters=1, system_prompt=SYSTEM), **QUIET)
+    result = fuse_with_cli(adapter, tmp_path / "fused")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "fused" / "character.json").read_text()) == {"trained_system_prompt": SYSTEM}
+    assert fused_system(tmp_path / "fused") == SYSTEM and fused_system(tmp_path) is None
+    assert f'SYSTEM """{SYSTEM}"""' in modelfile("x.gguf", fused_system(tmp_path / "fused"), ["<end_of_turn>"])
+    assert "SYSTEM" not in modelfile("x.gguf", None, ["<end_of_turn>"])
