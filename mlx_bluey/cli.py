@@ -86,7 +86,7 @@ def system_options(command):
         "--system",
         default=None,
         help="A system message before the conversation (a prompt's own one wins); '' = none. "
-        "Default: the one the adapter was trained with (its manifest's system_prompt), else none.",
+        "Default: the one the model was trained with (an adapter's manifest, a fused model's character.json).",
     )(command)
 
 
@@ -249,7 +249,7 @@ def evaluate(
     from .evaluate import reference_files, saved_result
     from .evaluate import rescore as rescore_evaluation
     from .evaluate import run as run_evaluation
-    from .system_message import trained_system
+    from .system_message import served_system
 
     try:
         if rescore:  # the earlier run's adapter points at its data, as it did then
@@ -279,7 +279,7 @@ def evaluate(
             base_likelihood=base_likelihood,
             settings=GenerationSettings(**settings),
             few_shot=few_shot,
-            system=system_prompt(card, system, system_from_card, trained_system(adapter)),
+            system=system_prompt(card, system, system_from_card, served_system(adapter, model)),
             long_reply_tokens=long_reply_tokens,
             assistant_replies=assistant_replies or None,
         )

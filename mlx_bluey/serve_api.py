@@ -385,11 +385,11 @@ def run_api(model: str | None, adapter: str | None, name: str | None, host: str,
     from pathlib import Path
 
     from .generation import load_for_generation
-    from .system_message import fused_system, trained_system
+    from .system_message import served_system
 
     network, tokenizer, model_dir = load_for_generation(model, adapter, dtype, log=log)
     name = name or Path(adapter or model_dir).name
-    system = trained_system(adapter) if adapter else fused_system(model_dir)
+    system = served_system(adapter, model_dir)
     if system:
         log(f"requests without a system message get the one the model was trained with: {system[:60]}...")
     server = make_api_server(network, tokenizer, model_dir, name, host, port, log, system)

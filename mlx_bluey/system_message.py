@@ -48,10 +48,15 @@ def trained_system(adapter: str | Path | None) -> str | None:
 
 def fused_system(model_dir: str | Path | None) -> str | None:
     """The system message a fused model's adapter was trained with (character.json, written by fuse)."""
-    path = Path(model_dir) / "character.json" if model_dir else None
+    path = Path(model_dir) / "character.json" if model_dir else None  # a registry name has none
     if path is None or not path.exists():
         return None
     return json.loads(path.read_text()).get(FUSED_KEY) or None
+
+
+def served_system(adapter: str | Path | None, model: str | Path | None) -> str | None:
+    """What a front end sends by default: the adapter's trained message, else a fused model directory's."""
+    return trained_system(adapter) if adapter else fused_system(model)
 
 
 def training_system(config, train_path: Path) -> str | None:

@@ -9,7 +9,7 @@ from mlx_bluey.character import CardError, CharacterCard, system_prompt
 from mlx_bluey.chat_format import prompt_ids
 from mlx_bluey.config import ConfigError
 from mlx_bluey.data import Conversation
-from mlx_bluey.system_message import add_system, fused_system, trained_system, with_system
+from mlx_bluey.system_message import add_system, fused_system, served_system, trained_system, with_system
 from mlx_bluey.train import TrainError, train
 
 SYSTEM = "Be Bluey."
@@ -100,5 +100,8 @@ def test_fuse_hands_the_trained_message_to_the_page_and_the_modelfile(tiny_model
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "fused" / "character.json").read_text()) == {"trained_system_prompt": SYSTEM}
     assert fused_system(tmp_path / "fused") == SYSTEM and fused_system(tmp_path) is None
+    # generate, evaluate and serve --api: the adapter's, else the fused directory's; a registry name has none
+    assert served_system(adapter, None) == SYSTEM and served_system(None, tmp_path / "fused") == SYSTEM
+    assert served_system(None, "gemma-3-270m") is None and served_system(None, None) is None
     assert f'SYSTEM """{SYSTEM}"""' in modelfile("x.gguf", fused_system(tmp_path / "fused"), ["<end_of_turn>"])
     assert "SYSTEM" not in modelfile("x.gguf", None, ["<end_of_turn>"])
