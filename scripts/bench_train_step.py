@@ -45,9 +45,17 @@ def worktree(ref: str, parent: Path) -> Path:
     return path
 
 
+def same_conversations(tree: Path) -> list[str]:
+    """Flags that train `tree` on the conversations as the data has them: a tree that knows the training system
+    message (configs/bluey.yaml turns it on) runs without it, so it trains the same batches as one from before."""
+    knows = "system_from_card" in (tree / "mlx_bluey" / "config.py").read_text(encoding="utf-8")
+    return ["--no-system-from-card"] if knows else []
+
+
 def run_once(tree: Path, flags: list[str], args, output: Path) -> dict:
     """One timed training run in `tree`; its per-step seconds, trained tokens and losses."""
-    command = timed_training(args.config, output, args.steps, "--data", str(ROOT / args.data), *flags)
+    data = ["--data", str(ROOT / args.data), *same_conversations(tree)]
+    command = timed_training(args.config, output, args.steps, *data, *flags)
     # -m from the tree's root imports the tree's mlx_bluey (the current directory is first on sys.path).
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     if done.returncode:

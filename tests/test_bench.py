@@ -273,6 +273,8 @@ def test_bench_train_step_pairs_rounds_and_reports_loss_drift():
     }
     rows, lines, ratios = bench.summarise(runs, "baseline (abc)")
     assert ratios == {"current": [1.2, 1.5]}  # whole timed runs, paired within each round: 12 / 10, 15 / 10
+    # every tree trains the conversations as the data has them: this one switches the training system message off
+    assert bench.same_conversations(ROOT) == ["--no-system-from-card"]
     assert rows[0] == ["baseline (abc)", "13.5", "7.5", "0"]
     assert rows[1][:3] == ["current", "10.0", "10.0"] and float(rows[1][3]) == pytest.approx(5e-7, rel=0.01)
     assert "**1.35x** as fast (rounds 1.20-1.50: 1.20, 1.50)" in lines[0]
