@@ -37,13 +37,13 @@ def run(args: ChatArgs, log=print) -> None:
     from .character import card_for_adapter, load_card, system_prompt
     from .generation import load_for_generation
     from .special_tokens import stop_token_ids
-    from .system_message import served_system
+    from .system_message import add_system, served_system
 
     card = load_card(args.character) if args.character else card_for_adapter(args.adapter)
     system = system_prompt(card, args.system, args.system_from_card, served_system(args.adapter, args.model))
     network, tokenizer, model_dir = load_for_generation(args.model, args.adapter, args.dtype, log=log)
     stops = stop_token_ids(model_dir, tokenizer)
-    system_messages = [{"role": "system", "content": system}] if system else []
+    system_messages = add_system([], system)
     if args.prompt is not None:
         run_once(network, tokenizer, system_messages, args.prompt, args.settings, stops)
     else:

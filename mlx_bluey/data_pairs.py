@@ -122,12 +122,12 @@ class _Generator:
 
         if self.loaded is None:
             network, tokenizer, model_dir = load_for_generation(self.model, self.adapter, log=self.log)
-            self.loaded = network, tokenizer, stop_token_ids(model_dir, tokenizer)
-        network, tokenizer, stops = self.loaded
-        # the adapter is asked in the format it was trained in; the pair file keeps the prompt as the data has
-        # it (a preference stage puts the system message back in: system_message.training_system)
-        prompt = add_system(prompt, trained_system(self.adapter))
-        return generate_reply(network, tokenizer, prompt, replace(self.settings, seed=seed), stops)
+            # the adapter is asked in the format it was trained in; the pair file keeps the prompt as the data
+            # has it (a preference stage puts the system message back in: system_message.training_system)
+            system = trained_system(self.adapter)
+            self.loaded = network, tokenizer, stop_token_ids(model_dir, tokenizer), system
+        network, tokenizer, stops, system = self.loaded
+        return generate_reply(network, tokenizer, add_system(prompt, system), replace(self.settings, seed=seed), stops)
 
 
 def progress_steps(conversations: int, limit: int | None, use_base: bool, adapter) -> int:

@@ -27,6 +27,7 @@ from .evaluation_args import LONG_REPLY_TOKENS, EvaluationArgs
 from .generation import GenerationSettings, generate_reply
 from .journal import Journal
 from .plots import save_png
+from .system_message import add_system, with_system
 from .text import LONG_WORDS, SHORT_WORDS, count_markers
 
 OVERLAP_ALARM_WORDS = 12  # a verbatim run this long is copying, not style
@@ -136,9 +137,9 @@ def few_shot_examples(train_data: str | Path, count: int) -> list[dict]:
 def with_examples(messages: list[dict], examples: list[dict], system: str | None = None) -> list[dict]:
     """The system message (the prompt's own, else `system` if given), then the example turns, then the
     prompt's own turns."""
-    own = messages[:1] if messages and messages[0]["role"] == "system" else []
-    first = own or ([{"role": "system", "content": system}] if system else [])
-    return [*first, *examples, *messages[len(own) :]]
+    messages = add_system(messages, system)  # the one rule of which system message wins
+    first = messages[:1] if messages and messages[0]["role"] == "system" else []
+    return [*first, *examples, *messages[len(first) :]]
 
 
 def generate_samples(
@@ -320,7 +321,6 @@ def held_out_loss(
     """Mean loss (nats per assistant token) and perplexity of the reference replies under the model, with the
     system message the replies are generated with first in every conversation that has none."""
     from .data import encode_dataset
-    from .system_message import with_system
     from .tuning import evaluate_loss
 
     dataset = encode_dataset(with_system(read_jsonl(reference), system), tokenizer, max_seq_length, "skip")
