@@ -68,6 +68,9 @@ class TrainConfig:
     manifest.json records it, and generate, evaluate, serve and fuse (the page, the Modelfile) send it by default."""
     system_from_card: bool = False
     """Train with the character card's default_system_prompt (character.yaml beside the data) as system_prompt."""
+    system_share: float = 1.0
+    """Share of the conversations (train and valid, each chosen by `seed`) that get that system message; the rest
+    train without it, so the adapter answers with or without it. 1 = all; round(share * n) of n get it."""
     output: str = "adapters/bluey"
     """Where the final adapter, checkpoints, metrics, manifest and loss curve are written."""
     fine_tune_type: str = "lora"
@@ -196,6 +199,10 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be in (0, 1), not {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1), not {self.lora_dropout!r}")
+        if not 0 <= self.system_share <= 1:
+            raise ConfigError(
+                f"system_share must be in [0, 1] (a share of the conversations), not {self.system_share!r}"
+            )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError(
                 f"min_lr_ratio must be in [0, 1] (a fraction of learning_rate), not {self.min_lr_ratio!r}"

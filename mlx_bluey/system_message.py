@@ -2,13 +2,14 @@
 
     system_prompt: "You are ..."      # a training config: this text
     system_from_card: true            # ... or the card's default_system_prompt
+    system_share: 0.5                 # on a seeded half of the conversations only (default 1: all)
 
 Training puts it first in every conversation (and every pair's prompt) that has no system message of its
-own, and manifest.json records the text as `system_prompt`. `mlx_bluey generate`, `evaluate`, `data pairs`
-and `serve --api` send that text when they are not given one, and `fuse` writes it into character.json
-(`trained_system_prompt`), which `serve --api` on a fused model, the page and the Ollama Modelfile read: a
-reply is asked for in the format the adapter learned (the PyTorch project's page prompted in another
-format than its training).
+own, or in a seeded share of them (system_share), and manifest.json records the text as `system_prompt`.
+`mlx_bluey generate`, `evaluate`, `data pairs` and `serve --api` send that text when they are not given one,
+and `fuse` writes it into character.json (`trained_system_prompt`), which `serve --api` on a fused model, the
+page and the Ollama Modelfile read: a reply is asked for in the format the adapter learned (the PyTorch
+project's page prompted in another format than its training).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+
+import numpy as np
 
 from .character import CARD_FILE, CardError, card_for_adapter, load_card
 
@@ -29,11 +32,18 @@ def add_system(messages: list[dict], text: str | None) -> list[dict]:
     return [{"role": "system", "content": text}, *messages]
 
 
-def with_system(rows: list, text: str | None) -> list:
-    """Conversations or pairs (anything with `.messages`) with add_system applied to each."""
-    if not text:
+def with_system(rows: list, text: str | None, share: float = 1.0, seed: int = 0) -> list:
+    """Conversations or pairs (anything with `.messages`) with add_system applied to each, or to a share of them:
+    the first round(share * n) indices of a permutation seeded by `seed` (the same rows on every machine)."""
+    if not text or share <= 0:
         return rows
-    return [dataclasses.replace(row, messages=add_system(row.messages, text)) for row in rows]
+    chosen = range(len(rows))
+    if share < 1:
+        chosen = set(np.random.default_rng(seed).permutation(len(rows))[: round(share * len(rows))].tolist())
+    return [
+        dataclasses.replace(row, messages=add_system(row.messages, text)) if i in chosen else row
+        for i, row in enumerate(rows)
+    ]
 
 
 def trained_system(adapter: str | Path | None) -> str | None:

@@ -200,8 +200,9 @@ def prepare_run(
     train_path, valid_path = data_files(config)
     read_rows, encode = _readers(config)
     system = training_system(config, train_path)
-    train_rows = with_system(read_rows(train_path), system)
-    valid_rows = with_system(read_rows(valid_path), system) if valid_path else []
+    share = config.system_share
+    train_rows = with_system(read_rows(train_path), system, share, config.seed)
+    valid_rows = with_system(read_rows(valid_path), system, share, config.seed) if valid_path else []
     model_dir = resolve_model(config.model, log=log)
 
     checkpoints = list_checkpoints(output) if read_output else []
@@ -354,6 +355,7 @@ def manifest(run: RunPlan) -> dict:
         "trainable_parameters": count_trainable(run.model),
         "from_adapter_sha256": run.state.extra.get("run", {}).get("from_adapter_sha256"),
         "system_prompt": run.system_prompt,  # what generate, evaluate, serve and fuse send by default
+        "system_share": config.system_share if run.system_prompt else 0.0,  # of the conversations trained with it
         "steps": run.schedule.steps,
         "steps_per_epoch": run.schedule.steps_per_epoch,
         "config": config.to_dict(),

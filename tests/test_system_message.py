@@ -105,3 +105,26 @@ def test_fuse_hands_the_trained_message_to_the_page_and_the_modelfile(tiny_model
     assert served_system(None, "gemma-3-270m") is None and served_system(None, None) is None
     assert f'SYSTEM """{SYSTEM}"""' in modelfile("x.gguf", fused_system(tmp_path / "fused"), ["<end_of_turn>"])
     assert "SYSTEM" not in modelfile("x.gguf", None, ["<end_of_turn>"])
+
+
+def _given(rows) -> list[str]:
+    return [r.source for r in rows if r.messages[0]["role"] == "system"]
+
+
+def test_system_share_puts_the_message_in_a_seeded_share_of_the_conversations(tiny_model_dir, data, tmp_path):
+    rows = [Conversation([{"role": "user", "content": f"q{i}"}], f"a:{i}") for i in range(10)]
+    # numpy's PCG64 permutation, the same on every machine: seed 0 -> 4 6 2 7 3 ..., seed 1 -> 8 4 7 0 1 ...
+    assert _given(with_system(rows, SYSTEM, 0.5, seed=0)) == ["a:2", "a:3", "a:4", "a:6", "a:7"]
+    assert _given(with_system(rows, SYSTEM, 0.5, seed=1)) == ["a:0", "a:1", "a:4", "a:7", "a:8"]
+    assert _given(with_system(rows, SYSTEM, 0.26)) == ["a:2", "a:4", "a:6"]  # round(2.6) = 3
+    assert with_system(rows, SYSTEM, 0.0) == rows and len(_given(with_system(rows, SYSTEM))) == 10
+    # training: round(0.4 * 6) = 2 of the 6 rows, permutation(6) = 3 2 ..., both without their own message;
+    # the one validation row: round(0.4) = 0
+    plain, some = tmp_path / "plain", tmp_path / "some"
+    train(tiny_train_config(tiny_model_dir, data, plain, iters=1), **QUIET)
+    train(tiny_train_config(tiny_model_dir, data, some, iters=1, system_prompt=SYSTEM, system_share=0.4), **QUIET)
+    grown = _manifest(some)["tokens"]["train"] - _manifest(plain)["tokens"]["train"]
+    assert grown == 2 * (len(SYSTEM) + 2)  # the character-level tiny tokenizer: the text, then "\n\n"
+    assert _manifest(some)["system_share"] == 0.4 and _manifest(plain)["system_share"] == 0.0
+    with pytest.raises(ConfigError, match=r"system_share must be in \[0, 1\]"):
+        tiny_train_config(tiny_model_dir, data, some, system_share=1.5)
