@@ -35,6 +35,10 @@ class CardFact:
     # `mlx_bluey data pairs`: "right -> wrong" phrases; a training reply that says the right phrase (whole
     # words, any case) becomes a pair whose rejected reply says the wrong one instead, all else equal
     swap: list[str] = field(default_factory=list)
+    # other answers to the questions (wrong ones, and "yes" to "Do you live in Sydney?"): when set, the first
+    # answer a reply names, of accept and these, must be an accepted one ("Four! ... six bites" to "How many
+    # candles?" is wrong). Words the question itself says are not counted: "Not Sydney, Brisbane!" is right.
+    answers: list[str] = field(default_factory=list)
 
     def swaps(self) -> list[tuple[str, str]]:
         """`swap` as (right, wrong) pairs; load_card has checked each holds one " -> "."""
@@ -85,11 +89,11 @@ def _facts(path: Path, value) -> list[CardFact]:
         if unknown:
             raise CardError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(hints)}")
         for key, hint in hints.items():
-            if key not in item and key not in ("reject", "swap"):
+            if key not in item and key not in ("reject", "swap", "answers"):
                 raise CardError(f"{where}.{key}: required")
             if key in item and (expected := wrong_type(hint, item[key])):
                 raise CardError(f"{where}.{key}: must be {expected}, not {short_repr(item[key])}")
-        for key in ("questions", "accept", "reject", "swap"):
+        for key in ("questions", "accept", "reject", "swap", "answers"):
             if any(not text.strip() for text in item.get(key, [])):
                 raise CardError(f"{where}.{key}: must not hold empty strings")
         for j, text in enumerate(item.get("swap", [])):

@@ -210,7 +210,9 @@ def score_rows(rows: list[dict], card, training_replies: list[str], classifier=N
         row["markers"] = dict(count_markers(text, card.voice_markers))
         row["prompt_markers"] = sorted(count_markers(row["prompt_text"], card.voice_markers))
         fact = facts.get(row.get("fact"))
-        row["fact_right"] = metrics.states_fact(text, fact.accept, fact.reject) if fact else None
+        row["fact_right"] = (
+            metrics.states_fact(text, fact.accept, fact.reject, fact.answers, row["prompt_text"]) if fact else None
+        )
         row["repetition_within"] = metrics.repetition_within(text)
         row["longest_training_overlap"] = index.longest_overlap(text)
     for row, probability in zip(rows, probabilities):

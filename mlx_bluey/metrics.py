@@ -13,7 +13,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .text import count_markers, last_sentence_end, words
+from .text import count_markers, last_sentence_end, marker_pattern, words
 
 
 def ngrams(tokens: list[str], n: int) -> list[tuple]:
@@ -177,12 +177,25 @@ def assistant_phrases(text: str, extra_markers: Sequence[str] = ()) -> list[str]
     return found + (["code"] if CODE.search(text) else [])
 
 
-def states_fact(text: str, accept: Sequence[str], reject: Sequence[str]) -> bool:
-    """Right on a card fact: names an accepted answer and no rejected one (whole words, any case).
+def states_fact(
+    text: str, accept: Sequence[str], reject: Sequence[str], answers: Sequence[str] = (), question: str = ""
+) -> bool:
+    """Right on a card fact: names an accepted answer and no rejected one (whole words, any case), and, when
+    the card lists other `answers`, names an accepted one first (of those the question does not say itself).
 
-    "Bingo is four" is right; "Bingo is four or five" is not, so listing guesses cannot score.
+    "Bingo is four" is right; "Bingo is four or five" is not, so listing guesses cannot score. With answers
+    [yes, Sydney] to "Do you live in Sydney?": "Yep! ... Brisbane" is wrong, "No, not Sydney! Brisbane" right.
     """
-    return bool(count_markers(text, list(accept))) and not count_markers(text, list(reject))
+    if not count_markers(text, list(accept)) or count_markers(text, list(reject)):
+        return False
+    said = count_markers(question, [*accept, *answers])
+    lowered = text.lower()
+    starts = {
+        marker: match.start()
+        for marker in [*accept, *answers]
+        if marker not in said and (match := marker_pattern(marker).search(lowered))
+    }
+    return not answers or not starts or min(starts, key=starts.get) in accept
 
 
 def marker_rates(pairs: Sequence[tuple[str, str]], markers: Sequence[str]) -> dict[str, float]:

@@ -81,7 +81,7 @@ def test_adapter_finds_the_card_beside_its_training_data(tmp_path):
         ("facts:\n  - {id: a, questions: [q1], accept: [' ']}\n", ":facts[0].accept: must not hold empty strings"),
         (
             "facts:\n  - {id: a, questions: [q1], accept: [x], answer: y}\n",
-            ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject, swap",
+            ":facts[0]: unknown key(s) answer; known: id, questions, accept, reject, swap, answers",
         ),
         (
             "facts:\n  - {id: a, questions: [q1], accept: [x], swap: ['four to six']}\n",

@@ -17,6 +17,22 @@ def test_a_fact_is_right_only_with_an_accepted_answer_and_no_rejected_one():
     assert not metrics.states_fact("I don't know!", accept, reject)
 
 
+def test_with_other_answers_the_first_answer_named_decides_leaving_out_the_questions_own_words():
+    # own_age and home_city as data/bluey/character.yaml has them (replies from the session-14 reports)
+    ages = ["two", "three", "four", "five", "seven", "eight"]
+    candles = "How many candles were on your last birthday cake?"
+    assert not metrics.states_fact("Four! Dad said the first one had six bites.", ["six"], [], ages, candles)
+    assert metrics.states_fact("Four!", ["six"], [], [], candles) is False  # no accepted answer at all
+    assert metrics.states_fact("Four! ... six bites", ["six"], [], [], candles)  # without answers: lenient
+    assert metrics.states_fact("I'm six and Bingo is four!", ["six"], [], ages, candles)
+    cities = ["yes", "yep", "yeah", "Sydney", "Melbourne"]
+    sydney = "Do you live in Sydney?"
+    assert not metrics.states_fact("Yep! Our house is in Brisbane.", ["Brisbane"], [], cities, sydney)
+    assert metrics.states_fact("Nope, not Sydney! Brisbane!", ["Brisbane"], [], cities, sydney)  # echo left out
+    assert not metrics.states_fact("Melbourne! No wait, Brisbane.", ["Brisbane"], [], cities, sydney)
+    assert metrics.states_fact("Brisbane, silly!", ["Brisbane"], [], cities, "Which city is your house in?")
+
+
 def test_assistant_phrases_are_found_as_whole_words_with_code():
     assert metrics.assistant_phrases("I'm Assistant Mode! Beep boop.") == ["assistant mode"]
     assert metrics.assistant_phrases("I run on ChatGPT, made by OpenAI.") == ["chatgpt", "openai"]
