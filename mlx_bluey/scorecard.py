@@ -87,7 +87,7 @@ FIGURES = [
     ),
     Figure(
         "fact_accuracy",
-        "card fact questions answered right (an accepted answer, no rejected one)",
+        "card fact questions answered right (an accepted answer first, no rejected one)",
         True,
         lambda rows, _: _share(rows, lambda r: r.get("fact_right") is not None, lambda r: r["fact_right"]),
     ),
