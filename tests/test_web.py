@@ -178,3 +178,55 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     assert SCREENSHOT.stat().st_size > 10_000
     # nothing left localhost (blob: URLs are the page's own, made from files it fetched here)
     assert requests and all(r.startswith(url) or r.startswith("blob:" + url) for r in requests), requests
+
+
+def test_the_page_sends_the_trained_system_message_and_its_box_starts_on(tiny_export, tiny_tokenizer, monkeypatch):
+    """character.json's trained_system_prompt (fuse writes it for an adapter trained with one): the page's box
+    starts on and the prompt is the training template with that message first; unticked, none is sent. The tiny
+    export was trained without one, so the served catalogue is given one on its way to the page."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)  # as in the test above
+    trained = "Be Bluey."
+    server, url = serve_in_thread([tiny_export])
+
+    def with_trained_message(route):
+        catalogue = json.loads(route.fetch().text())
+        catalogue[0]["character"]["trained_system_prompt"] = trained
+        route.fulfill(json=catalogue)
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.route("**/models.json", with_trained_message)
+            page.goto(url)
+            page.wait_for_function("document.querySelectorAll('#model option').length === 5")
+            page.select_option("#device", "wasm")
+            page.click("#load")
+            page.wait_for_function("window.mlxBluey.ready || window.mlxBluey.error", timeout=120_000)
+            assert page.evaluate("window.mlxBluey.error") is None
+            assert page.is_checked("#use_system")
+            prompts = []
+            for turn in range(2):
+                if turn == 1:
+                    page.click("#reset")
+                    page.click("#sampling summary")  # the box sits in the closed Sampling section
+                    page.uncheck("#use_system")
+                page.evaluate("document.getElementById('temperature').value = '0'")
+                page.evaluate("document.getElementById('max_new_tokens').value = '4'")
+                page.fill("#message", "hi 3")
+                page.press("#message", "Enter")
+                page.wait_for_function(
+                    "window.mlxBluey.messages.length === 2 || window.mlxBluey.error", timeout=120_000
+                )
+                assert page.evaluate("window.mlxBluey.error") is None
+                prompts.append(page.evaluate("window.mlxBluey.lastPrompt"))
+            browser.close()
+    finally:
+        server.shutdown()
+    user = [{"role": "user", "content": "hi 3"}]
+    assert prompts[0] == render(
+        tiny_tokenizer, [{"role": "system", "content": trained}, *user], add_generation_prompt=True
+    )
+    assert prompts[1] == render(tiny_tokenizer, user, add_generation_prompt=True)
