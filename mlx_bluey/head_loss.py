@@ -77,14 +77,15 @@ def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> 
     return np.float32(sum(chunk[-1] for chunk in _exp_chunks(hidden, targets, weight)))
 
 
-def make_numpy_head_loss(model):
-    """A head-loss function for float32 models on the CPU, same signature as mlx_head_loss."""
-    weight_mx = head_weight(model)
-    weight = np.array(weight_mx, copy=False)  # zero-copy view of the frozen head
+def make_numpy_head_loss(model, ids: np.ndarray | None = None):
+    """A head-loss function for float32 models on the CPU, same signature as mlx_head_loss; with `ids`, the
+    softmax runs over those ids only (cut_ids)."""
+    weight, lookup = _head_rows(model, ids)
 
     @mx.custom_function
     def head_loss(hidden, targets):
-        loss, grad = _numpy_loss_and_grad(np.array(hidden, copy=False), np.array(targets, copy=False), weight)
+        targets = _kept(lookup, np.array(targets, copy=False))
+        loss, grad = _numpy_loss_and_grad(np.array(hidden, copy=False), targets, weight)
         return mx.array(loss), mx.array(grad)
 
     @head_loss.vjp
@@ -97,6 +98,55 @@ def make_numpy_head_loss(model):
     return loss
 
 
+def cut_ids(datasets, tokenizer, vocab: int) -> np.ndarray:
+    """The sorted ids a cut head (config head_ids: data) keeps: every id in the encoded conversations (so every
+    target) and the tokenizer's special tokens. The Bluey training split uses 12,458 of 262,144
+    (benchmarks/head_share.md), so the head's two [n, V] matmuls and its exps shrink 21x."""
+    ids = {int(i) for i in tokenizer.all_special_ids if i < vocab}  # a tokenizer may list ids the head lacks
+    for dataset in datasets:
+        for row in dataset.ids:
+            ids.update(np.unique(row).tolist())
+    return np.array(sorted(ids), dtype=np.int64)
+
+
+def _head_rows(model, ids: np.ndarray | None):
+    """(the frozen head as a NumPy [V, H] view, or its `ids` rows as a copy; a full-vocabulary id -> row lookup
+    for targets, or None). A target outside `ids` maps to -1 (_kept refuses it)."""
+    weight = np.array(head_weight(model), copy=False)  # zero-copy view of the frozen head
+    if ids is None:
+        return weight, None
+    lookup = np.full(weight.shape[0], -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    return np.ascontiguousarray(weight[ids]), lookup
+
+
+def _kept(lookup: np.ndarray | None, targets: np.ndarray) -> np.ndarray:
+    """Targets as rows of the cut head (unchanged without one); an id the cut head lacks is an error, not row -1."""
+    if lookup is None:
+        return targets
+    rows = lookup[targets]
+    if (rows < 0).any():
+        raise ValueError(f"target id {int(targets[rows < 0][0])} is not among the cut head's ids (head_ids: data)")
+    return rows
+
+
+def mlx_cut_head_loss(model, ids: np.ndarray):
+    """The MLX-ops head (Metal, or a head the NumPy path does not serve) over `ids` only: softmax over those rows."""
+    weight = head_weight(model)[mx.array(ids)]
+    lookup = np.full(head_weight(model).shape[0], -1, dtype=np.int64)
+    lookup[ids] = np.arange(len(ids))
+    lookup = mx.array(lookup.astype(np.int32))
+    softcap = getattr(model.args, "final_logit_softcapping", None)
+
+    def loss(_, hidden, targets):
+        logits = hidden @ weight.T
+        if softcap:
+            logits = mx.tanh(logits / softcap) * softcap
+        return nn.losses.cross_entropy(logits.astype(mx.float32), lookup[targets], reduction="sum")
+
+    return loss
+
+
 def numpy_head_applies(model) -> bool:
     """The NumPy head serves float32, un-softcapped heads on the CPU."""
     cpu = mx.default_device() == mx.cpu
@@ -104,7 +154,7 @@ def numpy_head_applies(model) -> bool:
     return cpu and plain and head_weight(model).dtype == mx.float32
 
 
-def make_two_pass_step(model):
+def make_two_pass_step(model, ids: np.ndarray | None = None):
     """value_and_grad(model, inputs, targets, positions) in two passes, for peak memory.
 
     Why: the one-pass NumPy head evaluates the hidden states inside the gradient trace, and MLX then
@@ -117,7 +167,7 @@ def make_two_pass_step(model):
     The body runs forward twice: about one forward more per micro-batch. Dropout must draw the same
     masks in both passes, so the random state is reseeded with one seed for each.
     """
-    weight = np.array(head_weight(model), copy=False)
+    weight, lookup = _head_rows(model, ids)
 
     def surrogate(model, inputs, positions, g):
         hidden = model.model(inputs)
@@ -131,7 +181,8 @@ def make_two_pass_step(model):
         hidden = model.model(inputs)
         hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
         mx.eval(hidden)
-        loss, g = _numpy_loss_and_grad(np.array(hidden, copy=False), np.array(targets.reshape(-1)[positions]), weight)
+        targets = np.array(targets.reshape(-1)[positions])
+        loss, g = _numpy_loss_and_grad(np.array(hidden, copy=False), _kept(lookup, targets), weight)
         del hidden
         mx.random.seed(seed)
         _, grads = surrogate_grad(model, inputs, positions, mx.array(g))
@@ -150,9 +201,11 @@ def make_numpy_head_loss_value(model):
     return loss
 
 
-def select_head_loss(model, gradient: bool = True):
+def select_head_loss(model, gradient: bool = True, ids: np.ndarray | None = None):
     """NumPy head on a CPU with a float32 untransformed head (gradient=False: the loss alone); MLX ops
-    everywhere else."""
+    everywhere else. With `ids` (training with head_ids: data): the softmax over those ids only."""
+    if ids is not None:
+        return make_numpy_head_loss(model, ids) if numpy_head_applies(model) else mlx_cut_head_loss(model, ids)
     if numpy_head_applies(model):
         return make_numpy_head_loss(model) if gradient else make_numpy_head_loss_value(model)
     return mlx_head_loss
