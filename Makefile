@@ -127,7 +127,7 @@ api: $(STAMP)
 # browser's and the API's greedy reply from a tiny adapter trained here, and llama.cpp's parity with it).
 KERNEL_SENSITIVE = tests/test_train.py tests/test_generate.py tests/test_decode_head.py tests/test_fuse.py tests/test_evaluate.py \
     tests/test_preference.py tests/test_data_pairs.py tests/test_web.py tests/test_gguf_export.py tests/test_distributed.py \
-    tests/test_serve_api.py tests/test_numpy_gelu.py
+    tests/test_serve_api.py tests/test_numpy_gelu.py tests/test_head_ids.py
 # On x86 they run a second time on OpenBLAS's generic Prescott kernel (the one OpenBLAS falls back to on
 # CPUs it does not know): a test that passes on one kernel's floating-point trajectory only fails here. Tests
 # marked one_kernel (a vocabulary, llama.cpp's own ggml kernels, process control) run once.
