@@ -110,9 +110,10 @@ class TrainConfig:
     """Clip the global gradient norm to this; 0 = no clipping."""
     head_ids: str = "all"
     """Ids the training softmax runs over: all (the whole vocabulary, 262,144 for Gemma 3) or data (only those in
-    the training conversations, and the special tokens: head_loss.cut_ids). On a CPU the head is 33% of a step and
-    a cut one ~1.5% (benchmarks/head_share.md). Another objective: ids left out are never pushed down, and
-    generation is not masked to the kept ones. Validation stays over the whole vocabulary. SFT, frozen head only."""
+    the training conversations, and the special tokens: head_loss.cut_ids). data: a 1.56x faster CPU step
+    (benchmarks/head_ids.md) but another objective: ids left out are never pushed down (whole-vocabulary validation
+    loss +3.5-4.8% on Bluey: benchmarks/cut-head-270m), and generation is not masked to the kept ones. Validation
+    stays over the whole vocabulary. SFT with a frozen head only."""
     max_seq_length: int = 1024
     """Longest conversation in tokens. Longer ones are an error, or a counted skip (on_too_long)."""
     on_too_long: str = "error"

@@ -30,6 +30,7 @@ def test_gelu_values_and_slope_match_mlx_and_the_formula():
 
 
 def test_switched_model_gives_the_same_loss_and_gradients(tiny_model_dir):
+    mx.random.seed(3)  # the adapters' draw, whatever ran before in the session
     model = model_with_live_adapters(tiny_model_dir, lora_dropout=0.0)
     rng = np.random.default_rng(3)
     inputs = mx.array(rng.integers(7, 100, (2, 11)).astype(np.int32))
@@ -41,7 +42,10 @@ def test_switched_model_gives_the_same_loss_and_gradients(tiny_model_dir):
     got_loss, got_grads = step(model, inputs, inputs, positions)
     assert got_loss.item() == pytest.approx(want_loss.item(), rel=1e-6)
     for (name, a), (_, b) in zip(tree_flatten(want_grads), tree_flatten(got_grads)):
-        assert mx.abs(a - b).max().item() <= 1e-5 * mx.abs(a).max().item(), name
+        # NumPy's and MLX's GELU differ by up to 2e-6 per value (the test above); through the tiny model that moves a
+        # gradient by up to 1e-5 of its largest entry over 25 seeds on Zen and Prescott, and 2e-5 for one draw seen
+        # in a full run (when the draw depended on the tests before it). A wrong slope moves it by ~1e-1.
+        assert mx.abs(a - b).max().item() <= 1e-4 * mx.abs(a).max().item(), name
 
 
 def test_only_float32_models_are_switched(tiny_model_dir):
