@@ -31,7 +31,7 @@ CHOICES = {
     "on_too_long": ("error", "skip"),
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "method": ("sft", "dpo", "simpo", "orpo"),
-    "head_ids": ("all", "data"),
+    "head_ids": ("all", "data", "sampled"),
 }
 
 AT_LEAST = {  # key: (smallest value, what the smallest means)
@@ -39,6 +39,7 @@ AT_LEAST = {  # key: (smallest value, what the smallest means)
     "batch_size": (1, ""),
     "grad_accumulation": (1, ""),
     "max_seq_length": (1, ""),
+    "head_tail_samples": (1, ""),
     "save_every": (1, "optimizer steps between checkpoints"),
     "keep_checkpoints": (1, ""),
     "epochs": (0, "ignored when iters > 0"),
@@ -112,8 +113,12 @@ class TrainConfig:
     """Ids the training softmax runs over: all (the whole vocabulary, 262,144 for Gemma 3) or data (only those in
     the training conversations, and the special tokens: head_loss.cut_ids). data: a 1.56x faster CPU step
     (benchmarks/head_ids.md) but another objective: ids left out are never pushed down (whole-vocabulary validation
-    loss +3.5-4.8% on Bluey: benchmarks/cut-head-270m), and generation is not masked to the kept ones. Validation
-    stays over the whole vocabulary. SFT with a frozen head only."""
+    loss +3.5-4.8% on Bluey: benchmarks/cut-head-270m), and generation is not masked to the kept ones. sampled:
+    data's ids and head_tail_samples of the others drawn per micro-batch, which the softmax then pushes down
+    (head_loss.Tail). Validation stays over the whole vocabulary. SFT with a frozen head only."""
+    head_tail_samples: int = 8192
+    """head_ids: sampled: ids drawn per micro-batch from those the data leaves out (Bluey: ~250,000 of 262,144),
+    so the head's rows are ~12,500 + 8,192 instead of 262,144: 12.7x fewer."""
     max_seq_length: int = 1024
     """Longest conversation in tokens. Longer ones are an error, or a counted skip (on_too_long)."""
     on_too_long: str = "error"

@@ -47,7 +47,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .data import EncodedDataset, encode_dataset, epoch_batches, read_jsonl
-from .head_loss import cut_ids, head_weight, make_two_pass_step, numpy_head_applies
+from .head_loss import Tail, cut_ids, head_weight, make_two_pass_step, numpy_head_applies
 from .models import resolve_model
 from .numpy_gelu import use_numpy_gelu
 from .system_message import training_system, with_system
@@ -240,11 +240,15 @@ def prepare_run(
         **({"system_prompt": system} if system else {}),  # checkpoints from before the key stay resumable
     }
     files_to_write: dict = {}
-    ids = cut_ids([train_set], tokenizer, head_weight(model).shape[0]) if config.head_ids == "data" else None
+    vocab = head_weight(model).shape[0]
+    ids = cut_ids([train_set], tokenizer, vocab) if config.head_ids != "all" else None
+    tail = Tail.around(ids, vocab, config.head_tail_samples, config.seed) if config.head_ids == "sampled" else None
     if ids is not None:
         identity["head_ids"] = len(ids)  # for the manifest; the data hash already fixes it
-        log(f"head: softmax over the {len(ids):,} ids of the training conversations (head_ids: data)")
-    objective, validate = _objective(config, model, train_set, valid_set, identity, files_to_write, log, ids)
+        drawn = f" and {tail.samples:,} drawn from the other {len(tail.ids):,} per micro-batch" if tail else ""
+        kept = f"the {len(ids):,} ids of the training conversations"
+        log(f"head: softmax over {kept}{drawn} (head_ids: {config.head_ids})")
+    objective, validate = _objective(config, model, train_set, valid_set, identity, files_to_write, log, ids, tail)
     resume_from = checkpoints[-1] if resume and checkpoints and not overwrite else None
     state, start_step = _resumed(resume_from, identity, model, optimizer)
     complete = resume_from is not None and (start_step >= schedule.steps or state.finished)
@@ -302,15 +306,17 @@ def _adapted(model, config: TrainConfig) -> tuple[int, str | None]:
     return n_layers, start_sha256
 
 
-def _objective(config: TrainConfig, model, train_set, valid_set, identity: dict, files_to_write: dict, log, ids=None):
+def _objective(
+    config: TrainConfig, model, train_set, valid_set, identity: dict, files_to_write: dict, log, ids=None, tail=None
+):
     """(the loop's Objective, validate(step) or None): SFT's loss on the reply tokens, or a preference method's
     (before a checkpoint is loaded: DPO's reference is the model as it starts)."""
     if config.method != "sft":
         from .preference_train import preference_objective
 
         return preference_objective(config, model, train_set, valid_set, identity, files_to_write, log)
-    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full", ids=ids)
-    value_and_grad = make_two_pass_step(model, ids) if config.two_pass else nn.value_and_grad(model, loss_sum)
+    loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full", ids=ids, tail=tail)
+    value_and_grad = make_two_pass_step(model, ids, tail) if config.two_pass else nn.value_and_grad(model, loss_sum)
     if valid_set is None:
         return SupervisedObjective(value_and_grad, train_set), None
 

@@ -56,14 +56,15 @@ def count_trainable(model) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
-def make_loss(model, head_trainable: bool, gradient: bool = True, ids=None):
+def make_loss(model, head_trainable: bool, gradient: bool = True, ids=None, tail=None):
     """loss_sum(model, inputs, targets, positions): summed cross-entropy at the supervised positions.
 
     `positions` are flat indices into B*L; only those hidden states go through the output head.
     gradient=False: a loss nothing differentiates (validation), so a NumPy head skips its gradient.
-    ids: the softmax over those ids only (head_ids: data; head_loss.cut_ids), for a frozen head.
+    ids: the softmax over those ids only (head_ids: data; head_loss.cut_ids), for a frozen head; tail: and over
+    the micro-batch's drawn others (head_ids: sampled; head_loss.Tail).
     """
-    head_loss = mlx_head_loss if head_trainable else select_head_loss(model, gradient, ids)
+    head_loss = mlx_head_loss if head_trainable else select_head_loss(model, gradient, ids, tail)
 
     def loss_sum(model, inputs: mx.array, targets: mx.array, positions: mx.array) -> mx.array:
         hidden = model.model(inputs)
