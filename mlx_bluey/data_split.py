@@ -10,6 +10,7 @@ split, so validation never measures memorisation of a training example.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,11 @@ def write_split(
     keep: bool = False,
 ) -> dict[str, int]:
     """Write OUTPUT/train|valid|test.jsonl from the inputs. keep: a conversation already in one of those
-    files (the same messages) stays in its split, so adding data keeps the test set it was measured on."""
-    conversations = [c for path in inputs for c in read_jsonl(path)]
+    files (the same messages) stays in its split, so adding data keeps the test set it was measured on.
+    The inputs are read in natural order of their paths (part2 before part10), whatever order the shell's
+    `part*.jsonl` gave (part1, part10, part2, ...): each split lists its conversations in that order, so with
+    keep a new part's conversations come after the earlier ones'."""
+    conversations = [c for path in sorted(inputs, key=_natural) for c in read_jsonl(path)]
     placed = {}
     if keep:
         where = {
@@ -82,6 +86,11 @@ def write_split(
         lines = [json.dumps({"messages": conversations[i].messages}, ensure_ascii=False) for i in indices]
         atomic_write_text(output / f"{name}.jsonl", "".join(line + "\n" for line in lines))
     return {name: len(indices) for name, indices in splits.items()}
+
+
+def _natural(path: Path) -> list:
+    """part10.jsonl -> ['part', 10, '.jsonl']: numbers compare as numbers."""
+    return [int(piece) if piece.isdigit() else piece for piece in re.split(r"(\d+)", str(path))]
 
 
 def _key(messages: list[dict]) -> str:

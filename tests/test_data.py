@@ -181,3 +181,24 @@ def test_split_keep_leaves_the_earlier_split_and_shares_out_the_new(tmp_path):
     # without --keep the same files are split afresh: the held-out sets change
     fresh = split_conversations(read_jsonl(raw) + read_jsonl(added), valid=0.1, test=0.1, seed=0)
     assert (len(fresh["valid"]), len(fresh["test"])) == (6, 6)
+
+
+def test_split_reads_its_inputs_in_natural_order_whatever_order_they_come_in(tmp_path):
+    """The shell's `raw/part*.jsonl` gives part1, part10, part2: the split is the one of part1, part2, part10."""
+    from mlx_bluey.data_split import write_split
+
+    parts = [
+        write_jsonl(
+            tmp_path / "raw" / f"part{n}.jsonl",
+            [chat(f"part {n} hi {i} {n * i}", f"Reply {n} {i}!") for i in range(10)],
+        )
+        for n in (1, 2, 10)
+    ]
+    counts = write_split(parts, tmp_path / "natural", seed=0)
+    assert write_split([parts[0], parts[2], parts[1]], tmp_path / "shell", seed=0) == counts
+    for name in ("train", "valid", "test"):
+        assert (tmp_path / "shell" / f"{name}.jsonl").read_bytes() == (
+            tmp_path / "natural" / f"{name}.jsonl"
+        ).read_bytes()
+    train = (tmp_path / "natural" / "train.jsonl").read_text()
+    assert train.index("part 2 hi") < train.index("part 10 hi")
