@@ -27,8 +27,10 @@ def normalised(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def training_turns():
-    # the split, and every raw part (a conversation in raw/ but not in the split would be a bug of `data split`)
+    # the split, every raw part (a conversation in raw/ but not in the split would be a bug of `data split`) and
+    # the drafts waiting to join them
     files = [DATA / f"{name}.jsonl" for name in ("train", "valid", "test")] + sorted((DATA / "raw").glob("*.jsonl"))
+    files += sorted((DATA / "drafts").glob("*.jsonl"))
     turns = [(f"{c.source}", text) for path in files for c in read_jsonl(path) for text in user_turns(c.messages)]
     return [(where, text, normalised(text), text_shingles(text)) for where, text in turns]
 
