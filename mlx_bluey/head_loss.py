@@ -87,8 +87,7 @@ def _numpy_loss(hidden: np.ndarray, targets: np.ndarray, weight: np.ndarray) -> 
 def make_numpy_head_loss(model, ids: np.ndarray | None = None, tail: Tail | None = None):
     """A head-loss function for float32 models on the CPU, same signature as mlx_head_loss; with `ids`, the
     softmax runs over those ids only (cut_ids), and with `tail` over them and the micro-batch's sampled others."""
-    weight, lookup = _head_rows(model, ids)
-    full = np.array(head_weight(model), copy=False)
+    full, weight, lookup = _head_rows(model, ids)
 
     @mx.custom_function
     def head_loss(hidden, targets):
@@ -159,12 +158,13 @@ def _with_tail(weight: np.ndarray, full: np.ndarray, tail: Tail | None, targets:
 
 
 def _head_rows(model, ids: np.ndarray | None):
-    """(the frozen head as a NumPy [V, H] view, or its `ids` rows as a copy; a full-vocabulary id -> row lookup
-    for targets, or None). A target outside `ids` maps to -1 (_kept refuses it)."""
-    weight = np.array(head_weight(model), copy=False)  # zero-copy view of the frozen head
+    """(the frozen head as a NumPy [V, H] view (a tail draws its rows from it); that view, or its `ids` rows as a
+    copy; a full-vocabulary id -> row lookup for targets, or None). A target outside `ids` maps to -1 (_kept
+    refuses it)."""
+    full = np.array(head_weight(model), copy=False)  # zero-copy view of the frozen head
     if ids is None:
-        return weight, None
-    return np.ascontiguousarray(weight[ids]), _lookup(weight.shape[0], ids)
+        return full, full, None
+    return full, np.ascontiguousarray(full[ids]), _lookup(full.shape[0], ids)
 
 
 def _lookup(vocab: int, ids: np.ndarray) -> np.ndarray:
@@ -191,6 +191,9 @@ def mlx_cut_head_loss(model, ids: np.ndarray, tail: Tail | None = None):
     lookup = mx.array(_lookup(head_weight(model).shape[0], ids).astype(np.int32))
     softcap = getattr(model.args, "final_logit_softcapping", None)
 
+    if tail is not None:  # added after the soft cap: the correction multiplies exp(logit), it is not part of it
+        bias = mx.array(np.r_[np.zeros(len(ids)), np.full(tail.samples, tail.correction)].astype(np.float32))
+
     def loss(_, hidden, targets):
         rows = weight
         if tail is not None:
@@ -199,8 +202,8 @@ def mlx_cut_head_loss(model, ids: np.ndarray, tail: Tail | None = None):
         logits = hidden @ rows.T
         if softcap:
             logits = mx.tanh(logits / softcap) * softcap
-        if tail is not None:  # after the soft cap: the correction multiplies exp(logit), it is not part of it
-            logits = mx.concatenate([logits[:, : len(ids)], logits[:, len(ids) :] + tail.correction], axis=1)
+        if tail is not None:
+            logits = logits + bias
         return nn.losses.cross_entropy(logits.astype(mx.float32), lookup[targets], reduction="sum")
 
     return loss
@@ -226,8 +229,7 @@ def make_two_pass_step(model, ids: np.ndarray | None = None, tail: Tail | None =
     The body runs forward twice: about one forward more per micro-batch. Dropout must draw the same
     masks in both passes, so the random state is reseeded with one seed for each.
     """
-    weight, lookup = _head_rows(model, ids)
-    full = np.array(head_weight(model), copy=False)
+    full, weight, lookup = _head_rows(model, ids)
 
     def surrogate(model, inputs, positions, g):
         hidden = model.model(inputs)
