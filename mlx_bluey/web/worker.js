@@ -102,7 +102,8 @@ async function generate({ messages, options }) {
   const seconds = (performance.now() - started) / 1000;
   const ids = Array.from(output.tolist()[0].slice(inputs.input_ids.dims[1]), Number);
   const stopped = ids.length > 0 && stopIds.includes(ids[ids.length - 1]);
-  const text = tokenizer.decode(stopped ? ids.slice(0, -1) : ids, { skip_special_tokens: true }).trim();
+  const kept = stopped ? ids.slice(0, -1) : ids; // a stop id as the first token leaves none: decode([]) throws
+  const text = kept.length > 0 ? tokenizer.decode(kept, { skip_special_tokens: true }).trim() : "";
   const decoded = puts.length - 2; // tokens after the first new one
   const decodeTokensPerSecond = decoded > 0 ? decoded / ((puts[puts.length - 1] - puts[1]) / 1000) : null;
   const promptSeconds = puts.length > 1 ? (puts[1] - started) / 1000 : null; // prompt + first token
