@@ -161,9 +161,10 @@ def test_chat_page_streams_a_reply_in_chromium(tiny_export, tiny_tokenizer, monk
     first = states[0]
     assert first["generationOptions"]["do_sample"] is False
     assert first["lastReply"]["text"] == REPLY and first["chunks"] > 1
-    assert state["lastReply"]["decodeTokensPerSecond"] > 0 and state["lastReply"]["promptSeconds"] > 0
+    # timings from the greedy reply: the sampled second one may stop after one token (no decode rate) or at once
+    assert first["lastReply"]["decodeTokensPerSecond"] > 0 and first["lastReply"]["promptSeconds"] > 0
     assert state["readyStatus"].startswith("Ready: ")  # the live "Generating: N tokens, X tok/s" line ends with it
-    assert messages[1]["content"] and messages[3]["content"]
+    assert messages[1]["content"] == REPLY and isinstance(messages[3]["content"], str)  # the sampled one may be ""
     options = state["generationOptions"]  # the page's defaults, as the second turn used them
     assert options["eos_token_id"] == [1, 5]  # every stop id of generation_config.json
     assert state["suppressTokens"] == [0, 2, 3, 4, 102]  # generation_config: <pad> <bos> <unk> <start_of_turn> <mask>
