@@ -562,14 +562,32 @@ def _tokenizer(model):
     show_default=True,
     help="Training limit in tokens.",
 )
-def data_validate(inputs, model, max_seq_length) -> None:
+@click.option(
+    "--against-eval",
+    type=click.Path(),
+    help="Evaluation prompts (data/eval/prompts.jsonl): a user turn that copies one, or the card's fact "
+    "questions, or is a near-duplicate is a problem.",
+)
+@click.option(
+    "--character",
+    "character_path",
+    type=click.Path(),
+    help="Card whose fact questions --against-eval adds (default: character.yaml beside the first file).",
+)
+def data_validate(inputs, model, max_seq_length, against_eval, character_path) -> None:
     """Report every problem in chat JSONL files (exit 1 if any)."""
 
+    from .character import CardError, card_beside, load_card
     from .data_validate import validate_files
 
     try:
-        report = validate_files([Path(p) for p in inputs], _tokenizer(model), max_seq_length)
-    except _user_errors() as error:
+        held_out = None
+        if against_eval:
+            from .evaluate import all_prompts
+
+            held_out = all_prompts(against_eval, load_card(card_beside(inputs[0], character_path)))
+        report = validate_files([Path(p) for p in inputs], _tokenizer(model), max_seq_length, held_out)
+    except (*_user_errors(), CardError) as error:
         _fail(error)
     for problem in report.problems:
         click.echo(str(problem), err=True)

@@ -6,8 +6,11 @@ Checks, in order: the file exists and is UTF-8; each line is JSON with a valid `
 (roles, order, non-empty content); no conversation appears twice (exact duplicates after
 whitespace and case are normalised) or as a near-duplicate (word 3-gram Jaccard >= 0.5, the split
 tool's rule), within a file or across files; and each conversation fits the training limit in
-tokens, counted with the model's tokenizer through the training chat template.
-Exit code 1 when there is any problem.
+tokens, counted with the model's tokenizer through the training chat template. With
+`--against-eval data/eval/prompts.jsonl`, also that no user turn is an evaluation prompt's user turn or
+its near-duplicate (the same rule; the card's fact questions count as evaluation prompts): data meant
+for training must stay apart from what the evaluation asks (tests/test_eval_set.py checks the committed
+files the same way). Exit code 1 when there is any problem.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from .chat_format import encode_conversation
 from .data import Conversation, DataError, scan_jsonl
-from .near_duplicates import jaccard, near_duplicate_groups, shingles
+from .near_duplicates import NEAR_DUPLICATE_JACCARD, jaccard, near_duplicate_groups, shingles, text_shingles
 
 
 @dataclass
@@ -40,7 +43,10 @@ def _normalised(conversation: Conversation) -> str:
     )
 
 
-def validate_files(paths: list[Path], tokenizer=None, max_seq_length: int | None = None) -> Report:
+def validate_files(
+    paths: list[Path], tokenizer=None, max_seq_length: int | None = None, held_out: list | None = None
+) -> Report:
+    """Every problem of the files; `held_out`: evaluation prompts (evaluate.all_prompts) no user turn may copy."""
     conversations: list[Conversation] = []
     problems: list[DataError] = []
     for path in paths:
@@ -78,4 +84,39 @@ def validate_files(paths: list[Path], tokenizer=None, max_seq_length: int | None
                         f"{n} tokens, over the training limit max_seq_length={max_seq_length}",
                     )
                 )
+    if held_out is not None:
+        problems += held_out_problems(conversations, held_out)
     return Report(len(conversations), problems)
+
+
+def held_out_problems(conversations: list[Conversation], prompts: list) -> list[DataError]:
+    """A problem per user turn that is, after case and spacing, an evaluation prompt's user turn or its
+    near-duplicate (word 3-gram Jaccard >= 0.5); each names the turn and the first prompt it matches."""
+    asked = [
+        (prompt.id, _text_key(m["content"]), text_shingles(m["content"]))
+        for prompt in prompts
+        for m in prompt.messages
+        if m["role"] == "user"
+    ]
+    problems = []
+    for conversation in conversations:
+        for i, message in enumerate(conversation.messages):
+            if message["role"] != "user":
+                continue
+            own_key, own = _text_key(message["content"]), text_shingles(message["content"])
+            for prompt_id, key, theirs in asked:
+                similarity = 1.0 if key == own_key else jaccard(own, theirs)
+                if similarity >= NEAR_DUPLICATE_JACCARD:
+                    what = "a copy" if key == own_key else f"a near-duplicate (word 3-gram Jaccard {similarity:.2f})"
+                    problems.append(
+                        DataError(
+                            f"{conversation.source}:messages[{i}].content",
+                            f"{what} of evaluation prompt {prompt_id}: keep the evaluation held out",
+                        )
+                    )
+                    break
+    return problems
+
+
+def _text_key(text: str) -> str:
+    return WHITESPACE.sub(" ", text.strip().lower())

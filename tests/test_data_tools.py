@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import chat, run_cli, write_jsonl
@@ -65,6 +66,22 @@ def test_validate_cli_exit_codes(tmp_path, tiny_model_dir):
     assert failed.returncode == 1
     assert f"{bad}:2:messages[0].role: must be one of system, user, assistant" in failed.stderr
     assert f"{bad}:1:messages: exact duplicate of {good}:1" in failed.stderr
+    # a card's fact question copied into training data (the card named, none beside the file)
+    root = Path(__file__).parent.parent
+    against = [
+        "--against-eval",
+        str(root / "data/eval/prompts.jsonl"),
+        "--character",
+        str(root / "data/bluey/card.yaml"),
+    ]
+    no_card = subprocess.run([*base, str(good), *against], capture_output=True, text=True)
+    assert no_card.returncode == 1 and "data/bluey/card.yaml: character card not found" in no_card.stderr
+    against[-1] = str(root / "data/bluey/character.yaml")
+    assert subprocess.run([*base, str(good), *against], capture_output=True, text=True).returncode == 0
+    asked = write_jsonl(tmp_path / "asked.jsonl", [chat("Do you live in Sydney?", "Nope, Brisbane!")])
+    held = subprocess.run([*base, str(asked), *against], capture_output=True, text=True)
+    assert held.returncode == 1
+    assert f"{asked}:1:messages[0].content: a copy of evaluation prompt facts-home_city-2" in held.stderr
 
 
 def test_stats_exact_numbers(tmp_path, tiny_tokenizer):
