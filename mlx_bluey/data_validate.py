@@ -37,10 +37,13 @@ class Report:
 WHITESPACE = re.compile(r"\s+")
 
 
+def _text_key(text: str) -> str:
+    """The text compared for exact copies: case and runs of whitespace do not count."""
+    return WHITESPACE.sub(" ", text.strip().lower())
+
+
 def _normalised(conversation: Conversation) -> str:
-    return "\n".join(
-        m["role"] + ": " + WHITESPACE.sub(" ", m["content"].strip().lower()) for m in conversation.messages
-    )
+    return "\n".join(m["role"] + ": " + _text_key(m["content"]) for m in conversation.messages)
 
 
 def validate_files(
@@ -116,7 +119,3 @@ def held_out_problems(conversations: list[Conversation], prompts: list) -> list[
                     )
                     break
     return problems
-
-
-def _text_key(text: str) -> str:
-    return WHITESPACE.sub(" ", text.strip().lower())

@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from mlx_bluey.bench_record import command_line, machine, table, write_record  # noqa: E402  (after the path)
 from mlx_bluey.character import card_for_adapter, load_card  # noqa: E402 (after the path, as above)
-from mlx_bluey.chat_format import encode_conversation  # noqa: E402 (after the path, as above)
+from mlx_bluey.chat_format import Encoded  # noqa: E402 (after the path, as above)
 from mlx_bluey.generation import load_for_generation  # noqa: E402 (after the path, as above)
-from mlx_bluey.system_message import trained_system  # noqa: E402 (after the path, as above)
+from mlx_bluey.preference import encode_reply, reply_logprobs  # noqa: E402 (after the path, as above)
+from mlx_bluey.system_message import add_system, trained_system  # noqa: E402 (after the path, as above)
 
 NUMBER_WORDS = ["two", "three", "four", "five", "six", "seven", "eight"]
 
@@ -48,17 +49,16 @@ def opening(answer: str) -> str:
     return answer[:1].upper() + answer[1:] + "!"
 
 
-def opening_logprob(model, tokenizer, messages: list[dict], text: str) -> float:
-    """Summed log-probability of the reply tokens of `text` (not its end-of-turn marker) after `messages`."""
-    import mlx.core as mx
-
-    encoded = encode_conversation(tokenizer, [*messages, {"role": "assistant", "content": text}])
-    supervised = [i for i, label in enumerate(encoded.labels) if label][:-1]  # the last one is <end_of_turn>
-    logits = model(mx.array([encoded.ids[: supervised[-1]]]))[0].astype(mx.float32)
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    # the token at position i is predicted from position i - 1
-    picked = [logprobs[i - 1, encoded.ids[i]] for i in supervised]
-    return float(mx.sum(mx.stack(picked)).item())
+def opening_logprobs(model, tokenizer, prompt: list[dict], texts: list[str]) -> list[float]:
+    """Summed log-probability of each reply in `texts` after `prompt`, its tokens only: the preference
+    stage's reply log-probability (preference.reply_logprobs, one batch) without the <end_of_turn> label."""
+    rows = []
+    for text in texts:
+        encoded = encode_reply(tokenizer, prompt, text)
+        last = max(i for i, label in enumerate(encoded.labels) if label)  # <end_of_turn>
+        rows.append(Encoded(encoded.ids, [label and i != last for i, label in enumerate(encoded.labels)]))
+    sums, _ = reply_logprobs(model, rows)
+    return sums.tolist()
 
 
 def probe(model, tokenizer, card, system: str | None) -> list[dict]:
@@ -68,10 +68,9 @@ def probe(model, tokenizer, card, system: str | None) -> list[dict]:
         if not accepted or not other:
             continue
         for question in fact.questions:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": question}
-            ]
-            scores = {a: opening_logprob(model, tokenizer, messages, opening(a)) for a in [*accepted, *other]}
+            prompt = add_system([{"role": "user", "content": question}], system)
+            answers = [*accepted, *other]
+            scores = dict(zip(answers, opening_logprobs(model, tokenizer, prompt, [opening(a) for a in answers])))
             total = sum(math.exp(v) for v in scores.values())
             right = sum(math.exp(scores[a]) for a in accepted)
             top = max(scores, key=scores.get)
