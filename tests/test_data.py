@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 from conftest import chat, run_cli, write_jsonl
 
-from mlx_bluey.data import DataError, EncodedDataset, epoch_batches, length_buckets, make_batch, read_jsonl
+from mlx_bluey.data import (
+    Conversation,
+    DataError,
+    EncodedDataset,
+    epoch_batches,
+    length_buckets,
+    make_batch,
+    read_jsonl,
+)
 from mlx_bluey.data_split import split_conversations
-from mlx_bluey.near_duplicates import near_duplicate_groups
+from mlx_bluey.near_duplicates import jaccard, near_duplicate_groups, shingles, text_shingles
 
 GOOD = chat("hi", "G'day!")
 
@@ -152,6 +160,18 @@ def test_split_keeps_near_duplicates_together(tmp_path):
     assert where[3] == where[40] and where[8] == where[41]
     assert (len(splits["valid"]), len(splits["test"])) == (4, 4)
     assert splits == split_conversations(conversations, valid=0.1, test=0.1, seed=0)
+
+
+def test_a_shared_system_message_does_not_make_near_duplicates():
+    """Two fact questions under the same 30-word system message: with it, each has 38 3-grams, 28 of them the
+    message's own, so Jaccard 28 / (38 + 38 - 28) = 0.58, a near-duplicate; without it their 8 and 8 share none."""
+    system = {"role": "system", "content": " ".join(f"word{i}" for i in range(30))}
+    a = Conversation([system, *chat("how old is your sister", "she is four years old")["messages"]], "t:1")
+    b = Conversation([system, *chat("which city do you live", "we live in brisbane town")["messages"]], "t:2")
+    assert len(shingles(a)) == len(shingles(b)) == 8 and jaccard(shingles(a), shingles(b)) == 0.0
+    assert near_duplicate_groups([a, b]) == [[0], [1]]
+    with_system = [text_shingles(" ".join(m["content"] for m in c.messages)) for c in (a, b)]
+    assert jaccard(*with_system) == 28 / 48
 
 
 def test_split_keep_leaves_the_earlier_split_and_shares_out_the_new(tmp_path):
