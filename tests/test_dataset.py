@@ -43,7 +43,7 @@ def test_validates_clean_across_all_splits(tokenizer):
 
 
 # The data card's split commands: parts 1-7 split afresh, then each later part added with --keep, one run per part
-# (part8 to part13 so far; sharing out several parts in one run would split them another way).
+# (part8 to part14 so far; sharing out several parts in one run would split them another way).
 FIRST_PARTS = 7
 
 
@@ -51,11 +51,12 @@ def test_split_is_80_10_10_and_reproducible(tmp_path):
     parts = sorted((DATA / "raw").glob("part*.jsonl"), key=lambda p: int(p.stem[4:]))
     first = write_split(parts[:FIRST_PARTS], tmp_path, valid=0.1, test=0.1, seed=0)
     assert first["valid"] == first["test"] == round(0.1 * sum(first.values()))
+    counts = first
     for added in range(FIRST_PARTS + 1, len(parts) + 1):
-        counts = write_split(parts[:added], tmp_path, valid=0.1, test=0.1, seed=0, keep=True)
-    total = sum(counts.values())
-    assert total >= 600
-    assert counts["valid"] == counts["test"] == round(0.1 * total)
+        before, counts = counts, write_split(parts[:added], tmp_path, valid=0.1, test=0.1, seed=0, keep=True)
+        new = sum(counts.values()) - sum(before.values())  # each part's own 10% and 10%, rounded (part14: 106 -> 11)
+        assert counts["valid"] - before["valid"] == counts["test"] - before["test"] == round(0.1 * new)
+    assert sum(counts.values()) >= 600
     for path in SPLITS:  # the committed split is exactly what the tool makes from raw/
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"re-run: {path.name} is stale"
 
