@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from mlx_bluey.character import load_card
+from mlx_bluey.data import read_jsonl
 from mlx_bluey.data_split import write_split
 from mlx_bluey.data_stats import compute_stats, to_markdown
 from mlx_bluey.data_validate import validate_files
@@ -24,8 +26,6 @@ def tokenizer(embedded_dir):
 @pytest.fixture(scope="module")
 def stats(tokenizer):
     import os
-
-    from mlx_bluey.character import load_card
 
     here = os.getcwd()
     os.chdir(DATA.parent.parent)  # the card shows paths as the command gave them: relative to the repo
@@ -74,3 +74,12 @@ def test_data_card_table_is_the_tools_output(stats):
     card = (DATA / "README.md").read_text()
     assert f"`{STATS_COMMAND}`" in card
     assert to_markdown(stats) in card, "data card is stale: paste the output of the stats command"
+
+
+def test_part14_carries_the_cards_prompt():
+    """part14's fact questions have the card's default_system_prompt written in as their system message (data card,
+    "How part14 joined"): a card whose prompt changes must change them too."""
+    rows = read_jsonl(DATA / "raw" / "part14.jsonl")
+    systems = {row.messages[0]["content"] for row in rows if row.messages[0]["role"] == "system"}
+    assert len(rows) == 106 and all(row.messages[0]["role"] == "system" for row in rows)
+    assert systems == {load_card(DATA / "character.yaml").default_system_prompt}
