@@ -101,7 +101,7 @@ def generate_reply(
     sampler = make_sampler(settings.temperature, settings.top_p, settings.top_k, settings.min_p)
     processors = []
     if settings.repetition_penalty != 1.0:
-        processors.append(make_repetition_penalty(settings.repetition_penalty, REPETITION_CONTEXT_TOKENS, stop_ids))
+        processors.append(make_repetition_penalty(settings.repetition_penalty, REPETITION_CONTEXT_TOKENS, len(prompt)))
     if settings.min_new_tokens > 0:
         processors.append(block_stops_until(settings.min_new_tokens, len(prompt), stop_ids))
     processors.append(suppress_tokens(suppressed_token_ids(tokenizer, stop_ids)))

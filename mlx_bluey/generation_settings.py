@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The repetition penalty looks at this many latest tokens (prompt included); the page uses the same
-# window (web/worker.js), and bench_decode_peers.py gives it to mlx-lm's sampler too.
+# The repetition penalty looks at this many latest tokens of the reply, the prompt left out (sampling.py
+# says why); the page uses the same window (web/worker.js), and bench_decode_peers.py gives it to mlx-lm's
+# sampler too (whose window takes in the prompt: a speed comparison, not the same replies).
 REPETITION_CONTEXT_TOKENS = 64
 
 

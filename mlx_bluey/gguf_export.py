@@ -251,6 +251,9 @@ def _add_tokenizer_keys(writer, source: Source) -> None:
     writer.add_sampling_top_k(defaults.top_k)
     writer.add_sampling_top_p(defaults.top_p)
     writer.add_sampling_min_p(defaults.min_p)
+    # llama.cpp's penalty window is its sampler's history, and its server pushes the (cached) prompt into that
+    # history: there the last 64 tokens can hold the system message's facts, which the CLI and the page leave out
+    # of the window (sampling.py says why). No GGUF key or Ollama parameter leaves the prompt out.
     writer.add_sampling_penalty_repeat(defaults.repetition_penalty)
     writer.add_sampling_penalty_last_n(REPETITION_CONTEXT_TOKENS)
 

@@ -54,20 +54,20 @@ def make_sampler(temperature: float, top_p: float, top_k: int, min_p: float) -> 
     return sample
 
 
-def make_repetition_penalty(penalty: float, window: int, exempt_ids) -> Callable[[mx.array, mx.array], mx.array]:
-    """Logits processor: every id among the last `window` tokens (prompt included) has its logit divided by
-    `penalty` when positive and multiplied when negative, once however often it occurs (mlx-lm's rule),
-    except `exempt_ids`: the stop ids.
+def make_repetition_penalty(penalty: float, window: int, start: int) -> Callable[[mx.array, mx.array], mx.array]:
+    """Logits processor: every id among the reply's last `window` tokens (those from position `start` on:
+    generation.py passes the prompt's length) has its logit divided by `penalty` when positive and multiplied
+    when negative, once however often it occurs (mlx-lm's rule, on the reply alone).
 
-    Why the exemption: the prompt ends with the user turn's <end_of_turn>, so for a reply's first
-    ~60 tokens that id sits in the window and mlx-lm's processor penalises ending the reply. At a stop
-    logit of 20, 1.1 takes 1.8 off it, which at temperature 0.7 makes stopping exp(1.8 / 0.7) = 13 times
-    less likely: short answers ran long. (The page's penalty in web/sampling.js exempts them too.)
+    Why not the prompt: mlx-lm's penalty (as transformers' and llama.cpp's) counts it, and the prompt's last 64
+    tokens are the end of the card's system message ("... Bingo is four. Your dad is Bandit and your mum is
+    Chilli ...") and the question. At a logit of 20, 1.1 takes 1.8 off, which at temperature 0.7 makes a token
+    exp(1.8 / 0.7) = 13 times less likely: every fact the reply should repeat from the message, and the stop
+    id <end_of_turn> that closes the user's turn. A reply never holds a stop id (the first one ends it).
     """
-    exempt = {int(i) for i in exempt_ids}
 
     def processor(tokens: mx.array, logits: mx.array) -> mx.array:
-        recent = sorted({int(t) for t in tokens[-window:].tolist()} - exempt)
+        recent = sorted({int(t) for t in tokens[start:][-window:].tolist()})
         if not recent:
             return logits
         ids = mx.array(recent)

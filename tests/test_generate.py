@@ -1,10 +1,12 @@
-"""Generation: every stop id blocked until min_new_tokens, replies never cut mid-word."""
+"""Generation: every stop id blocked until min_new_tokens, replies never cut mid-word, the prompt out of the
+repetition penalty."""
 
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from conftest import TINY_CONFIG, chat, run_cli
 
+from mlx_bluey.chat_format import prompt_ids
 from mlx_bluey.generation import (
     GenerationSettings,
     block_stops_until,
@@ -183,3 +185,25 @@ def test_suppressed_tokens_never_appear_even_when_favoured(tiny):
         stop_token_ids(model_dir, tokenizer),
     )
     assert reply.tokens == [] and reply.finish_reason == "stop"
+
+
+def test_the_repetition_penalty_leaves_the_prompt_out(tiny):
+    """Two ids lead every step: `said` (logit 10), an id of the prompt, and `fresh` (9), one it lacks. Greedy at
+    penalty 1.2: the reply starts with `said` (the prompt is not penalised); then `said` is the reply's own and
+    10 / 1.2 = 8.33 < 9, so `fresh` follows. A penalty counting the prompt would start with `fresh`."""
+    model, tokenizer, model_dir = tiny
+    stops = stop_token_ids(model_dir, tokenizer)
+    messages = chat("hi")["messages"]
+    skip = set(stops) | set(suppressed_token_ids(tokenizer, stops))
+    prompt = prompt_ids(tokenizer, messages)
+    said = next(i for i in prompt if i not in skip)
+    fresh = next(i for i in range(TINY_CONFIG["vocab_size"]) if i not in skip and i not in prompt)
+
+    class TwoLeaders(StopLover):
+        def __call__(self, inputs, cache=None):
+            return mx.zeros_like(self.inner(inputs, cache=cache)) + self.bias
+
+    leaders = TwoLeaders(model, TINY_CONFIG["vocab_size"])
+    leaders.bias = mx.zeros((TINY_CONFIG["vocab_size"],)).at[mx.array([said, fresh])].add(mx.array([10.0, 9.0]))
+    settings = GenerationSettings(temperature=0.0, repetition_penalty=1.2, max_new_tokens=2)
+    assert generate_reply(leaders, tokenizer, messages, settings, stops).tokens == [said, fresh]

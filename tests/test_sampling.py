@@ -86,43 +86,47 @@ def test_the_page_keeps_the_same_candidates():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node (installed with the page's npm packages)")
 def test_the_page_penalises_repeats_as_the_cli():
-    """sampling.js' penalise == make_repetition_penalty over the last 64 tokens (what generation.py uses)."""
+    """sampling.js' processor == make_repetition_penalty: the reply's last 64 tokens, the prompt left out."""
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, 200).astype(np.float32)
-    history = rng.integers(0, 200, 150).tolist()  # longer than the window, with repeats
-    stops = [history[-1], history[-5]]  # two ids in the window stand for the stop ids
-    expected = make_repetition_penalty(1.1, 64, stops)(mx.array(history), mx.array(logits[None]))[0]
+    prompt = rng.integers(0, 100, 70).tolist()  # ids 0-99
+    history = prompt + rng.integers(50, 200, 150).tolist()  # a reply longer than the window, some prompt ids in it
+    expected = make_repetition_penalty(1.1, 64, len(prompt))(mx.array(history), mx.array(logits[None]))[0]
     script = (
-        "import { penalise } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
+        "import { makeRepetitionProcessor } from " + json.dumps((WEB / "sampling.js").as_uri()) + ";"
         "let input = ''; process.stdin.on('data', (d) => input += d); process.stdin.on('end', () => {"
-        "const [logits, ids, stops] = JSON.parse(input);"
-        "const out = penalise(Float32Array.from(logits), ids.map(BigInt), 1.1, 64, stops);"
-        "console.log(JSON.stringify(Array.from(out)));});"
+        "const [logits, ids, start] = JSON.parse(input);"
+        "const processor = makeRepetitionProcessor(class {}, 1.1, 64, start);"
+        "const out = processor._call([ids.map(BigInt)], [{ data: Float32Array.from(logits) }]);"
+        "console.log(JSON.stringify(Array.from(out[0].data)));});"
     )
     result = subprocess.run(
         ["node", "--input-type=module", "-e", script],
-        input=json.dumps([logits.tolist(), history, stops]),
+        input=json.dumps([logits.tolist(), history, len(prompt)]),
         capture_output=True,
         text=True,
         check=True,
     )
     page = np.array(json.loads(result.stdout), dtype=np.float32)
     changed = np.flatnonzero(page != logits)
-    assert sorted(changed.tolist()) == sorted(set(history[-64:]) - set(stops))  # the window only, each id once
+    assert sorted(changed.tolist()) == sorted(set(history[-64:]))  # the reply's window only, each id once
+    assert set(prompt) - set(history[-64:])  # prompt ids the window lacks, left alone
     np.testing.assert_allclose(page, np.array(expected), rtol=1e-6)
 
 
-def test_repetition_penalty_is_mlx_lms_except_for_the_stop_ids():
+def test_repetition_penalty_is_mlx_lms_on_the_reply_alone():
     from mlx_lm.sample_utils import make_repetition_penalty as mlx_lm_penalty
 
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 3, (1, 120)).astype(np.float32)
-    history = rng.integers(2, 120, 90).tolist() + [1, 7, 1]  # id 1 stands for <end_of_turn>, twice in the window
-    ours = make_repetition_penalty(1.1, 64, [1])(mx.array(history), mx.array(logits))
-    theirs = mlx_lm_penalty(1.1, 64)(mx.array(history), mx.array(logits))
-    assert ours[0, 1].item() == logits[0, 1]  # the stop id keeps its logit
-    assert theirs[0, 1].item() == pytest.approx(logits[0, 1] / 1.1 if logits[0, 1] > 0 else logits[0, 1] * 1.1)
-    others = [i for i in range(120) if i != 1]
-    np.testing.assert_array_equal(np.array(ours)[0, others], np.array(theirs)[0, others])
-    only_stops = make_repetition_penalty(1.1, 64, [1])(mx.array([1, 1]), mx.array(logits))
-    np.testing.assert_array_equal(np.array(only_stops), logits)
+    prompt = rng.integers(0, 120, 80).tolist()
+    reply = rng.integers(0, 120, 30).tolist()
+    ours = make_repetition_penalty(1.1, 64, len(prompt))(mx.array(prompt + reply), mx.array(logits))
+    theirs = mlx_lm_penalty(1.1, 64)(mx.array(reply), mx.array(logits))  # mlx-lm's, handed the reply alone
+    np.testing.assert_array_equal(np.array(ours), np.array(theirs))
+    assert (
+        np.array(ours)[0, sorted(set(prompt) - set(reply))].tolist()
+        == logits[0, sorted(set(prompt) - set(reply))].tolist()
+    )
+    no_reply = make_repetition_penalty(1.1, 64, len(prompt))(mx.array(prompt), mx.array(logits))
+    np.testing.assert_array_equal(np.array(no_reply), logits)  # the first token: nothing penalised

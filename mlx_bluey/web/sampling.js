@@ -66,25 +66,24 @@ export function makeNucleusProcessor(LogitsProcessor, topK, topP, minP) {
   })();
 }
 
-// The CLI's repetition penalty (mlx_bluey/sampling.py make_repetition_penalty): every id among the last
-// `window` tokens, prompt included, has its logit divided by `penalty` when positive and multiplied when
-// negative, once however often it occurs; the stop ids (`exempt`) never are: the prompt's own
-// <end_of_turn> would otherwise make ending a short reply less likely. Transformers.js' own
-// RepetitionPenaltyLogitsProcessor penalises every id of the whole conversation, so the worker turns
-// that one off and runs this.
-export function penalise(logits, ids, penalty, window, exempt = []) {
-  const skip = new Set(exempt.map(Number));
+// The CLI's repetition penalty (mlx_bluey/sampling.py make_repetition_penalty): every id among the reply's
+// last `window` tokens (`ids` is the reply alone, the prompt left out) has its logit divided by `penalty` when
+// positive and multiplied when negative, once however often it occurs. The prompt stays out because its last
+// tokens are the system message's facts, which the reply should repeat. Transformers.js' own
+// RepetitionPenaltyLogitsProcessor penalises every id of the whole conversation, so the worker turns that one
+// off and runs this.
+export function penalise(logits, ids, penalty, window) {
   for (const id of new Set(ids.slice(-window).map(Number))) {
-    if (skip.has(id)) continue;
     logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty;
   }
   return logits;
 }
 
-export function makeRepetitionProcessor(LogitsProcessor, penalty, window, exempt) {
+// `start`: the prompt's length in tokens; generate() hands the processor the prompt and the reply so far.
+export function makeRepetitionProcessor(LogitsProcessor, penalty, window, start) {
   return new (class extends LogitsProcessor {
     _call(inputIds, logits) {
-      for (let b = 0; b < inputIds.length; b++) penalise(logits[b].data, inputIds[b], penalty, window, exempt);
+      for (let b = 0; b < inputIds.length; b++) penalise(logits[b].data, inputIds[b].slice(start), penalty, window);
       return logits;
     }
   })();

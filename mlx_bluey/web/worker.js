@@ -15,7 +15,7 @@ import {
 } from "/vendor/transformers.min.js";
 import { makeNucleusProcessor, makeRepetitionProcessor } from "./sampling.js";
 
-// mlx_bluey/generation.py penalises repeats among the last 64 tokens (REPETITION_CONTEXT_TOKENS).
+// mlx_bluey/generation.py penalises repeats among the reply's last 64 tokens (REPETITION_CONTEXT_TOKENS).
 const REPETITION_WINDOW = 64;
 
 env.allowRemoteModels = false; // never the Hugging Face hub
@@ -90,11 +90,12 @@ async function generate({ messages, options }) {
   stopper.reset();
   const started = performance.now();
   // min_new_tokens blocks every id of eos_token_id (Transformers.js' MinNewTokensLengthLogitsProcessor)
-  // As the CLI (sampling.js): the repetition penalty over the last 64 tokens (Transformers.js' own one,
+  // As the CLI (sampling.js): the repetition penalty over the reply's last 64 tokens (Transformers.js' own one,
   // turned off here, covers the whole conversation), then top-k -> top-p (Transformers.js ignores top_p).
   const processors = [];
   if (options.repetition_penalty && options.repetition_penalty !== 1) {
-    processors.push(makeRepetitionProcessor(LogitsProcessor, options.repetition_penalty, REPETITION_WINDOW, stopIds));
+    processors.push(makeRepetitionProcessor(LogitsProcessor, options.repetition_penalty, REPETITION_WINDOW,
+                                            inputs.input_ids.dims[1]));
   }
   if (options.do_sample) processors.push(makeNucleusProcessor(LogitsProcessor, options.top_k, options.top_p, 0));
   const output = await model.generate({ ...inputs, ...options, repetition_penalty: 1.0, eos_token_id: stopIds, streamer,
