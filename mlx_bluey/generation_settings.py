@@ -19,7 +19,7 @@ class GenerationSettings:
     top_p: float = 0.95  # nucleus over the top-k candidates (mlx_bluey/sampling.py); 1.0 = off
     top_k: int = 64  # 0 = off
     min_p: float = 0.0  # drop tokens below min_p * p(top token); 0 = off
-    repetition_penalty: float = 1.1  # >1 discourages repeating the last 64 tokens; 1.0 = off
+    repetition_penalty: float = 1.1  # >1 discourages repeating the reply's last 64 tokens; 1.0 = off
     seed: int | None = None  # fixes the sampling noise
 
 
