@@ -43,7 +43,7 @@ def test_validates_clean_across_all_splits(tokenizer):
 
 
 # The data card's split commands: parts 1-7 split afresh, then each later part added with --keep, one run per part
-# (part8 to part14 so far; sharing out several parts in one run would split them another way).
+# (part8 to part15 so far; sharing out several parts in one run would split them another way).
 FIRST_PARTS = 7
 
 
@@ -76,10 +76,11 @@ def test_data_card_table_is_the_tools_output(stats):
     assert to_markdown(stats) in card, "data card is stale: paste the output of the stats command"
 
 
-def test_part14_carries_the_cards_prompt():
-    """part14's fact questions have the card's default_system_prompt written in as their system message (data card,
-    "How part14 joined"): a card whose prompt changes must change them too."""
-    rows = read_jsonl(DATA / "raw" / "part14.jsonl")
+@pytest.mark.parametrize(("part", "size"), [("part14", 106), ("part15", 82)])
+def test_fact_parts_carry_the_cards_prompt(part, size):
+    """part14's and part15's conversations have the card's default_system_prompt written in as their system message
+    (data card, "How part14 joined"): a card whose prompt changes must change them too."""
+    rows = read_jsonl(DATA / "raw" / f"{part}.jsonl")
     systems = {row.messages[0]["content"] for row in rows if row.messages[0]["role"] == "system"}
-    assert len(rows) == 106 and all(row.messages[0]["role"] == "system" for row in rows)
+    assert len(rows) == size and all(row.messages[0]["role"] == "system" for row in rows)
     assert systems == {load_card(DATA / "character.yaml").default_system_prompt}
