@@ -13,7 +13,9 @@ pair per conversation and each counted in the stats file:
 - ``base``: the untuned base model's sampled reply (it talks like no one in particular).
 - ``adapter``: the SFT adapter's own sampled reply, kept only when it fails a check (on-policy
   negatives): assistant talk (metrics.assistant_phrases: the lexicon and the card's markers), not
-  finished, contradicting a card fact (one of its rejected phrases), or a length far from the
+  finished, contradicting a card fact (one of its rejected phrases), missing the card fact a short
+  dataset reply opens with (``answer_fact``: "She's four!" chosen, "Yep! ... Brisbane" or "Six!" sampled;
+  judged as the evaluation judges its fact questions, metrics.states_fact), or a length far from the
   dataset's reply (under a third or over twice its words, by more than LENGTH_SLACK_WORDS).
 
 Template and fact pairs need no model and cover every conversation; ``limit`` bounds the model sources
@@ -38,11 +40,15 @@ from .atomic import atomic_write_text
 from .data import read_jsonl
 from .journal import Journal
 from .system_message import add_system, trained_system
-from .text import count_markers, marker_pattern, words
+from .text import count_markers, marker_pattern, opening, words
 
 SOURCES = ("template", "fact", "base", "adapter")  # the order pairs of one conversation are written in
 FACT_ID = re.compile(r"^contradicts card fact (\S+):")  # a fact pair's reason names its fact
 LENGTH_SLACK_WORDS = 20  # a reply 3 words long is not "twice as long" as one of 1 word
+# A dataset reply answers a card fact when it is this short and names the fact's accepted answer in its
+# first ANSWER_WORDS words ("Nope! We live in Brisbane." names it at word 5): part14-16's fact replies
+# are 5-18 words; longer replies name the family in passing, which asks nothing of a sampled reply.
+ANSWER_MAX_WORDS, ANSWER_WORDS = 25, 6
 
 
 def length_problem(reply: str, chosen: str) -> str | None:
@@ -54,8 +60,31 @@ def length_problem(reply: str, chosen: str) -> str | None:
     return None
 
 
-def failed_checks(reply: str, finish_reason: str, chosen: str, card) -> list[str]:
-    """Why an adapter reply is a fair 'rejected' (empty: it passes every check)."""
+def answer_fact(chosen: str, question: str, card):
+    """The card fact a short dataset reply answers: of the facts whose accepted answer it names in its
+    opening words and the question does not name itself ("How old is Bingo?" -> "Bingo's four!" answers
+    the age, not the name), the one named first, when the reply states it as the evaluation wants it
+    (metrics.states_fact); None for a longer reply or one that opens with no fact. A reply that names
+    the family in passing ("Super fast! I beat Bingo...") counts too: run it on fact conversations."""
+    if len(words(chosen)) > ANSWER_MAX_WORDS:
+        return None
+    first_words = opening(chosen, ANSWER_WORDS)
+    named = {}
+    for fact in card.facts:
+        if count_markers(question, list(fact.accept)):
+            continue
+        spots = [m.start() for a in fact.accept if (m := marker_pattern(a).search(first_words))]
+        if spots:
+            named[fact.id] = (min(spots), fact)
+    if not named:
+        return None
+    _, fact = min(named.values(), key=lambda spot: spot[0])
+    return fact if metrics.states_fact(chosen, fact.accept, fact.reject, fact.answers, question) else None
+
+
+def failed_checks(reply: str, finish_reason: str, chosen: str, card, question: str = "") -> list[str]:
+    """Why an adapter reply is a fair 'rejected' (empty: it passes every check); `question` is the last
+    user turn, which the fact answers are judged against."""
     problems = []
     if phrases := metrics.assistant_phrases(reply, card.break_character_markers):
         problems.append(f"out of character: {', '.join(phrases)}")
@@ -64,6 +93,9 @@ def failed_checks(reply: str, finish_reason: str, chosen: str, card) -> list[str
     for fact in card.facts:
         if fact.reject and count_markers(reply, list(fact.reject)):
             problems.append(f"contradicts card fact {fact.id}")
+    fact = answer_fact(chosen, question, card)
+    if fact and not metrics.states_fact(reply, fact.accept, fact.reject, fact.answers, question):
+        problems.append(f"misses card fact {fact.id}")
     if problem := length_problem(reply, chosen):
         problems.append(problem)
     return problems
@@ -220,7 +252,14 @@ def pair_counts(pairs: list[dict], card, per_fact: Counter) -> dict:
         "facts_swapped": {fact.id: per_fact[fact.id] for fact in card.facts if fact.swap},
         "adapter_replies_kept": {
             reason: sum(reason in p["reason"] for p in pairs if p["source"] == "adapter")
-            for reason in ("out of character", "unfinished", "contradicts card fact", "too long", "too short")
+            for reason in (
+                "out of character",
+                "unfinished",
+                "contradicts card fact",
+                "misses card fact",
+                "too long",
+                "too short",
+            )
         },
     }
 
@@ -251,5 +290,6 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         return None
     if source == "base":
         return pair(text, "untuned base model")
-    problems = failed_checks(text, reply.finish_reason, chosen, card)
+    question = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
+    problems = failed_checks(text, reply.finish_reason, chosen, card, question)
     return pair(text, "; ".join(problems)) if problems else None

@@ -11,7 +11,15 @@ from conftest import chat, write_jsonl
 
 from mlx_bluey.character import CardFact, CharacterCard
 from mlx_bluey.data import DataError
-from mlx_bluey.data_pairs import build_pairs, fact_pair, failed_checks, journal_header, length_problem, template_pair
+from mlx_bluey.data_pairs import (
+    answer_fact,
+    build_pairs,
+    fact_pair,
+    failed_checks,
+    journal_header,
+    length_problem,
+    template_pair,
+)
 from mlx_bluey.generation import GenerationSettings
 from mlx_bluey.preference import read_pairs
 
@@ -41,6 +49,30 @@ def test_failed_checks_on_hand_made_replies():
         "out of character: as an ai",
         "unfinished",
         "contradicts card fact sister_age",
+        "misses card fact sister_age",  # the dataset's reply answers it in its first words: answer_fact
+    ]
+
+
+def test_a_sampled_reply_misses_the_fact_a_short_dataset_reply_opens_with():
+    city = CardFact("home_city", ["Do you live in Sydney?"], ["Brisbane"], answers=["yes", "yep", "Sydney"])
+    card = CharacterCard(name="Bluey", facts=[*CARD.facts, city])
+    question = "Do you live in Sydney?"
+    chosen = "Nope! We live in Brisbane, mate."  # Brisbane is word 5, under ANSWER_WORDS = 6
+    assert answer_fact(chosen, question, card) is city
+    # "Sydney" said by the question does not count as an answer; "yep" before Brisbane does
+    assert failed_checks("Nope, not Sydney! Brisbane!", "stop", chosen, card, question) == []
+    assert failed_checks("Yep! We live in Brisbane.", "stop", chosen, card, question) == ["misses card fact home_city"]
+    # the answer past the opening words, or a reply over ANSWER_MAX_WORDS (25): the reply answers no fact
+    assert answer_fact("We went to the park and then home to Brisbane.", question, card) is None
+    assert answer_fact("Brisbane! " + "we play " * 13, question, card) is None  # 1 + 26 words
+    # of two facts in the opening, the one named first
+    assert answer_fact("Bandit! He's Bingo's dad and mine.", "Dad's name?", card).id == "dad_name"
+    # a fact the question names is not what the reply answers
+    assert answer_fact("Bandit's four!", "How old is Bandit?", card).id == "sister_age"
+    # a reply that says the wrong age is caught by the reject phrase and by the missed answer
+    assert failed_checks("She's six!", "stop", "She's four!", card, "How old is Bingo?") == [
+        "contradicts card fact sister_age",
+        "misses card fact sister_age",
     ]
 
 
