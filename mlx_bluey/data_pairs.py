@@ -51,6 +51,11 @@ LENGTH_SLACK_WORDS = 20  # a reply 3 words long is not "twice as long" as one of
 ANSWER_MAX_WORDS, ANSWER_WORDS = 25, 6
 
 
+def last_user_turn(messages: list[dict]) -> str:
+    """The last user turn's text (validated chat data always has one)."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
 def length_problem(reply: str, chosen: str) -> str | None:
     got, want = len(words(reply)), len(words(chosen))
     if got > 2 * want + LENGTH_SLACK_WORDS:
@@ -103,7 +108,7 @@ def failed_checks(reply: str, finish_reason: str, chosen: str, card, question: s
 
 def template_pair(prompt: list[dict], card, rng: random.Random) -> tuple[str, str] | None:
     """(an assistant-style reply, the reason) when the last user turn names a pressure marker."""
-    user = next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+    user = last_user_turn(prompt)
     hits = sorted(count_markers(user, card.pressure_markers))
     if not hits or not card.assistant_templates:
         return None
@@ -290,6 +295,5 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         return None
     if source == "base":
         return pair(text, "untuned base model")
-    question = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
-    problems = failed_checks(text, reply.finish_reason, chosen, card, question)
+    problems = failed_checks(text, reply.finish_reason, chosen, card, last_user_turn(prompt))
     return pair(text, "; ".join(problems)) if problems else None

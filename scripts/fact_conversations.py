@@ -22,15 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey.character import load_card  # noqa: E402
-from mlx_bluey.data_pairs import answer_fact  # noqa: E402
+from mlx_bluey.data_pairs import answer_fact, last_user_turn  # noqa: E402
 
 
 def _key(row: dict) -> str:
     return json.dumps(row["messages"], sort_keys=True)
-
-
-def _question(messages: list[dict]) -> str:
-    return next((m["content"] for m in reversed(messages[:-1]) if m["role"] == "user"), "")
 
 
 def main() -> None:
@@ -50,7 +46,7 @@ def main() -> None:
             if need_part and _key(row) not in parts:
                 continue
             messages = row["messages"]
-            if fact := answer_fact(messages[-1]["content"], _question(messages), card):
+            if fact := answer_fact(messages[-1]["content"], last_user_turn(messages[:-1]), card):
                 kept.append(line if line.endswith("\n") else line + "\n")
                 facts[fact.id] += 1
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,12 @@ import argparse
 import json
 import random
 import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlx_bluey.text import words as lower_words  # noqa: E402
 
 YES, NO = ("yes", "yep", "yeah"), ("nope", "no")
 MAX_WORDS = 25  # short replies only: the opening word is the answer there
@@ -30,7 +35,7 @@ def flips(path: Path, yes_only: bool) -> dict[str, list[dict]]:
     for line in open(path):
         messages = json.loads(line)["messages"]
         chosen = messages[-1]["content"]
-        words = re.findall(r"[\w']+", chosen.lower())
+        words = lower_words(chosen)
         if not words or len(words) > MAX_WORDS or words[0] not in YES + NO:
             continue
         if words[0] == "no" and len(words) > 1 and words[1] == "way":
