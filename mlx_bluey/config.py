@@ -38,6 +38,7 @@ AT_LEAST = {  # key: (smallest value, what the smallest means)
     "lora_rank": (1, ""),
     "batch_size": (1, ""),
     "grad_accumulation": (1, ""),
+    "max_batch_tokens": (0, "0 = no limit"),
     "max_seq_length": (1, ""),
     "head_tail_samples": (1, ""),
     "save_every": (1, "optimizer steps between checkpoints"),
@@ -94,9 +95,14 @@ class TrainConfig:
     batch_size: int = 1
     """Conversations per micro-batch; larger ones are bucketed by length.
 
-    On a CPU 1 is as fast per token and needs least memory."""
+    On a CPU, four short conversations in one micro-batch cost less per token than one at a time; long ones
+    the same (benchmarks/step_cost_batch4.md). Peak memory grows with the batch: max_batch_tokens bounds it."""
     grad_accumulation: int = 4
     """Micro-batches per optimizer step: effective batch = batch_size * grad_accumulation."""
+    max_batch_tokens: int = 0
+    """A micro-batch whose padded size (conversations x the longest) is over this runs in parts, their
+    gradients summed: the same step, a lower memory peak (data.budget_parts; head_ids: sampled draws its
+    others per part). 0 = no limit. SFT only: the preference methods ignore it."""
     learning_rate: float = 1e-4
     """Peak learning rate of AdamW (with bias correction, unlike MLX's default)."""
     lr_schedule: str = "cosine"

@@ -238,6 +238,28 @@ def make_batch(dataset: EncodedDataset, indices: list[int], pad_id: int = 0) -> 
     return Batch(inputs, targets, np.flatnonzero(mask.reshape(-1)).astype(np.int32), n_tokens)
 
 
+def budget_parts(dataset: EncodedDataset, indices: list[int], max_tokens: int) -> list[list[int]]:
+    """`indices` cut, in their order, into runs whose padded size (conversations x the longest one's tokens)
+    stays within `max_tokens`; a conversation longer than that runs alone. 0 = one run, `indices` itself.
+
+    A bucketed batch is sorted by length, so similar lengths meet. With max_tokens 512: four 120-token
+    conversations run as one (4 x 120 = 480), four 200-token ones as two of two (3 x 200 = 600 > 512), four
+    300-token ones one at a time (2 x 300 = 600 > 512)."""
+    if max_tokens <= 0:
+        return [indices]
+    parts: list[list[int]] = []
+    part: list[int] = []
+    longest = 0
+    for i in indices:
+        n = len(dataset.ids[i])
+        if part and (len(part) + 1) * max(longest, n) > max_tokens:
+            parts.append(part)
+            part, longest = [], 0
+        part.append(i)
+        longest = max(longest, n)
+    return parts + [part]
+
+
 def epoch_batches(dataset: EncodedDataset, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: length buckets in a seeded random order (same seed, same order)."""
     buckets = length_buckets([len(x) for x in dataset.ids], batch_size)

@@ -46,7 +46,7 @@ from .checkpoints import (
     sha256_files,
 )
 from .config import TrainConfig
-from .data import EncodedDataset, encode_dataset, epoch_batches, read_jsonl
+from .data import EncodedDataset, budget_parts, encode_dataset, epoch_batches, read_jsonl
 from .head_loss import Tail, cut_ids, head_weight, make_two_pass_step, numpy_head_applies
 from .models import resolve_model
 from .numpy_gelu import use_numpy_gelu
@@ -318,14 +318,14 @@ def _objective(
     loss_sum = make_loss(model, head_trainable=config.fine_tune_type == "full", ids=ids, tail=tail)
     value_and_grad = make_two_pass_step(model, ids, tail) if config.two_pass else nn.value_and_grad(model, loss_sum)
     if valid_set is None:
-        return SupervisedObjective(value_and_grad, train_set), None
+        return SupervisedObjective(value_and_grad, train_set, config.max_batch_tokens), None
 
     value_only = make_loss(model, head_trainable=config.fine_tune_type == "full", gradient=False)
 
     def validate(step: int) -> tuple[float, dict[str, float]]:
         return evaluate_loss(model, valid_set, config.batch_size, value_only), {}
 
-    return SupervisedObjective(value_and_grad, train_set), validate
+    return SupervisedObjective(value_and_grad, train_set, config.max_batch_tokens), validate
 
 
 def _resumed(resume_from: Path | None, identity: dict, model, optimizer) -> tuple[LoopState, int]:
@@ -393,8 +393,10 @@ def start_run(run: RunPlan, log=print) -> None:
     if run.resume_from is not None:
         log(f"resuming from {run.resume_from} (step {run.start_step} of {run.schedule.steps})")
     schedule, ids = run.schedule, run.train_set.ids
-    padded = sum(len(b) * (max(len(ids[i]) for i in b) - 1) for b in schedule.micro_batches)
-    real = sum(len(ids[i]) - 1 for b in schedule.micro_batches for i in b)
+    budget = run.config.max_batch_tokens if run.config.method == "sft" else 0
+    runs = [part for b in schedule.micro_batches for part in budget_parts(run.train_set, b, budget)]
+    padded = sum(len(b) * (max(len(ids[i]) for i in b) - 1) for b in runs)
+    real = sum(len(ids[i]) - 1 for b in runs for i in b)
     log(
         f"{len(run.train_set)} train / {len(run.valid_set) if run.valid_set else 0} valid conversations; "
         f"{count_trainable(run.model):,} trainable parameters; {schedule.steps} steps "

@@ -17,7 +17,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 from mlx.utils import tree_map
 
-from .data import Batch, EncodedDataset, make_batch
+from .data import Batch, EncodedDataset, budget_parts, make_batch
 
 
 class TrainingCallback:
@@ -109,16 +109,23 @@ class Objective:
 class SupervisedObjective(Objective):
     """SFT: summed cross-entropy over the target tokens of a batch of conversations."""
 
-    def __init__(self, value_and_grad, train_set: EncodedDataset):
+    def __init__(self, value_and_grad, train_set: EncodedDataset, max_tokens: int = 0):
         self.value_and_grad = value_and_grad  # (model, inputs, targets, positions) -> (loss sum, grads)
         self.train_set = train_set
+        self.max_tokens = max_tokens  # a micro-batch padded past this runs in parts (data.budget_parts); 0 = never
 
     def __call__(self, model, indices: list[int]) -> MicroStep:
-        batch = make_batch(self.train_set, indices)
-        loss, grads = self.value_and_grad(model, *to_arrays(batch))
-        mx.eval(loss, grads)
-        targets = len(batch.target_positions)
-        return MicroStep(loss.item(), grads, targets, targets, batch.n_tokens)
+        # Summed losses and gradients: the parts of a micro-batch give its own (padding is never a target).
+        loss_sum, grads, targets, tokens = 0.0, None, 0, 0
+        for part in budget_parts(self.train_set, indices, self.max_tokens):
+            batch = make_batch(self.train_set, part)
+            loss, part_grads = self.value_and_grad(model, *to_arrays(batch))
+            grads = part_grads if grads is None else tree_map(mx.add, grads, part_grads)
+            mx.eval(loss, grads)
+            loss_sum += loss.item()
+            targets += len(batch.target_positions)
+            tokens += batch.n_tokens
+        return MicroStep(loss_sum, grads, targets, targets, tokens)
 
 
 def train_loop(

@@ -10,8 +10,10 @@ within a round (baseline, current, ..., then the next round rotated by one), so 
 speed hits all. The first step of every run is left out (warm-up). Figures per run: the seconds of the
 timed steps together (configs/bluey.yaml's first steps hold 170 to 961 trained tokens, in
 benchmarks/sft-facts-270m/metrics.jsonl, so a median step would say little about an epoch) and trained
-tokens per second; ratios are paired: the baseline's seconds over the variant's within a round, then the
-median and range over rounds. The training losses of every step are kept, and their largest difference
+tokens per second; ratios are paired: the variant's trained tokens per second over the baseline's within a
+round (the baseline's seconds over the variant's when both train the same batches; a variant that batches
+differently, `--batch-size 4 --grad-accumulation 1`, trains other tokens in its steps), then the median and
+range over rounds. The training losses of every step are kept, and their largest difference
 from the baseline's is reported (a speed change that changes the losses beyond float32 rounding is not
 one).
 
@@ -81,7 +83,9 @@ def summarise(runs: dict[str, list[dict]], baseline: str) -> tuple[list[list], l
         rows.append([name, f"{statistics.median(seconds):.1f}", f"{statistics.median(tokens):.1f}", f"{drift:.2g}"])
         if name == baseline:
             continue
-        paired = [sum(b["step_seconds"]) / sum(r["step_seconds"]) for r, b in zip(results, runs[baseline])]
+        paired = [
+            r["trained_tokens_per_second"] / b["trained_tokens_per_second"] for r, b in zip(results, runs[baseline])
+        ]
         ratios[name] = paired
         shown = ", ".join(f"{x:.2f}" for x in paired)
         lines.append(

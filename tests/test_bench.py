@@ -264,15 +264,19 @@ def test_bench_train_step_pairs_rounds_and_reports_loss_drift():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
 
-    def run(seconds, losses):
-        return {"step_seconds": seconds, "trained_tokens_per_second": 100 / sum(seconds), "losses": losses}
+    def run(seconds, losses, tokens=100):
+        return {"step_seconds": seconds, "trained_tokens_per_second": tokens / sum(seconds), "losses": losses}
 
     runs = {
         "baseline (abc)": [run([10.0, 2.0], [3.0, 2.5]), run([12.0, 3.0], [3.0, 2.5])],
         "current": [run([8.0, 2.0], [3.0, 2.5000005]), run([8.0, 2.0], [3.0, 2.5])],
     }
     rows, lines, ratios = bench.summarise(runs, "baseline (abc)")
-    assert ratios == {"current": [1.2, 1.5]}  # whole timed runs, paired within each round: 12 / 10, 15 / 10
+    # whole timed runs, paired within each round: (100 / 10) / (100 / 12) = 12 / 10, then 15 / 10
+    assert ratios["current"] == pytest.approx([1.2, 1.5], rel=1e-12)
+    # a variant whose steps train other tokens is compared per token: (150 / 10) / (100 / 12) = 1.8, not 1.2
+    other = {"baseline (abc)": runs["baseline (abc)"][:1], "batched": [run([8.0, 2.0], [3.0, 2.5], tokens=150)]}
+    assert bench.summarise(other, "baseline (abc)")[2]["batched"] == pytest.approx([1.8], rel=1e-12)
     # every tree trains the conversations as the data has them: this one switches the training system message off
     assert bench.same_conversations(ROOT) == ["--no-system-from-card"]
     assert rows[0] == ["baseline (abc)", "13.5", "7.5", "0"]

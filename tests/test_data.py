@@ -11,6 +11,7 @@ from mlx_bluey.data import (
     Conversation,
     DataError,
     EncodedDataset,
+    budget_parts,
     epoch_batches,
     length_buckets,
     make_batch,
@@ -124,6 +125,16 @@ def test_buckets_keep_every_example_once():
     lengths = [9, 3, 7, 3, 12, 5, 4]
     buckets = length_buckets(lengths, batch_size=3)
     assert buckets == [[1, 3, 6], [5, 2, 0], [4]]  # sorted by length; the remainder is kept
+
+
+def test_budget_parts_keep_each_run_within_the_padded_tokens():
+    dataset = _dataset([100, 120, 120, 130, 200, 260, 600])
+    # 3 x 120 = 360 fits 512; the fourth makes 4 x 130 = 520
+    assert budget_parts(dataset, [0, 1, 2, 3], 512) == [[0, 1, 2], [3]]
+    assert budget_parts(dataset, [0, 1, 2, 3], 520) == [[0, 1, 2, 3]]
+    # 2 x 260 = 520; a conversation over the budget runs alone
+    assert budget_parts(dataset, [4, 5, 6], 512) == [[4], [5], [6]]
+    assert budget_parts(dataset, [4, 5, 6], 0) == [[4, 5, 6]]  # 0: no limit
 
 
 def test_batch_pads_only_to_its_longest_member():

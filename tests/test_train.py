@@ -307,6 +307,27 @@ def test_two_pass_step_gives_the_one_pass_loss_and_gradients(tiny_model_dir):
         assert mx.abs(a - b).max().item() <= 1e-5 * mx.abs(a).max().item(), name
 
 
+def test_a_micro_batch_run_in_parts_gives_its_loss_and_gradients(tiny_model_dir, tiny_data):
+    from transformers import AutoTokenizer
+
+    from mlx_bluey.data import budget_parts, encode_dataset, read_jsonl
+    from mlx_bluey.trainer import SupervisedObjective
+
+    model = model_with_live_adapters(tiny_model_dir, lora_dropout=0.0)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    dataset = encode_dataset(read_jsonl(tiny_data / "train.jsonl"), tokenizer, 1024)
+    indices = [0, 1, 2, 5]
+    value_and_grad = nn.value_and_grad(model, make_loss(model, head_trainable=False))
+    whole = SupervisedObjective(value_and_grad, dataset)(model, indices)
+    longest = max(len(dataset.ids[i]) for i in indices)
+    assert len(budget_parts(dataset, indices, 2 * longest)) == 2
+    parted = SupervisedObjective(value_and_grad, dataset, max_tokens=2 * longest)(model, indices)
+    assert (parted.trained_tokens, parted.input_tokens) == (whole.trained_tokens, whole.input_tokens)
+    assert parted.loss_sum == pytest.approx(whole.loss_sum, rel=1e-5)
+    for (name, a), (_, b) in zip(tree_flatten(whole.grads), tree_flatten(parted.grads)):
+        assert mx.abs(a - b).max().item() <= 1e-4 * mx.abs(a).max().item(), name
+
+
 def test_two_pass_step_draws_the_same_dropout_masks_in_both_passes(tiny_model_dir):
     """With dropout the gradient must belong to the forward that gave the loss: the one-pass step run
     with the seed the two-pass step draws gives the same loss and gradients."""
