@@ -99,6 +99,10 @@ class TrainConfig:
     the same (benchmarks/step_cost_batch4.md). Peak memory grows with the batch: max_batch_tokens bounds it."""
     grad_accumulation: int = 4
     """Micro-batches per optimizer step: effective batch = batch_size * grad_accumulation."""
+    length_buckets: bool = True
+    """Batches of similar length (sorted, cut, shuffled). false: the batch-1 order cut into batch_size runs, so
+    batch_size 4 x grad_accumulation 1 trains the steps of 1 x 4, each as one micro-batch (max_batch_tokens
+    then sorts a batch by length before it cuts it)."""
     max_batch_tokens: int = 0
     """A micro-batch whose padded size (conversations x the longest) is over this runs in parts, their
     gradients summed: the same step, a lower memory peak (data.budget_parts; head_ids: sampled draws its

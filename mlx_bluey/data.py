@@ -239,10 +239,10 @@ def make_batch(dataset: EncodedDataset, indices: list[int], pad_id: int = 0) -> 
 
 
 def budget_parts(dataset: EncodedDataset, indices: list[int], max_tokens: int) -> list[list[int]]:
-    """`indices` cut, in their order, into runs whose padded size (conversations x the longest one's tokens)
+    """`indices`, sorted by length, cut into runs whose padded size (conversations x the longest one's tokens)
     stays within `max_tokens`; a conversation longer than that runs alone. 0 = one run, `indices` itself.
 
-    A bucketed batch is sorted by length, so similar lengths meet. With max_tokens 512: four 120-token
+    Sorted, similar lengths meet. With max_tokens 512: four 120-token
     conversations run as one (4 x 120 = 480), four 200-token ones as two of two (3 x 200 = 600 > 512), four
     300-token ones one at a time (2 x 300 = 600 > 512)."""
     if max_tokens <= 0:
@@ -250,7 +250,7 @@ def budget_parts(dataset: EncodedDataset, indices: list[int], max_tokens: int) -
     parts: list[list[int]] = []
     part: list[int] = []
     longest = 0
-    for i in indices:
+    for i in sorted(indices, key=lambda i: (len(dataset.ids[i]), i)):  # a bucket's own order; others sorted
         n = len(dataset.ids[i])
         if part and (len(part) + 1) * max(longest, n) > max_tokens:
             parts.append(part)
@@ -260,8 +260,16 @@ def budget_parts(dataset: EncodedDataset, indices: list[int], max_tokens: int) -
     return parts + [part]
 
 
-def epoch_batches(dataset: EncodedDataset, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: length buckets in a seeded random order (same seed, same order)."""
-    buckets = length_buckets([len(x) for x in dataset.ids], batch_size)
-    order = np.random.default_rng([seed, epoch]).permutation(len(buckets))
-    return [buckets[k] for k in order]
+def epoch_batches(
+    dataset: EncodedDataset, batch_size: int, seed: int, epoch: int, buckets: bool = True
+) -> list[list[int]]:
+    """The batches of one epoch: length buckets in a seeded random order (same seed, same order).
+
+    buckets=False: the batch-1 order cut into runs of batch_size, so a batch holds the conversations that
+    batch_size micro-batches of one would in a row (batch 4 x 1 steps are 1 x 4's steps)."""
+    if not buckets:
+        order = [i for (i,) in epoch_batches(dataset, 1, seed, epoch)]
+        return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    groups = length_buckets([len(x) for x in dataset.ids], batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(len(groups))
+    return [groups[k] for k in order]

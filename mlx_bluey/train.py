@@ -86,7 +86,7 @@ def plan_run(train: EncodedDataset, config: TrainConfig) -> Plan:
     micro: list[list[int]] = []
     epoch = 0
     while len(micro) < steps * config.grad_accumulation:
-        micro += epoch_batches(train, config.batch_size, config.seed, epoch)
+        micro += epoch_batches(train, config.batch_size, config.seed, epoch, config.length_buckets)
         epoch += 1
     return Plan(micro[: steps * config.grad_accumulation], steps, steps_per_epoch)
 

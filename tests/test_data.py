@@ -135,6 +135,16 @@ def test_budget_parts_keep_each_run_within_the_padded_tokens():
     # 2 x 260 = 520; a conversation over the budget runs alone
     assert budget_parts(dataset, [4, 5, 6], 512) == [[4], [5], [6]]
     assert budget_parts(dataset, [4, 5, 6], 0) == [[4, 5, 6]]  # 0: no limit
+    # a batch not bucketed is sorted by length first: 100, 120, 130 share a run (3 x 130 = 390), 600 is alone
+    assert budget_parts(dataset, [6, 3, 0, 1], 512) == [[0, 1, 3], [6]]
+
+
+def test_unbucketed_batches_are_the_batch_1_order_cut():
+    dataset = _dataset(list(range(3, 13)))
+    singles = [i for (i,) in epoch_batches(dataset, 1, seed=3, epoch=2)]
+    fours = epoch_batches(dataset, 4, seed=3, epoch=2, buckets=False)
+    assert fours == [singles[0:4], singles[4:8], singles[8:10]]
+    assert fours != epoch_batches(dataset, 4, seed=3, epoch=2)  # buckets: other groups
 
 
 def test_batch_pads_only_to_its_longest_member():
