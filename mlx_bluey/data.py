@@ -242,9 +242,8 @@ def budget_parts(dataset: EncodedDataset, indices: list[int], max_tokens: int) -
     """`indices`, sorted by length, cut into runs whose padded size (conversations x the longest one's tokens)
     stays within `max_tokens`; a conversation longer than that runs alone. 0 = one run, `indices` itself.
 
-    Sorted, similar lengths meet. With max_tokens 512: four 120-token
-    conversations run as one (4 x 120 = 480), four 200-token ones as two of two (3 x 200 = 600 > 512), four
-    300-token ones one at a time (2 x 300 = 600 > 512)."""
+    Sorted, similar lengths meet. With max_tokens 512: four 120-token conversations run as one (4 x 120 = 480),
+    four 200-token ones as two of two (3 x 200 = 600 > 512), four 300-token ones one at a time (2 x 300 = 600)."""
     if max_tokens <= 0:
         return [indices]
     parts: list[list[int]] = []
