@@ -93,7 +93,7 @@ class TrainConfig:
     iters: int = 0
     """Optimizer steps to run instead of epochs; 0 = use epochs."""
     batch_size: int = 1
-    """Conversations per micro-batch; larger ones are bucketed by length (length_buckets).
+    """Conversations per micro-batch; larger ones are bucketed by length.
 
     On a CPU, four short conversations in one micro-batch cost less per token than one at a time; long ones
     the same (benchmarks/step_cost_batch4.md). Peak memory grows with the batch: max_batch_tokens bounds it."""
