@@ -24,14 +24,13 @@ def metric_rows(run: Path) -> list[dict]:
     return [r for r in rows if "train_loss" in r]
 
 
-def step_rows(run: Path) -> list[tuple[float, float]]:
-    """(input tokens, seconds) of every training step in run/metrics.jsonl."""
-    return [(r["seconds"] * r["input_tokens_per_second"], r["seconds"]) for r in metric_rows(run)]
+def step_rows(rows: list[dict]) -> list[tuple[float, float]]:
+    """(input tokens, seconds) of every training step."""
+    return [(r["seconds"] * r["input_tokens_per_second"], r["seconds"]) for r in rows]
 
 
-def mean_train_loss(run: Path) -> float:
-    """The run's training loss per trained token over all its steps (each step's mean weighted by its tokens)."""
-    rows = metric_rows(run)
+def mean_train_loss(rows: list[dict]) -> float:
+    """The training loss per trained token over all the steps (each step's mean weighted by its tokens)."""
     return sum(r["train_loss"] * r["trained_tokens"] for r in rows) / sum(r["trained_tokens"] for r in rows)
 
 
@@ -53,14 +52,15 @@ def main() -> None:
     print("| run | " + " | ".join(f"{n} tokens" for n in names) + head)
     print("| --- |" + " ---: |" * (len(names) + 3))
     for run in args.runs:
-        rows = step_rows(run)
+        metrics = metric_rows(run)  # read once: the step groups and the loss both come from it
+        rows = step_rows(metrics)
         cells = []
         for lo, hi in groups:
             chosen = [(t, s) for t, s in rows if t >= lo and (hi is None or t < hi)]
             tokens, seconds = sum(t for t, _ in chosen), sum(s for _, s in chosen)
             cells.append(f"{1000 * seconds / tokens:.2f} ({len(chosen)})" if chosen else "-")
         tokens, seconds = sum(t for t, _ in rows), sum(s for _, s in rows)
-        whole = f" | {1000 * seconds / tokens:.2f} ({len(rows)}) | {seconds:.0f} | {mean_train_loss(run):.3f} |"
+        whole = f" | {1000 * seconds / tokens:.2f} ({len(rows)}) | {seconds:.0f} | {mean_train_loss(metrics):.3f} |"
         print(f"| {run} | " + " | ".join(cells) + whole)
 
 
