@@ -22,13 +22,18 @@ import json
 import re
 import sys
 from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlx_bluey.text import words  # noqa: E402 (after the checkout joins sys.path)
 
 YES, NO = {"yes", "yep", "yeah", "yup"}, {"no", "nope", "neither", "nah"}
 
 
 def polarity(reply: str) -> str:
-    found = re.match(r"\W*(\w+)", reply)
-    word = found.group(1).lower() if found else ""
+    """yes, no or other, by the reply's first word (mlx_bluey.text's definition of a word)."""
+    word = (words(reply) or [""])[0]
     return "yes" if word in YES else "no" if word in NO else "other"
 
 
