@@ -3,6 +3,8 @@
     python3 scripts/cap_pairs.py data/bluey-pairs-onpolicy/train.jsonl /tmp/onp/cap-train.jsonl 8
     python3 scripts/cap_pairs.py data/bluey-pairs-onpolicy/train.jsonl /tmp/onp/neutral-train.jsonl 8 --same-polarity
     python3 scripts/cap_pairs.py data/bluey-pairs-onpolicy/train.jsonl /tmp/onp/fewno.jsonl 8 --same-polarity --max-no 2
+    python3 scripts/cap_pairs.py /tmp/pp/pairs-e2.jsonl /tmp/pp/pressure-pairs.jsonl 100 --same-polarity \
+        --reason "out of character" --reason contradicts
 
 A pair's fact is the first "misses card fact X" of its reason, else the first "contradicts card fact X", else
 "other"; lines are kept in file order. Own age was 28-31 of the 81 on-policy pairs, and DPO on them answered
@@ -16,6 +18,11 @@ can sit on "Nope" against "Yep" or "Nope" against "I": DPO on all 81 opened 18 o
 --max-no N then keeps only the first N pairs whose chosen reply opens with a no-word: 8 of the 45 pairs
 --same-polarity keeps (18%) against 104 of the 1927 training replies (5.4%), and DPO on those 45 still opened 14
 of 36 short replies with one ("Do you like ice cream?" -> "Nope! I love ice cream").
+
+--reason PREFIX (repeatable) first keeps only the pairs whose reason starts with one of the prefixes: the adapter's
+replies that talk like an assistant ("out of character: gpt") or say a card fact wrong ("contradicts card fact
+own_age"), not its length misses or the template pairs of a pressure-prompt run (a fact-swap pair's reason starts
+"contradicts" too: that run had none, --max-per-fact 0).
 """
 
 import json
@@ -41,10 +48,13 @@ def main() -> None:
     source, output, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
     same_polarity = "--same-polarity" in sys.argv[4:]
     max_no = int(sys.argv[sys.argv.index("--max-no") + 1]) if "--max-no" in sys.argv else None
+    reasons = tuple(sys.argv[i + 1] for i, arg in enumerate(sys.argv) if arg == "--reason")
     seen: Counter = Counter()
     kept, dropped, no_openers = [], 0, 0
     for line in open(source):
         pair = json.loads(line)
+        if reasons and not pair["reason"].startswith(reasons):
+            continue
         if same_polarity and polarity(pair["chosen"]) != polarity(pair["rejected"]):
             dropped += 1
             continue

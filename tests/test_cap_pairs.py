@@ -45,3 +45,11 @@ def test_same_polarity_drops_pairs_whose_openings_differ_in_polarity_before_the_
 def test_max_no_keeps_only_the_first_chosen_replies_opening_with_a_no_word(tmp_path):
     # after the polarity filter, pairs 3 and 4 open with no-words; one is kept
     assert _kept(tmp_path, "8", "--same-polarity", "--max-no", "1") == [0, 2, 3]
+
+
+def test_reason_keeps_only_pairs_whose_reason_starts_with_a_prefix_before_the_other_filters(tmp_path):
+    # every reason starts "adapter: misses card fact"; only the own_age ones match the longer prefix
+    assert _kept(tmp_path, "8", "--reason", "adapter: misses card fact own") == [0, 1, 2]
+    both = ["--reason", "adapter: misses card fact own", "--reason", "adapter: misses card fact b"]
+    assert _kept(tmp_path, "8", *both) == [0, 1, 2, 4]  # own_age's three and breed's
+    assert _kept(tmp_path, "8", "--reason", "out of character") == []
