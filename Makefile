@@ -1,10 +1,11 @@
 # mlx-bluey: every target creates (or reuses) the virtual environment first, so each one works
 # alone on a fresh machine.
 #
-#   make train [MODEL=gemma-3-1b-it] [DATA=data/bluey] [CONFIG=configs/bluey.yaml]
-#   make chat  [MODEL=...]            chat with the adapter `make train` wrote
+#   make train [MODEL=gemma-3-1b-it] [DATA=data/bluey] [CONFIG=configs/bluey.yaml]   SFT, then the preference stage
+#   make sft [MODEL=...]              the SFT stage alone, into OUTPUT-sft
+#   make chat  [MODEL=...]            chat with the adapter `make train` wrote (ADAPTER=... for another)
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
-#   make prefer [MODEL=...]           the preference stage on it: pair files, then SimPO into OUTPUT-simpo
+#   make prefer [MODEL=...]           the preference stage (after sft): pair files, then DPO + NLL into OUTPUT
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX int8/int8-vocab/q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
@@ -24,6 +25,12 @@ MODEL ?=
 # The adapter directory is named after the data and the model, so different runs never collide.
 RUN_NAME = $(notdir $(DATA))-$(if $(MODEL),$(notdir $(MODEL)),gemma-3-270m-embedded)
 OUTPUT ?= adapters/$(RUN_NAME)
+# make train's first stage (SFT) writes here; the preference stage reads it and writes OUTPUT.
+SFT_OUTPUT ?= $(OUTPUT)-sft
+# The preference stage's pair files (train.jsonl, valid.jsonl) and, where `data pairs` builds them, the training
+# conversations it samples the SFT adapter on (README "Preference stage"; the recipes below).
+PAIRS ?= $(DATA)-pairs-dpo
+PAIRS_LIMIT ?= 200
 # Resolved when a recipe runs (after setup may have installed it), hence `=` and not `:=`.
 OPENBLAS = $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so.0 /usr/lib/aarch64-linux-gnu/libopenblas.so.0))
 # OPENBLAS_THREAD_TIMEOUT: see mlx_bluey/runtime.py (two BLAS thread pools in one process).
@@ -32,7 +39,8 @@ STAMP := $(VENV)/.installed
 EXPORT_VENV ?= .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed
 WEB_STAMP := mlx_bluey/web/node_modules/.installed
-ADAPTER ?= $(OUTPUT)
+# The adapter chat, evaluate, fuse, export and api use: make train's (the preference stage's), else its SFT stage's.
+ADAPTER ?= $(if $(wildcard $(OUTPUT)/adapters.safetensors),$(OUTPUT),$(SFT_OUTPUT))
 FUSED ?= fused/$(notdir $(ADAPTER))
 EXPORT ?= exports/$(notdir $(ADAPTER))
 GGUF ?= exports/$(notdir $(ADAPTER))-gguf
@@ -42,7 +50,7 @@ GGUF_STAMP := $(VENV)/.gguf-installed
 # on this kind of machine, the f16 file ran.
 LLAMA_CMAKE_ARGS = -DLLAVA_BUILD=OFF$(if $(filter x86_64,$(shell uname -m)), -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
-.PHONY: setup train chat evaluate prefer test info clean-venv export-env gguf-env web browser fuse export gguf serve api
+.PHONY: setup train sft chat evaluate prefer test info clean-venv export-env gguf-env web browser fuse export gguf serve api
 
 setup: $(STAMP)
 
@@ -80,29 +88,33 @@ web: $(WEB_STAMP)
 browser:
 	sh scripts/setup_browser.sh
 
-# --resume makes `make train` safe to repeat: an interrupted run continues, a finished one is kept.
-train: $(STAMP)
-	$(RUN)/mlx_bluey train --config $(CONFIG) --data $(DATA) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) --resume
+# make train: SFT (CONFIG) into SFT_OUTPUT, then the preference stage (`make prefer`, below) from it into OUTPUT,
+# where PAIRS holds pair files (data/bluey's are committed); another DATA stops after SFT until `make prefer` has
+# built its pairs (generic ones, which did not help on Bluey's data: README "Preference stage").
+# --resume makes each safe to repeat: an interrupted run continues, a finished one is kept.
+train: $(if $(wildcard $(PAIRS)/train.jsonl),prefer,sft)
+
+sft: $(STAMP)
+	$(RUN)/mlx_bluey train --config $(CONFIG) --data $(DATA) --output $(SFT_OUTPUT) $(if $(MODEL),--model $(MODEL)) --resume
 
 chat: $(STAMP)
-	$(RUN)/mlx_bluey generate --adapter $(OUTPUT)
+	$(RUN)/mlx_bluey generate --adapter $(ADAPTER)
 
 # The held-out prompts (data/eval/prompts.jsonl and the card's fact questions) x 3 samples through the
 # adapter, plus the held-out loss with and without it.
 evaluate: $(STAMP)
-	$(RUN)/mlx_bluey evaluate --adapter $(OUTPUT) --output reports/eval-$(RUN_NAME)
+	$(RUN)/mlx_bluey evaluate --adapter $(ADAPTER) --output reports/eval-$(notdir $(ADAPTER))
 
-# The preference stage (README "Preference stage"). Pair files are built once (file targets; data/bluey-pairs
-# is committed, made from adapters/bluey-270m-sft): the adapter's failing replies to the first PAIRS_LIMIT
-# training and 48 validation conversations (the slow part), template and fact-swap pairs for all of them.
-# Then SimPO (configs/bluey-simpo.yaml) from the make-train adapter into OUTPUT-simpo.
-PAIRS ?= $(DATA)-pairs
-PAIRS_LIMIT ?= 200
-$(PAIRS)/%.jsonl: | $(STAMP)
-	$(RUN)/mlx_bluey data pairs $(DATA)/$*.jsonl --output $@ --adapter $(OUTPUT) --no-base --limit $(if $(filter train,$*),$(PAIRS_LIMIT),48)
+# The preference stage (README "Preference stage"): DPO + NLL (configs/bluey-dpo.yaml) from the SFT adapter into
+# OUTPUT, on the pair files in PAIRS. data/bluey's are committed (data/bluey-pairs-dpo: on-policy fact and pressure
+# pairs, its README says how they were made). Another DATA's are built once (file targets) by `data pairs`:
+# templates and fact swaps for every conversation, the SFT adapter's failing replies to the first PAIRS_LIMIT
+# training and 48 validation conversations (the slow part).
+$(PAIRS)/%.jsonl: | sft
+	$(RUN)/mlx_bluey data pairs $(DATA)/$*.jsonl --output $@ --adapter $(SFT_OUTPUT) --no-base --limit $(if $(filter train,$*),$(PAIRS_LIMIT),48)
 
-prefer: $(PAIRS)/train.jsonl $(PAIRS)/valid.jsonl
-	$(RUN)/mlx_bluey train --config configs/bluey-simpo.yaml --data $(PAIRS) --from-adapter $(OUTPUT) --output $(OUTPUT)-simpo $(if $(MODEL),--model $(MODEL)) --resume
+prefer: sft $(PAIRS)/train.jsonl $(PAIRS)/valid.jsonl
+	$(RUN)/mlx_bluey train --config configs/bluey-dpo.yaml --data $(PAIRS) --from-adapter $(SFT_OUTPUT) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) --resume
 
 info: $(STAMP)
 	$(RUN)/mlx_bluey info
