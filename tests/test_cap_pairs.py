@@ -53,3 +53,5 @@ def test_reason_keeps_only_pairs_whose_reason_starts_with_a_prefix_before_the_ot
     both = ["--reason", "adapter: misses card fact own", "--reason", "adapter: misses card fact b"]
     assert _kept(tmp_path, "8", *both) == [0, 1, 2, 4]  # own_age's three and breed's
     assert _kept(tmp_path, "8", "--reason", "out of character") == []
+    # before --max-no counts: pair 1's "Nope" is filtered out first, so breed's "Neither" is the one allowed
+    assert _kept(tmp_path, "8", "--reason", "adapter: misses card fact b", "--max-no", "1") == [4]
