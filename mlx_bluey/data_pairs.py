@@ -106,10 +106,14 @@ def failed_checks(reply: str, finish_reason: str, chosen: str, card, question: s
     return problems
 
 
+def pressure_hits(prompt: list[dict], card) -> list[str]:
+    """The card's pressure markers the last user turn names, sorted (empty: not a pressure prompt)."""
+    return sorted(count_markers(last_user_turn(prompt), card.pressure_markers))
+
+
 def template_pair(prompt: list[dict], card, rng: random.Random) -> tuple[str, str] | None:
     """(an assistant-style reply, the reason) when the last user turn names a pressure marker."""
-    user = last_user_turn(prompt)
-    hits = sorted(count_markers(user, card.pressure_markers))
+    hits = pressure_hits(prompt, card)
     if not hits or not card.assistant_templates:
         return None
     return rng.choice(card.assistant_templates), f"assistant-style template (prompt names {', '.join(hits)})"

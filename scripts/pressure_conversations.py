@@ -3,8 +3,8 @@ on-policy pressure pairs.
 
     .venv/bin/python scripts/pressure_conversations.py data/bluey/train.jsonl --repeat 4 --output /tmp/pp/data.jsonl
 
-Keeps a conversation when its last user turn names one of the card's pressure_markers (the rule of
-data_pairs.template_pair) and writes it --repeat times in a row: `data pairs` samples conversation i with
+Keeps a conversation when its last user turn names one of the card's pressure_markers (data_pairs.pressure_hits,
+the rule of its template pairs) and writes it --repeat times in a row: `data pairs` samples conversation i with
 seed + i, so the copies get different samples of the adapter. Prints the count.
 """
 
@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mlx_bluey.character import load_card  # noqa: E402
-from mlx_bluey.data_pairs import last_user_turn  # noqa: E402
-from mlx_bluey.text import count_markers  # noqa: E402
+from mlx_bluey.data_pairs import pressure_hits  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
     kept = []
     for line in open(args.split):
         messages = json.loads(line)["messages"]
-        if count_markers(last_user_turn(messages[:-1]), list(card.pressure_markers)):
+        if pressure_hits(messages[:-1], card):
             kept.append(line if line.endswith("\n") else line + "\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("".join(line for line in kept for _ in range(args.repeat)))
