@@ -1,15 +1,23 @@
 """A training system message (system_message.py): trained in, recorded, and sent by every front end."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import chat, tiny_train_config, write_jsonl
 
-from mlx_bluey.character import CardError, CharacterCard, system_prompt
+from mlx_bluey.character import CardError, CharacterCard, load_card, system_prompt
 from mlx_bluey.chat_format import prompt_ids
-from mlx_bluey.config import ConfigError
+from mlx_bluey.config import ConfigError, load_config
 from mlx_bluey.data import Conversation
-from mlx_bluey.system_message import add_system, fused_system, served_system, trained_system, with_system
+from mlx_bluey.system_message import (
+    add_system,
+    fused_system,
+    served_system,
+    trained_system,
+    training_system,
+    with_system,
+)
 from mlx_bluey.train import TrainError, train
 
 SYSTEM = "Be Bluey."
@@ -128,3 +136,13 @@ def test_system_share_puts_the_message_in_a_seeded_share_of_the_conversations(ti
     assert _manifest(some)["system_share"] == 0.4 and _manifest(plain)["system_share"] == 0.0
     with pytest.raises(ConfigError, match=r"system_share must be in \[0, 1\]"):
         tiny_train_config(tiny_model_dir, data, some, system_share=1.5)
+
+
+def test_the_committed_preference_pairs_find_the_bluey_card_beside_them(monkeypatch):
+    """configs/bluey-dpo.yaml by hand: its from_adapter's manifest names a /tmp copy of the data, so the card must be
+    beside the pairs (data/bluey-pairs-dpo/character.yaml, a link to data/bluey's)."""
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)  # the config's paths are the checkout's
+    config = load_config("configs/bluey-dpo.yaml", {"from_adapter": None})  # no adapter's data to fall back on
+    expected = load_card(root / "data/bluey/character.yaml").default_system_prompt
+    assert training_system(config, Path(config.data) / "train.jsonl") == expected
