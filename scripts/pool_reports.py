@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
@@ -28,16 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlx_bluey import scorecard  # noqa: E402 (after the path)
 from mlx_bluey.atomic import atomic_write_text  # noqa: E402
+from mlx_bluey.compare import CompareError, load_result  # noqa: E402
 
 SEED = re.compile(r"--seed[ =](\d+)")
 DEFAULT_SEED = 0  # mlx_bluey evaluate's --seed default
 
 
 def read(report: Path) -> dict:
-    path = report / "results.json"
-    if not path.exists():
-        raise SystemExit(f"{path}: not found (a directory written by `mlx_bluey evaluate`)")
-    return json.loads(path.read_text())
+    try:
+        return load_result(report)  # compare's reader: the file there, with the headline figures
+    except CompareError as error:
+        raise SystemExit(str(error)) from None
 
 
 def seed_of(result: dict) -> int:

@@ -34,7 +34,7 @@ def _report(directory: Path, seed: int, rights: list[bool], adapter: str = "/gon
         "command": f"mlx_bluey evaluate --adapter {adapter} --samples 1 --seed {seed} --output {directory}",
         "config": {"seed": seed},
         "model": {"label": "tiny", "model_dir": "/models/tiny", "adapter": adapter},
-        "summary": {"training_marker_rates": RATES},
+        "summary": {"training_marker_rates": RATES, "headline": {}},
         "rows": rows,
     }
     (directory / "results.json").write_text(json.dumps(result))
@@ -83,3 +83,10 @@ def test_adapters_with_other_bytes_are_refused(tmp_path: Path) -> None:
     done = _run(str(one), str(two), "--same-adapter")
     assert done.returncode != 0
     assert "another adapter than" in done.stderr
+
+
+def test_a_directory_without_results_is_named(tmp_path: Path) -> None:
+    one = _report(tmp_path / "a", 0, [True])
+    done = _run(str(one), str(tmp_path / "missing"), "--same-adapter")
+    assert done.returncode != 0
+    assert f"{tmp_path / 'missing' / 'results.json'}: not found" in done.stderr
