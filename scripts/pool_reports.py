@@ -61,9 +61,8 @@ def same_adapter(a: str | None, b: str | None) -> bool | None:
     return first == second
 
 
-def pool(reports: list[Path], trust_adapter: bool = False) -> tuple[list[dict], dict]:
+def pool(reports: list[Path], results: list[dict], trust_adapter: bool = False) -> tuple[list[dict], dict]:
     """All reports' rows (checked, see the module docstring) and the training voice they were scored on."""
-    results = [read(r) for r in reports]
     first = results[0]
     seen = {}
     rows = []
@@ -86,13 +85,13 @@ def pool(reports: list[Path], trust_adapter: bool = False) -> tuple[list[dict], 
     return rows, {"marker_rates": first["summary"]["training_marker_rates"]}
 
 
-def table(reports: list[Path], rows: list[dict], reference: dict) -> str:
+def table(results: list[dict], rows: list[dict], reference: dict) -> str:
     pooled = scorecard.headline(rows, reference)
-    each = [scorecard.headline(read(r)["rows"], reference) for r in reports]
+    each = [scorecard.headline(result["rows"], reference) for result in results]
     head = (
-        "| figure | pooled (" + f"{len(rows)} replies) | " + " | ".join(str(i + 1) for i in range(len(reports))) + " |"
+        "| figure | pooled (" + f"{len(rows)} replies) | " + " | ".join(str(i + 1) for i in range(len(results))) + " |"
     )
-    lines = [head, "|---" * (len(reports) + 2) + "|"]
+    lines = [head, "|---" * (len(results) + 2) + "|"]
     for figure in scorecard.FIGURES:
         cells = [scorecard.format_figure(pooled[figure.name])]
         cells += [scorecard.format_figure(e[figure.name]) for e in each]
@@ -108,11 +107,14 @@ def main(argv: list[str] | None = None) -> None:
         "--same-adapter", action="store_true", help="adapter paths not on disk hold the same adapter (you checked)"
     )
     args = parser.parse_args(argv)
-    rows, reference = pool(args.reports, args.same_adapter)
-    text = table(args.reports, rows, reference)
+    results = [read(r) for r in args.reports]  # each results.json read once
+    rows, reference = pool(args.reports, results, args.same_adapter)
+    text = table(results, rows, reference)
     print(text)
     if args.output:
-        runs = "\n".join(f"{i + 1}. `{r}`: `{read(r)['command']}`" for i, r in enumerate(args.reports))
+        runs = "\n".join(
+            f"{i + 1}. `{r}`: `{result['command']}`" for i, (r, result) in enumerate(zip(args.reports, results))
+        )
         command = "python scripts/pool_reports.py " + " ".join(map(str, args.reports)) + f" --output {args.output}"
         args.output.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
