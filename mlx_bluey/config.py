@@ -88,8 +88,11 @@ class TrainConfig:
     """Dropout on the adapter input."""
     lora_keys: list[str] | None = None
     """Module names inside a block to adapt, e.g. [self_attn.q_proj, self_attn.v_proj]; None = every linear."""
-    epochs: int = 3
-    """Passes over train.jsonl. Ignored when iters > 0."""
+    epochs: float = 3
+    """Passes over train.jsonl; a fraction stops inside the last pass. Ignored when iters > 0.
+
+    Steps are ceil(epochs x steps per epoch): 0.82 of a 365-step epoch is ceil(299.3) = 300 steps, the first
+    1200 conversations of the seeded order at 4 a step; 1 is 365."""
     iters: int = 0
     """Optimizer steps to run instead of epochs; 0 = use epochs."""
     batch_size: int = 1
@@ -216,8 +219,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be at least {least}{note}, not {short_repr(getattr(self, key))}")
         if self.num_layers != -1 and self.num_layers < 1:
             raise ConfigError(f"num_layers must be -1 (every block) or at least 1, not {short_repr(self.num_layers)}")
-        if self.epochs < 1 and self.iters < 1:
-            raise ConfigError("set epochs >= 1 or iters >= 1")
+        if self.epochs <= 0 and self.iters < 1:
+            raise ConfigError("set epochs > 0 or iters >= 1")
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"learning_rate must be in (0, 1), not {self.learning_rate!r}")
         if not 0 <= self.lora_dropout < 1:

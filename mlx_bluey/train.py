@@ -82,7 +82,8 @@ class Plan:
 def plan_run(train: EncodedDataset, config: TrainConfig) -> Plan:
     per_epoch = math.ceil(len(train) / config.batch_size)
     steps_per_epoch = math.ceil(per_epoch / config.grad_accumulation)
-    steps = config.iters if config.iters > 0 else config.epochs * steps_per_epoch
+    # a fractional epoch rounds up (rounded to 6 places first, so 0.14 x 50 = 7.000000000000001 is 7 steps, not 8)
+    steps = config.iters if config.iters > 0 else math.ceil(round(config.epochs * steps_per_epoch, 6))
     micro: list[list[int]] = []
     epoch = 0
     while len(micro) < steps * config.grad_accumulation:

@@ -388,3 +388,18 @@ def test_resuming_a_finished_or_early_stopped_run_changes_nothing(tiny_model_dir
     train(config, resume=True, log=messages.append, validation_loss=VAL_LOSSES.__getitem__)
     assert any(m.startswith("training already complete (step 6)") for m in messages)
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in output.rglob("*") if p.is_file()} == before
+
+
+def test_a_fractional_epoch_runs_the_first_steps_of_the_full_epochs_plan():
+    from mlx_bluey.data import EncodedDataset
+    from mlx_bluey.train import plan_run
+
+    # 1460 conversations, 1 a micro-batch, 4 a step: 365 steps an epoch; 0.82 x 365 = 299.3 -> 300 steps
+    dataset = EncodedDataset([np.arange(1, 5 + i % 7, dtype=np.int32) for i in range(1460)], [], [])
+    whole = plan_run(dataset, TrainConfig(epochs=1, batch_size=1, grad_accumulation=4))
+    part = plan_run(dataset, TrainConfig(epochs=0.82, batch_size=1, grad_accumulation=4))
+    assert (whole.steps, part.steps, part.steps_per_epoch) == (365, 300, 365)
+    assert part.micro_batches == whole.micro_batches[:1200]  # the same batches as iters: 300
+    assert part.micro_batches == plan_run(dataset, TrainConfig(iters=300, batch_size=1)).micro_batches
+    # rounded before the ceiling: 0.14 x 50 is 7.000000000000001 in floats, 7 steps (200 conversations, 50 steps)
+    assert plan_run(EncodedDataset([np.ones(3, np.int32)] * 200, [], []), TrainConfig(epochs=0.14)).steps == 7
