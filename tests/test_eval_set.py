@@ -18,12 +18,15 @@ ROOT = Path(__file__).parent.parent
 DATA = ROOT / "data" / "bluey"
 
 
-def test_no_evaluation_prompt_is_a_training_prompt_or_its_near_duplicate():
+def _data_files() -> list[Path]:
     # the split, every raw part (a conversation in raw/ but not in the split would be a bug of `data split`) and
     # the drafts waiting to join them
     files = [DATA / f"{name}.jsonl" for name in ("train", "valid", "test")] + sorted((DATA / "raw").glob("*.jsonl"))
-    files += sorted((DATA / "drafts").glob("*.jsonl"))
-    conversations = [c for path in files for c in read_jsonl(path)]
+    return files + sorted((DATA / "drafts").glob("*.jsonl"))
+
+
+def test_no_evaluation_prompt_is_a_training_prompt_or_its_near_duplicate():
+    conversations = [c for path in _data_files() for c in read_jsonl(path)]
     prompts = all_prompts(ROOT / "data" / "eval" / "prompts.jsonl", load_card(DATA / "character.yaml"))
     assert len(prompts) == 86 + 33  # the file, and the card's 10 facts with 33 questions
     assert [str(p) for p in held_out_problems(conversations, prompts)] == []
@@ -33,11 +36,9 @@ def test_the_card_fact_questions_are_worded_apart_from_every_training_turn():
     # stricter than the held-out rule (0.5): the card's comment promises under 0.3, the bar the fact data
     # (raw/part8, part12) was written to, so a fact score measures the fact, not a remembered wording
     card = load_card(DATA / "character.yaml")
-    files = [DATA / f"{name}.jsonl" for name in ("train", "valid", "test")] + sorted((DATA / "raw").glob("*.jsonl"))
-    files += sorted((DATA / "drafts").glob("*.jsonl"))
     turns = {
         text_shingles(m["content"])
-        for path in files
+        for path in _data_files()
         for c in read_jsonl(path)
         for m in c.messages
         if m["role"] == "user"
