@@ -92,9 +92,12 @@ def validate_files(
     return Report(len(conversations), problems)
 
 
-def held_out_problems(conversations: list[Conversation], prompts: list) -> list[DataError]:
+def held_out_problems(
+    conversations: list[Conversation], prompts: list, threshold: float = NEAR_DUPLICATE_JACCARD
+) -> list[DataError]:
     """A problem per user turn that is, after case and spacing, an evaluation prompt's user turn or its
-    near-duplicate (word 3-gram Jaccard >= 0.5); each names the turn and the first prompt it matches."""
+    near-duplicate (word 3-gram Jaccard >= threshold, 0.5 unless asked); each names the turn and the first
+    prompt it matches."""
     asked = [
         (prompt.id, _text_key(m["content"]), text_shingles(m["content"]))
         for prompt in prompts
@@ -109,7 +112,7 @@ def held_out_problems(conversations: list[Conversation], prompts: list) -> list[
             own_key, own = _text_key(message["content"]), text_shingles(message["content"])
             for prompt_id, key, theirs in asked:
                 similarity = 1.0 if key == own_key else jaccard(own, theirs)
-                if similarity >= NEAR_DUPLICATE_JACCARD:
+                if similarity >= threshold:
                     what = "a copy" if key == own_key else f"a near-duplicate (word 3-gram Jaccard {similarity:.2f})"
                     problems.append(
                         DataError(
