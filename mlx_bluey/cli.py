@@ -32,6 +32,7 @@ from .evaluation_args import ASSISTANT_REPLIES, EvaluationArgs
 from .export_args import DEFAULT_VARIANTS, FORMATS, ONNX_VARIANTS, ExportArgs
 from .generation_settings import GenerationSettings
 from .serve import HOST, PORT
+from .text import SHORT_WORDS
 
 
 def _fail(error: Exception) -> None:
@@ -509,8 +510,23 @@ def data_split(inputs, output, valid, test, seed, keep) -> None:
     type=click.IntRange(min=0),
     help="At most N fact-swap pairs per card fact (SimPO over-taught the most frequent: reports/compare-270m-simpo).",
 )
+@click.option(
+    "--short-stays-short",
+    is_flag=True,
+    help=f"Also reject an adapter reply of {SHORT_WORDS}+ words where the dataset's is shorter (the evaluation's).",
+)
 def data_pairs(
-    input_path, output, adapter, model, use_base, character_path, seed, limit, max_new_tokens, max_per_fact
+    input_path,
+    output,
+    adapter,
+    model,
+    use_base,
+    character_path,
+    seed,
+    limit,
+    max_new_tokens,
+    max_per_fact,
+    short_stays_short,
 ) -> None:
     """Build a preference file (chosen: the dataset's reply; rejected: templates, swapped facts, base and
     adapter replies)."""
@@ -537,6 +553,7 @@ def data_pairs(
                 progress=bar.update,
                 log=lambda m: click.echo(m, err=True),
                 max_per_fact=max_per_fact,
+                short_stays_short=short_stays_short,
             )
     except (*_user_errors(), CardError) as error:
         _fail(error)

@@ -16,7 +16,9 @@ pair per conversation and each counted in the stats file:
   finished, contradicting a card fact (one of its rejected phrases), missing the card fact a short
   dataset reply opens with (``answer_fact``: "She's four!" chosen, "Yep! ... Brisbane" or "Six!" sampled;
   judged as the evaluation judges its fact questions, metrics.states_fact), or a length far from the
-  dataset's reply (under a third or over twice its words, by more than LENGTH_SLACK_WORDS).
+  dataset's reply (under a third or over twice its words, by more than LENGTH_SLACK_WORDS); with
+  ``short_stays_short``, also a reply of SHORT_WORDS or more where the dataset's is shorter (the evaluation's
+  rule for a short prompt: text.SHORT_WORDS).
 
 Template and fact pairs need no model and cover every conversation; ``limit`` bounds the model sources
 (generation is the slow part). Sampling uses the chat defaults and seed + conversation index, so a run
@@ -40,7 +42,7 @@ from .atomic import atomic_write_text
 from .data import read_jsonl
 from .journal import Journal
 from .system_message import add_system, trained_system
-from .text import count_markers, marker_pattern, opening, words
+from .text import SHORT_WORDS, count_markers, marker_pattern, opening, words
 
 SOURCES = ("template", "fact", "base", "adapter")  # the order pairs of one conversation are written in
 FACT_ID = re.compile(r"^contradicts card fact (\S+):")  # a fact pair's reason names its fact
@@ -56,9 +58,9 @@ def last_user_turn(messages: list[dict]) -> str:
     return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
-def length_problem(reply: str, chosen: str) -> str | None:
+def length_problem(reply: str, chosen: str, short_stays_short: bool = False) -> str | None:
     got, want = len(words(reply)), len(words(chosen))
-    if got > 2 * want + LENGTH_SLACK_WORDS:
+    if got > 2 * want + LENGTH_SLACK_WORDS or (short_stays_short and want < SHORT_WORDS <= got):
         return f"too long: {got} words, the dataset's reply {want}"
     if got < want / 3 - LENGTH_SLACK_WORDS:
         return f"too short: {got} words, the dataset's reply {want}"
@@ -87,9 +89,11 @@ def answer_fact(chosen: str, question: str, card):
     return fact if metrics.states_fact(chosen, fact.accept, fact.reject, fact.answers, question) else None
 
 
-def failed_checks(reply: str, finish_reason: str, chosen: str, card, question: str = "") -> list[str]:
+def failed_checks(
+    reply: str, finish_reason: str, chosen: str, card, question: str = "", short_stays_short: bool = False
+) -> list[str]:
     """Why an adapter reply is a fair 'rejected' (empty: it passes every check); `question` is the last
-    user turn, which the fact answers are judged against."""
+    user turn, which the fact answers are judged against; `short_stays_short`: see length_problem."""
     problems = []
     if phrases := metrics.assistant_phrases(reply, card.break_character_markers):
         problems.append(f"out of character: {', '.join(phrases)}")
@@ -101,7 +105,7 @@ def failed_checks(reply: str, finish_reason: str, chosen: str, card, question: s
     fact = answer_fact(chosen, question, card)
     if fact and not metrics.states_fact(reply, fact.accept, fact.reject, fact.answers, question):
         problems.append(f"misses card fact {fact.id}")
-    if problem := length_problem(reply, chosen):
+    if problem := length_problem(reply, chosen, short_stays_short):
         problems.append(problem)
     return problems
 
@@ -139,15 +143,24 @@ def _like(found: str, wrong: str) -> str:
 
 
 def journal_header(
-    data, seed: int, model: str | None, adapter: str | None, settings, max_per_fact: int | None = None
+    data,
+    seed: int,
+    model: str | None,
+    adapter: str | None,
+    settings,
+    max_per_fact: int | None = None,
+    short_stays_short: bool = False,
 ) -> dict:
-    """What makes a run's records reusable: the same data, seed, models, sampling settings and fact cap."""
+    """What makes a run's records reusable: the same data, seed, models, sampling settings, fact cap and
+    length rule (the last two named only when set, so a run without them reads older journals)."""
     from .checkpoints import ADAPTER_FILE, sha256_files
 
     weights = sha256_files([Path(adapter) / ADAPTER_FILE]) if adapter else None
     sampling = {k: v for k, v in asdict(settings).items() if k != "seed"}
     header = {"data": str(data), "seed": seed, "model": model, "adapter_sha256": weights, "settings": sampling}
-    return header if max_per_fact is None else {**header, "max_per_fact": max_per_fact}
+    if max_per_fact is not None:
+        header["max_per_fact"] = max_per_fact
+    return {**header, "short_stays_short": True} if short_stays_short else header
 
 
 class _Generator:
@@ -190,11 +203,13 @@ def build_pairs(
     progress=None,
     log=print,
     max_per_fact: int | None = None,
+    short_stays_short: bool = False,
 ) -> dict:
     """Write the pair file and its stats; return the stats. `model` is the base (None: the adapter's
     base, else the embedded default); `use_base=False` skips the base source, `adapter=None` the adapter's;
     `limit` bounds the conversations the model sources generate for (templates and facts cover all);
-    `max_per_fact` caps the fact-swap pairs of each card fact (in conversation order; None = no cap).
+    `max_per_fact` caps the fact-swap pairs of each card fact (in conversation order; None = no cap);
+    `short_stays_short` rejects an adapter reply of SHORT_WORDS+ words to a prompt whose dataset reply is shorter.
 
     About 70 lines: the journal's resume, the walk over sources and conversations and the stats are one
     pass over shared state (done, per_fact); split up, each part would take most of it as arguments."""
@@ -207,7 +222,7 @@ def build_pairs(
     generated = len(conversations[:limit])
     output = Path(output)
     settings = settings or GenerationSettings()
-    header = journal_header(data, seed, model, adapter, settings, max_per_fact)
+    header = journal_header(data, seed, model, adapter, settings, max_per_fact, short_stays_short)
     journal = Journal(output.with_name(output.name + ".partial"), header)
     done = {(r["source"], r["conversation"]): r["pair"] for r in journal.records}
     per_fact: Counter = Counter()  # fact-swap pairs so far (at the end: in the output), by fact id
@@ -222,7 +237,7 @@ def build_pairs(
             for index, conversation in enumerate(conversations[: generated if source in generators else None]):
                 if (source, index) not in done:
                     capped = _capped(card, per_fact, max_per_fact) if source == "fact" else frozenset()
-                    pair = _one(source, index, conversation.messages, card, seed, generators, capped)
+                    pair = _one(source, index, conversation.messages, card, seed, generators, capped, short_stays_short)
                     journal.append({"source": source, "conversation": index, "pair": pair})
                     done[(source, index)] = pair
                 if source == "fact" and done[(source, index)] is not None:
@@ -243,6 +258,7 @@ def build_pairs(
         "conversations_generated_for": generated if any(generators.values()) else 0,
         "seed": seed,
         "max_per_fact": max_per_fact,
+        "short_stays_short": short_stays_short,
         "base_model": model if use_base or adapter else None,
         "adapter": adapter,
         **pair_counts(pairs, card, per_fact),
@@ -278,7 +294,16 @@ def _capped(card, per_fact: Counter, max_per_fact: int | None) -> frozenset:
     return frozenset(f.id for f in card.facts if max_per_fact is not None and per_fact[f.id] >= max_per_fact)
 
 
-def _one(source: str, index: int, messages: list[dict], card, seed: int, generators, capped=frozenset()) -> dict | None:
+def _one(
+    source: str,
+    index: int,
+    messages: list[dict],
+    card,
+    seed: int,
+    generators,
+    capped=frozenset(),
+    short_stays_short: bool = False,
+) -> dict | None:
     prompt, chosen = messages[:-1], messages[-1]["content"]
     pair = lambda rejected, reason: {  # noqa: E731 (one line, three uses)
         "messages": prompt,
@@ -299,5 +324,5 @@ def _one(source: str, index: int, messages: list[dict], card, seed: int, generat
         return None
     if source == "base":
         return pair(text, "untuned base model")
-    problems = failed_checks(text, reply.finish_reason, chosen, card, last_user_turn(prompt))
+    problems = failed_checks(text, reply.finish_reason, chosen, card, last_user_turn(prompt), short_stays_short)
     return pair(text, "; ".join(problems)) if problems else None

@@ -42,6 +42,25 @@ def test_length_problem_allows_slack_then_names_the_counts():
     assert length_problem("hi", "word " * 60) is None  # 60 / 3 - 20 = 0
 
 
+def test_short_stays_short_rejects_a_reply_the_evaluation_counts_as_not_short():
+    five = "We play heaps of games."
+    assert length_problem("word " * 25, five) is None  # 25 is not over 2 x 5 + 20 = 30
+    assert length_problem("word " * 25, five, short_stays_short=True) == "too long: 25 words, the dataset's reply 5"
+    assert length_problem("word " * 24, five, short_stays_short=True) is None  # under SHORT_WORDS = 25
+    assert length_problem("word " * 30, "word " * 25, short_stays_short=True) is None  # the dataset's is not short
+    assert failed_checks("word " * 24 + "done.", "stop", five, CARD) == []
+    assert failed_checks("word " * 24 + "done.", "stop", five, CARD, short_stays_short=True) == [
+        "too long: 25 words, the dataset's reply 5"
+    ]
+    # a journal of either rule is not read for the other: the rule is in the header only when set
+    plain = journal_header("d.jsonl", 0, None, None, SETTINGS)
+    assert "short_stays_short" not in plain
+    assert journal_header("d.jsonl", 0, None, None, SETTINGS, short_stays_short=True) == {
+        **plain,
+        "short_stays_short": True,
+    }
+
+
 def test_failed_checks_on_hand_made_replies():
     chosen = "Bingo is four and we play heaps."
     assert failed_checks("Bingo is four, mate!", "stop", chosen, CARD) == []
