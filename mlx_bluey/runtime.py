@@ -63,13 +63,16 @@ def ensure_fast_blas(before_exec=None) -> None:
 
 # glibc's malloc serves a request over its mmap threshold (128 KB at first, raised as such blocks are freed,
 # at most 32 MB) with a fresh mapping, and gives memory at the heap's top back past its trim threshold: both
-# make the next array of that size page-fault on every 4 KB page it touches. MLX on the CPU allocates each
-# op's output with malloc, NumPy each temporary (numpy_gelu.py makes several per layer). Fixed thresholds keep
-# freed blocks for reuse; the resident size stays at the run's peak, which it reaches anyway. It is here for
-# the NumPy GELU's temporaries: on its own (with MLX's GELU) three rounds showed no gain, 0.97x (0.97-1.19),
-# benchmarks/cpu_ops.md's --no-numpy-gelu row.
+# make the next array of that size page-fault on every 4 KB page it touches, and the kernel zero each page.
+# MLX on the CPU allocates each op's output with malloc (it keeps no cache of its own there), NumPy each
+# temporary (numpy_gelu.py makes several per layer). A LoRA step of the 270M frees its micro-batch's activations
+# at once, so the heap's free top reached 1.2-1.5 GB and was trimmed under the old 1 GB threshold every few
+# micro-batches (strace, 8 steps of configs/bluey.yaml: the heap grew from 0.7 to 1.9 GB three times), then
+# faulted back in: clear_page_erms was 11% of a 16-step run's samples (perf). So trimming is off (-1: mallopt's
+# "never"); the resident size stays at the run's peak, which it reaches anyway. Whole steps:
+# benchmarks/allocator.md.
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
-TRIM_THRESHOLD = 1024 * 1024 * 1024
+TRIM_THRESHOLD = -1  # never give the heap's top back (mallopt(3): -1 disables trimming)
 
 
 def tune_allocator() -> bool:
