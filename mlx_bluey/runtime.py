@@ -66,11 +66,12 @@ def ensure_fast_blas(before_exec=None) -> None:
 # make the next array of that size page-fault on every 4 KB page it touches, and the kernel zero each page.
 # MLX on the CPU allocates each op's output with malloc (it keeps no cache of its own there), NumPy each
 # temporary (numpy_gelu.py makes several per layer). A LoRA step of the 270M frees its micro-batch's activations
-# at once, so the heap's free top reached 1.2-1.5 GB and was trimmed under the old 1 GB threshold every few
-# micro-batches (strace, 8 steps of configs/bluey.yaml: the heap grew from 0.7 to 1.9 GB three times), then
-# faulted back in: clear_page_erms was 11% of a 16-step run's samples (perf). So trimming is off (-1: mallopt's
-# "never"); the resident size stays at the run's peak, which it reaches anyway. Whole steps:
-# benchmarks/allocator.md.
+# at once, so the heap's free top passed the old 1 GB trim threshold every ten or so micro-batches (strace, 8 steps of
+# configs/bluey.yaml: the heap grew from 0.7 to 1.9 GB and was cut back three times) and was faulted in again.
+# So trimming is off (-1: mallopt's "never"); the resident size stays at the run's peak, which it reaches
+# anyway. make train's SFT stage, the same day and machine, the adapter byte for byte the same: 7.84M -> 1.30M
+# minor page faults, 26 min 32 s -> 25 min 38 s (benchmarks/make-train-allocator-270m/time.txt); 16 steps
+# without the system message, paired: 1.20x, rounds 1.06-1.41 (benchmarks/allocator.md).
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = -1  # never give the heap's top back (mallopt(3): -1 disables trimming)
 
