@@ -70,8 +70,9 @@ def ensure_fast_blas(before_exec=None) -> None:
 # configs/bluey.yaml: the heap grew from 0.7 to 1.9 GB and was cut back three times) and was faulted in again.
 # So trimming is off (-1: mallopt's "never"); the resident size stays at the run's peak, which it reaches
 # anyway. make train's SFT stage, the same day and machine, the adapter byte for byte the same: 7.84M -> 1.30M
-# minor page faults, 26 min 32 s -> 25 min 38 s (benchmarks/make-train-allocator-270m/time.txt); 16 steps
-# without the system message, paired: 1.20x, rounds 1.06-1.41 (benchmarks/allocator.md).
+# minor page faults, 26 min 32 s -> 25 min 38 s (benchmarks/make-train-allocator-270m/time.txt); its first 16
+# steps, paired: 1.06x, rounds 1.04-1.09 (benchmarks/allocator-configured.md; without the system message 1.20x,
+# rounds 1.06-1.41, benchmarks/allocator.md).
 MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
 TRIM_THRESHOLD = -1  # never give the heap's top back (mallopt(3): -1 disables trimming)
 

@@ -17,6 +17,10 @@ range over rounds. The training losses of every step are kept, and their largest
 from the baseline's is reported (a speed change that changes the losses beyond float32 rounding is not
 one).
 
+Every tree trains the conversations as the data has them (the training system message off), so a baseline from
+before that message trains the same batches. --as-configured trains every tree as --config says, the message
+included (make train's own batches; benchmarks/allocator-configured.md); the baseline must know the message.
+
     .venv/bin/python scripts/bench_train_step.py --summarise benchmarks/cpu_ops.json
 
 writes a record's tables again from its runs with this script's summary (the record keeps the command
@@ -56,7 +60,7 @@ def same_conversations(tree: Path) -> list[str]:
 
 def run_once(tree: Path, flags: list[str], args, output: Path) -> dict:
     """One timed training run in `tree`; its per-step seconds, trained tokens and losses."""
-    data = ["--data", str(ROOT / args.data), *same_conversations(tree)]
+    data = ["--data", str(ROOT / args.data), *([] if args.as_configured else same_conversations(tree))]
     command = timed_training(args.config, output, args.steps, *data, *flags)
     # -m from the tree's root imports the tree's mlx_bluey (the current directory is first on sys.path).
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
@@ -120,6 +124,11 @@ def main() -> None:
     parser.add_argument("--data", default="data/bluey")
     parser.add_argument("--output", default="benchmarks/cpu_ops")
     parser.add_argument("--summarise", type=Path, help="a record (NAME.json) to summarise again; nothing is run")
+    parser.add_argument(
+        "--as-configured",
+        action="store_true",
+        help="train every tree as --config says (its system message too); both trees must know system_from_card",
+    )
     args = parser.parse_args()
     if args.summarise:
         record = json.loads(args.summarise.read_text())
@@ -134,6 +143,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         base_tree = worktree(args.baseline, Path(scratch))
         try:
+            if args.as_configured and not same_conversations(base_tree):
+                parser.error(f"--as-configured: {args.baseline} predates system_from_card (it trains other batches)")
             for round_ in range(args.rounds):
                 order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
                 for name in order:
