@@ -162,7 +162,12 @@ def test_pytest_progress_reaches_the_terminal_with_and_without_the_re_exec(prelo
     assert out.count("test session starts") == 1, out
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc's mallopt")
+NEEDS_GLIBC = pytest.mark.skipif(
+    platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc's mallopt"
+)
+
+
+@NEEDS_GLIBC
 def test_allocator_thresholds_are_set_on_glibc():
     assert runtime.tune_allocator() and runtime.tune_allocator()  # accepted, and again (idempotent)
 
@@ -191,7 +196,7 @@ print(grown >> 20, libc.mallinfo2().arena >> 20)
 """
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or not platform.libc_ver()[0] == "glibc", reason="glibc's mallopt")
+@NEEDS_GLIBC
 def test_the_heap_keeps_freed_memory_past_a_gigabyte():
     # 1.2 GB freed at once is what a LoRA step of the 270M gives back; a 1 GB trim threshold gave it to the
     # kernel and the next micro-batch faulted it in again (runtime.py). The blocks are never written, so the
