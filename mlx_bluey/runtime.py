@@ -66,8 +66,9 @@ def ensure_fast_blas(before_exec=None) -> None:
 # make the next array of that size page-fault on every 4 KB page it touches, and the kernel zero each page.
 # MLX on the CPU allocates each op's output with malloc (it keeps no cache of its own there), NumPy each
 # temporary (numpy_gelu.py makes several per layer). A LoRA step of the 270M frees its micro-batch's activations
-# at once, so the heap's free top passed the old 1 GB trim threshold every ten or so micro-batches (strace, 8 steps of
-# configs/bluey.yaml: the heap grew from 0.7 to 1.9 GB and was cut back three times) and was faulted in again.
+# at once, so the heap's free top passed the old 1 GB trim threshold and was given back, twice in 8 steps (strace of
+# configs/bluey.yaml: the heap grew from 0.75 to 1.9 GB and was cut by 1.2-1.5 GB, then grew again, paging it all in
+# afresh; benchmarks/make-train-allocator-270m/strace-heap.txt).
 # So trimming is off (-1: mallopt's "never"); the resident size stays at the run's peak, which it reaches
 # anyway. make train's SFT stage, the same day and machine, the adapter byte for byte the same: 7.84M -> 1.30M
 # minor page faults, 26 min 32 s -> 25 min 38 s (benchmarks/make-train-allocator-270m/time.txt); its first 16
