@@ -5,7 +5,7 @@
 #   make sft [MODEL=...]              the SFT stage alone, into OUTPUT-sft
 #   make chat  [MODEL=...]            chat with the adapter `make train` wrote (ADAPTER=... for another)
 #   make evaluate [MODEL=...]         personality report of that adapter in reports/eval-...
-#   make prefer [MODEL=...]           the preference stage (after sft): pair files, then DPO + NLL into OUTPUT
+#   make prefer [MODEL=...]           the preference stage (after sft): pair files, then ORPO into OUTPUT
 #   make export [ADAPTER=adapters/...]  fuse the adapter, export ONNX int8/int8-vocab/q8/q4/fp16 with a parity report
 #   make serve                        the browser chat page with that export, on http://127.0.0.1:8000
 #   make api [ADAPTER=adapters/...]   an OpenAI-compatible API for that adapter, on http://127.0.0.1:8000/v1
@@ -20,6 +20,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/bluey.yaml
+# The preference stage's config (ORPO; configs/bluey-dpo.yaml is the DPO + NLL stage measured beside it).
+PREFER_CONFIG ?= configs/bluey-orpo.yaml
 DATA ?= data/bluey
 MODEL ?=
 # The adapter directory is named after the data and the model, so different runs never collide.
@@ -105,7 +107,7 @@ chat: $(STAMP)
 evaluate: $(STAMP)
 	$(RUN)/mlx_bluey evaluate --adapter $(ADAPTER) --output reports/eval-$(notdir $(ADAPTER))
 
-# The preference stage (README "Preference stage"): DPO + NLL (configs/bluey-dpo.yaml) from the SFT adapter into
+# The preference stage (README "Preference stage"): ORPO (PREFER_CONFIG) from the SFT adapter into
 # OUTPUT, on the pair files in PAIRS. data/bluey's are committed (data/bluey-pairs-dpo: on-policy fact and pressure
 # pairs, its README says how they were made). Another DATA's are built once (file targets) by `data pairs`:
 # templates and fact swaps for every conversation, the SFT adapter's failing replies to the first PAIRS_LIMIT
@@ -114,7 +116,7 @@ $(PAIRS)/%.jsonl: | sft
 	$(RUN)/mlx_bluey data pairs $(DATA)/$*.jsonl --output $@ --adapter $(SFT_OUTPUT) --no-base --limit $(if $(filter train,$*),$(PAIRS_LIMIT),48)
 
 prefer: sft $(PAIRS)/train.jsonl $(PAIRS)/valid.jsonl
-	$(RUN)/mlx_bluey train --config configs/bluey-dpo.yaml --data $(PAIRS) --from-adapter $(SFT_OUTPUT) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) --resume
+	$(RUN)/mlx_bluey train --config $(PREFER_CONFIG) --data $(PAIRS) --from-adapter $(SFT_OUTPUT) --output $(OUTPUT) $(if $(MODEL),--model $(MODEL)) --resume
 
 info: $(STAMP)
 	$(RUN)/mlx_bluey info
